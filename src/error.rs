@@ -1,0 +1,116 @@
+//! The crate's error type: everything a user can get wrong in configuration or data.
+//!
+//! Programmer errors (a batch with the wrong number of columns passed to `forward`, `backward`
+//! called before `forward`) panic instead, with a message naming both shapes; see each
+//! method's `# Panics` section.
+//!
+//! ```
+//! use phm_nn::{PhmError, PhmShape};
+//! let err = PhmShape::new(4, 10, 8).unwrap_err();
+//! assert_eq!(err.to_string(), "in_features 10 is not divisible by n = 4");
+//! assert!(matches!(err, PhmError::NotDivisible { .. }));
+//! ```
+
+use std::fmt;
+
+/// Errors returned for invalid configuration, invalid tensors or invalid data.
+///
+/// Every message names the offending values.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum PhmError {
+    /// The hypercomplex dimension `n` was zero.
+    ZeroN,
+    /// A size is zero where a positive size is required (e.g. `in_features = 0`).
+    ZeroSize {
+        /// Which size, e.g. `"in_features"`.
+        what: &'static str,
+    },
+    /// A layer size is not a multiple of `n`.
+    NotDivisible {
+        /// Which size, e.g. `"in_features"`.
+        what: &'static str,
+        /// The size given.
+        size: usize,
+        /// The hypercomplex dimension.
+        n: usize,
+    },
+    /// A tensor handed to a constructor has the wrong shape.
+    ShapeMismatch {
+        /// Which tensor, e.g. `"rules"`.
+        what: &'static str,
+        /// The shape that was expected.
+        expected: Vec<usize>,
+        /// The shape that was given.
+        got: Vec<usize>,
+    },
+    /// A hyperparameter or other argument is out of its valid range.
+    InvalidArgument {
+        /// Which argument, e.g. `"lr"`.
+        what: &'static str,
+        /// Why it is invalid, naming the value.
+        reason: String,
+    },
+    /// A class label is not below the number of classes.
+    LabelOutOfRange {
+        /// Row of the batch holding the label.
+        row: usize,
+        /// The label.
+        label: usize,
+        /// Number of classes (columns of the logits).
+        classes: usize,
+    },
+    /// A gradient holds NaN or infinity; the optimizer left every parameter unchanged.
+    NonFiniteGradient {
+        /// Name of the first parameter found with a non-finite gradient.
+        param: String,
+    },
+}
+
+impl fmt::Display for PhmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PhmError::ZeroN => write!(f, "n must be at least 1, got n = 0"),
+            PhmError::ZeroSize { what } => write!(f, "{what} must be at least 1, got 0"),
+            PhmError::NotDivisible { what, size, n } => {
+                write!(f, "{what} {size} is not divisible by n = {n}")
+            }
+            PhmError::ShapeMismatch {
+                what,
+                expected,
+                got,
+            } => write!(f, "{what} has shape {got:?}, expected {expected:?}"),
+            PhmError::InvalidArgument { what, reason } => write!(f, "invalid {what}: {reason}"),
+            PhmError::LabelOutOfRange {
+                row,
+                label,
+                classes,
+            } => write!(
+                f,
+                "label {label} in row {row} is out of range for {classes} classes"
+            ),
+            PhmError::NonFiniteGradient { param } => write!(
+                f,
+                "gradient of parameter `{param}` is not finite (NaN or inf); no parameter was updated"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PhmError {}
+
+/// Shorthand for `Result<T, PhmError>`.
+pub type Result<T> = std::result::Result<T, PhmError>;
+
+/// Checks that `got` equals `expected`, naming the tensor in the error.
+pub(crate) fn check_shape(what: &'static str, expected: &[usize], got: &[usize]) -> Result<()> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(PhmError::ShapeMismatch {
+            what,
+            expected: expected.to_vec(),
+            got: got.to_vec(),
+        })
+    }
+}

@@ -1,0 +1,187 @@
+//! Loss functions returning the loss value and its gradient with respect to the prediction.
+//!
+//! Both losses average, as PyTorch's `reduction='mean'` does. For predictions `P ∈ R^{B×d}`:
+//!
+//! ```text
+//!     mse(P, T)        = (1/(B·d)) · Σ_{b,j} (P_bj − T_bj)²
+//!     d mse / dP       = (2/(B·d)) · (P − T)
+//!
+//!     cross_entropy(Z, y) = (1/B) · Σ_b ( logsumexp(Z_b) − Z_b,y_b )
+//!     d ce / dZ           = (softmax(Z) − onehot(y)) / B
+//! ```
+//!
+//! with `logsumexp(z) = m + ln Σ_j e^{z_j − m}`, `m = max_j z_j`, so that logits of any
+//! finite size (say `±1000`) give a finite loss and gradient. Feed [`LossOutput::grad`] to
+//! the model's [`backward`](crate::Module::backward).
+//!
+//! ```
+//! use ndarray::array;
+//! use phm_nn::loss::{cross_entropy, mse};
+//!
+//! let out = mse(array![[1.0, 2.0]].view(), array![[0.0, 4.0]].view());
+//! assert_eq!(out.value, (1.0 + 4.0) / 2.0);
+//! assert_eq!(out.grad, array![[1.0, -2.0]]); // 2·(P − T)/2
+//!
+//! // Logits (0, ln 3): softmax = (1/4, 3/4); the loss for class 1 is −ln(3/4) = ln(4/3).
+//! let ce = cross_entropy(array![[0.0, 3f64.ln()]].view(), &[1])?;
+//! assert!((ce.value - (4.0f64 / 3.0).ln()).abs() < 1e-15);
+//! assert!((ce.grad[[0, 0]] - 0.25).abs() < 1e-15 && (ce.grad[[0, 1]] + 0.25).abs() < 1e-15);
+//! # Ok::<(), phm_nn::PhmError>(())
+//! ```
+
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, Axis, Zip};
+
+use crate::linalg::assert_same_shape;
+use crate::{Float, PhmError, Result};
+
+/// A scalar loss and its gradient with respect to the prediction (or logits).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LossOutput<F> {
+    /// The loss value.
+    pub value: F,
+    /// `dL/dpred`, with the prediction's shape.
+    pub grad: Array2<F>,
+}
+
+/// Mean squared error over all elements: `(1/N)·Σ (pred − target)²`, with `N = B·d`.
+///
+/// The gradient is `2·(pred − target)/N`. Matches PyTorch's `nn.MSELoss()`. For an empty
+/// batch the value is NaN (`0/0`, as in PyTorch) and the gradient is empty.
+///
+/// # Panics
+/// If `pred` and `target` have different shapes; the message names both.
+#[track_caller]
+pub fn mse<F: Float>(pred: ArrayView2<'_, F>, target: ArrayView2<'_, F>) -> LossOutput<F> {
+    assert_same_shape("mse", "target", target.shape(), pred.shape());
+    let n = F::of(pred.len() as f64);
+    let mut grad = &pred - &target;
+    let value = grad.iter().map(|&e| e * e).sum::<F>() / n;
+    let scale = F::of(2.0) / n;
+    grad.mapv_inplace(|e| e * scale);
+    LossOutput { value, grad }
+}
+
+/// Softmax cross-entropy with integer class labels, averaged over the batch.
+///
+/// `logits` is `(batch, classes)`, `labels[b]` is the class of row `b`. The loss is
+/// `(1/B)·Σ_b (logsumexp(logits_b) − logits_b[labels_b])` and the gradient
+/// `(softmax(logits) − onehot(labels))/B`. Matches PyTorch's `nn.CrossEntropyLoss()`.
+/// Computed with the row maximum subtracted, so large logits (e.g. `±1000`) neither overflow
+/// nor lose the loss. For an empty batch the value is NaN (`0/0`, as in PyTorch).
+///
+/// # Errors
+/// [`PhmError::LabelOutOfRange`] if some `labels[row] >= classes` (the first such row).
+///
+/// # Panics
+/// If `labels.len() != logits.nrows()`; the message names both.
+#[track_caller]
+pub fn cross_entropy<F: Float>(
+    logits: ArrayView2<'_, F>,
+    labels: &[usize],
+) -> Result<LossOutput<F>> {
+    check_labels_len("cross_entropy", &logits, labels);
+    let classes = logits.ncols();
+    if let Some((row, &label)) = labels.iter().enumerate().find(|(_, &l)| l >= classes) {
+        return Err(PhmError::LabelOutOfRange {
+            row,
+            label,
+            classes,
+        });
+    }
+    let batch = F::of(labels.len() as f64);
+    let mut grad = Array2::zeros(logits.raw_dim());
+    let mut total = F::zero();
+    Zip::from(grad.rows_mut())
+        .and(logits.rows())
+        .and(ArrayView1::from(labels))
+        .for_each(|mut g, z, &label| {
+            // g ← softmax(z), and the row's loss logsumexp(z) − z[label].
+            let log_sum_exp = softmax_row(z, g.view_mut());
+            total += log_sum_exp - z[label];
+            g[label] -= F::one();
+        });
+    grad.mapv_inplace(|g| g / batch);
+    Ok(LossOutput {
+        value: total / batch,
+        grad,
+    })
+}
+
+/// Row-wise softmax, `softmax(z)_j = e^{z_j − m} / Σ_l e^{z_l − m}` with `m = max_l z_l`.
+///
+/// Stable for any finite logits: `softmax([[1000, 0]]) = [[1, 0]]`. Each row sums to 1.
+///
+/// ```
+/// use ndarray::array;
+/// let p = phm_nn::loss::softmax(array![[0.0, 2f64.ln()], [1000.0, 0.0]].view());
+/// assert!((p[[0, 0]] - 1.0 / 3.0).abs() < 1e-15 && (p[[0, 1]] - 2.0 / 3.0).abs() < 1e-15);
+/// assert_eq!(p.row(1), array![1.0, 0.0]);
+/// ```
+pub fn softmax<F: Float>(logits: ArrayView2<'_, F>) -> Array2<F> {
+    let mut out = Array2::zeros(logits.raw_dim());
+    Zip::from(out.rows_mut())
+        .and(logits.rows())
+        .for_each(|p, z| {
+            softmax_row(z, p);
+        });
+    out
+}
+
+/// Writes `softmax(z)` into `out` and returns `logsumexp(z)`.
+fn softmax_row<F: Float>(z: ArrayView1<'_, F>, mut out: ArrayViewMut1<'_, F>) -> F {
+    let m = z.fold(F::neg_infinity(), |m, &v| m.max(v));
+    Zip::from(&mut out)
+        .and(z)
+        .for_each(|p, &v| *p = (v - m).exp());
+    let sum = out.sum();
+    out.mapv_inplace(|p| p / sum);
+    m + sum.ln()
+}
+
+/// Fraction of rows whose arg-max logit is the label, in `[0, 1]`.
+///
+/// Ties go to the lowest index; NaN logits are never the maximum. A label out of range just
+/// counts as wrong. For an empty batch the result is NaN (`0/0`).
+///
+/// ```
+/// use ndarray::array;
+/// let logits = array![[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]];
+/// assert_eq!(phm_nn::loss::accuracy(logits.view(), &[1, 0, 0]), 2.0 / 3.0);
+/// ```
+///
+/// # Panics
+/// If `labels.len() != logits.nrows()`; the message names both.
+#[track_caller]
+pub fn accuracy<F: Float>(logits: ArrayView2<'_, F>, labels: &[usize]) -> f64 {
+    check_labels_len("accuracy", &logits, labels);
+    let correct = logits
+        .axis_iter(Axis(0))
+        .zip(labels)
+        .filter(|(z, &label)| argmax(z.view()) == Some(label))
+        .count();
+    correct as f64 / labels.len() as f64
+}
+
+/// Index of the first maximum, ignoring NaN; `None` for an empty or all-NaN row.
+fn argmax<F: Float>(z: ArrayView1<'_, F>) -> Option<usize> {
+    z.iter()
+        .enumerate()
+        .filter(|(_, v)| !v.is_nan())
+        .fold(None, |best: Option<(usize, F)>, (j, &v)| match best {
+            Some((_, b)) if b >= v => best,
+            _ => Some((j, v)),
+        })
+        .map(|(j, _)| j)
+}
+
+#[track_caller]
+fn check_labels_len<F>(context: &str, logits: &ArrayView2<'_, F>, labels: &[usize]) {
+    if labels.len() != logits.nrows() {
+        panic!(
+            "{context}: labels has length {} but logits has shape {:?} ({} rows)",
+            labels.len(),
+            logits.shape(),
+            logits.nrows()
+        );
+    }
+}

@@ -1,0 +1,393 @@
+//! The PHM layer: a dense layer whose weight is a sum of Kronecker products.
+//!
+//! ```text
+//!     Y = X Wᵀ + 1 bᵀ,     W = Σ_{i=1..n} A_i ⊗ S_i
+//!     X: (B, d)   A: (n, n, n)   S: (n, k/n, d/n)   W: (k, d)   b: (k)   Y: (B, k)
+//! ```
+//!
+//! Trainable parameters: `n³ + k·d/n + k` (rules + blocks + bias) instead of `k·d + k`; with
+//! fixed rules (an [`Algebra`]) the `n³` rule entries are frozen and not counted. `n = 1` is a
+//! dense layer (`W = a·S_1`).
+//!
+//! Backward, for `G = dL/dY`: `dX = G W`, `dW = Gᵀ X`, and `dW` maps to `dA`, `dS` through
+//! [`phm::accumulate_parts_grad`](crate::phm) (see the [`phm`](crate::phm) module). Gradients
+//! accumulate until `zero_grad`. `W` is built once and cached until a parameter changes.
+//!
+//! ```
+//! use phm_nn::{algebra::Algebra, Module, PhmLinearConfig, Rule};
+//! let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+//!
+//! // A learned-rule PHM layer 1024 → 1024 with n = 4: 4³ + 1024·1024/4 + 1024 parameters.
+//! let layer = PhmLinearConfig::new(1024, 1024, 4).init::<f32, _>(&mut rng)?;
+//! assert_eq!(layer.num_parameters(), 64 + 262_144 + 1024);
+//!
+//! // A quaternion layer: the rules are fixed, so they are not counted.
+//! let mut quat = PhmLinearConfig::new(8, 4, 4)
+//!     .with_rule(Rule::Fixed(Algebra::Quaternion))
+//!     .init::<f64, _>(&mut rng)?;
+//! assert_eq!(quat.num_parameters(), 8 * 4 / 4 + 4);
+//! let y = quat.forward(ndarray::Array2::ones((2, 8)).view());
+//! assert_eq!(y.dim(), (2, 4));
+//! # Ok::<(), phm_nn::PhmError>(())
+//! ```
+
+use ndarray::{
+    Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, ArrayViewD, ArrayViewMut3,
+    ArrayViewMutD, Ix1, Ix3,
+};
+use rand::Rng;
+
+use crate::algebra::Algebra;
+use crate::error::{check_shape, PhmError, Result};
+use crate::init::{Fans, Init};
+use crate::linalg::{affine_backward, affine_forward, assert_cols, assert_same_shape};
+use crate::linear::bias_view;
+use crate::module::{Module, Param};
+use crate::phm::{accumulate_parts_grad, build_weight_into, PhmShape};
+use crate::Float;
+
+/// Where a PHM layer's rules `A_i` come from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rule {
+    /// Learned rules, drawn with this init (fans `(n, n)`); the default is
+    /// [`Init::UnitFibers`].
+    Learned(Init),
+    /// Fixed rules of an algebra (frozen: no gradient, never changed by an optimizer).
+    Fixed(Algebra),
+}
+
+/// Configuration of a [`PhmLinear`] layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhmLinearConfig {
+    /// Input width `d` (a multiple of `n`).
+    pub in_features: usize,
+    /// Output width `k` (a multiple of `n`).
+    pub out_features: usize,
+    /// Hypercomplex dimension `n ≥ 1`.
+    pub n: usize,
+    /// Whether the layer adds a bias (default `true`).
+    pub bias: bool,
+    /// Learned or fixed rules (default learned, [`Init::UnitFibers`]).
+    pub rule: Rule,
+    /// Block init, with the full layer's fans `(d, k)` (default [`Init::TorchLinear`]).
+    pub block_init: Init,
+    /// Bias init, with fans `(d, k)` (default [`Init::TorchLinear`]).
+    pub bias_init: Init,
+}
+
+impl PhmLinearConfig {
+    /// A `d → k` PHM layer with dimension `n`, learned rules, bias, and an init whose built `W`
+    /// has the variance of PyTorch's `nn.Linear` default, `1/(3d)` (see [`crate::init`]).
+    pub fn new(in_features: usize, out_features: usize, n: usize) -> Self {
+        PhmLinearConfig {
+            in_features,
+            out_features,
+            n,
+            bias: true,
+            rule: Rule::Learned(Init::UnitFibers),
+            block_init: Init::TorchLinear,
+            bias_init: Init::TorchLinear,
+        }
+    }
+
+    /// Sets whether the layer has a bias.
+    pub fn with_bias(mut self, bias: bool) -> Self {
+        self.bias = bias;
+        self
+    }
+
+    /// Sets the rule source (learned with an init, or fixed to an algebra).
+    pub fn with_rule(mut self, rule: Rule) -> Self {
+        self.rule = rule;
+        self
+    }
+
+    /// Sets the block init.
+    pub fn with_block_init(mut self, init: Init) -> Self {
+        self.block_init = init;
+        self
+    }
+
+    /// Sets the bias init.
+    pub fn with_bias_init(mut self, init: Init) -> Self {
+        self.bias_init = init;
+        self
+    }
+
+    /// Builds the layer, drawing its parameters from `rng`.
+    ///
+    /// # Errors
+    /// - [`PhmError::ZeroN`], [`PhmError::ZeroSize`], [`PhmError::NotDivisible`] for sizes that
+    ///   do not fit `n` (e.g. `in_features 10 is not divisible by n = 4`);
+    /// - [`PhmError::InvalidArgument`] for a fixed algebra whose dimension is not `n`, or an
+    ///   invalid init.
+    pub fn init<F: Float, R: Rng + ?Sized>(&self, rng: &mut R) -> Result<PhmLinear<F>> {
+        let shape = PhmShape::new(self.n, self.in_features, self.out_features)?;
+        let n = shape.n();
+        let rules = match self.rule {
+            Rule::Learned(init) => Param::new(init.sample(&[n, n, n], Fans::new(n, n), rng)?),
+            Rule::Fixed(algebra) => {
+                if algebra.dim() != n {
+                    return Err(PhmError::InvalidArgument {
+                        what: "rule",
+                        reason: format!(
+                            "algebra {algebra} has dimension {}, but the layer has n = {n}",
+                            algebra.dim()
+                        ),
+                    });
+                }
+                Param::frozen(algebra.rules::<F>()?.into_dyn())
+            }
+        };
+        let (_, p, q) = shape.blocks_dim();
+        let fans = Fans::new(self.in_features, self.out_features);
+        let blocks = Param::new(self.block_init.sample(&[n, p, q], fans, rng)?);
+        let bias = if self.bias {
+            Some(Param::new(self.bias_init.sample(
+                &[self.out_features],
+                fans,
+                rng,
+            )?))
+        } else {
+            None
+        };
+        Ok(PhmLinear::assemble(shape, rules, blocks, bias))
+    }
+}
+
+/// The built weight and the parameter versions it was built from.
+#[derive(Debug, Clone)]
+struct WeightCache<F> {
+    versions: (u64, u64),
+    weight: Array2<F>,
+}
+
+/// A PHM layer `Y = X (Σ A_i ⊗ S_i)ᵀ + b`; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct PhmLinear<F: Float> {
+    shape: PhmShape,
+    rules: Param<F>,
+    blocks: Param<F>,
+    bias: Option<Param<F>>,
+    cache: Option<WeightCache<F>>,
+    input: Option<Array2<F>>,
+}
+
+impl<F: Float> PhmLinear<F> {
+    fn assemble(
+        shape: PhmShape,
+        rules: Param<F>,
+        blocks: Param<F>,
+        bias: Option<Param<F>>,
+    ) -> Self {
+        PhmLinear {
+            shape,
+            rules,
+            blocks,
+            bias,
+            cache: None,
+            input: None,
+        }
+    }
+
+    /// A layer with the given rules `(n, n, n)`, blocks `(n, k/n, d/n)` and optional bias `(k)`.
+    /// The rules are trainable; call [`set_rules_trainable(false)`](Self::set_rules_trainable)
+    /// to fix them.
+    ///
+    /// # Errors
+    /// [`PhmError::ShapeMismatch`] (naming the shapes) if the tensors do not fit together;
+    /// [`PhmError::ZeroN`]/[`PhmError::ZeroSize`] for empty tensors.
+    pub fn from_parts(
+        rules: Array3<F>,
+        blocks: Array3<F>,
+        bias: Option<Array1<F>>,
+    ) -> Result<Self> {
+        let shape = PhmShape::from_parts(rules.shape(), blocks.shape())?;
+        if let Some(b) = &bias {
+            check_shape("bias", &[shape.out_features()], b.shape())?;
+        }
+        Ok(PhmLinear::assemble(
+            shape,
+            Param::new(rules.into_dyn()),
+            Param::new(blocks.into_dyn()),
+            bias.map(|b| Param::new(b.into_dyn())),
+        ))
+    }
+
+    /// The layer's sizes (`n`, `in_features`, `out_features`).
+    pub fn shape(&self) -> PhmShape {
+        self.shape
+    }
+
+    /// The rules `A`, shape `(n, n, n)`.
+    pub fn rules(&self) -> ArrayView3<'_, F> {
+        view3(&self.rules)
+    }
+
+    /// The blocks `S`, shape `(n, k/n, d/n)`.
+    pub fn blocks(&self) -> ArrayView3<'_, F> {
+        view3(&self.blocks)
+    }
+
+    /// The bias, if any.
+    pub fn bias(&self) -> Option<ArrayView1<'_, F>> {
+        self.bias.as_ref().map(bias_view)
+    }
+
+    /// Whether the rules are learned (`true`) or fixed.
+    pub fn rules_trainable(&self) -> bool {
+        self.rules.is_trainable()
+    }
+
+    /// Makes the rules learned (`true`) or fixed (`false`).
+    pub fn set_rules_trainable(&mut self, trainable: bool) {
+        self.rules.set_trainable(trainable);
+    }
+
+    /// Makes the blocks learned (`true`) or fixed (`false`).
+    pub fn set_blocks_trainable(&mut self, trainable: bool) {
+        self.blocks.set_trainable(trainable);
+    }
+
+    /// The built weight `W = Σ A_i ⊗ S_i`, shape `(out, in)` (a copy of the cache when it is
+    /// current).
+    pub fn weight(&self) -> Array2<F> {
+        match &self.cache {
+            Some(c) if c.versions == self.versions() => c.weight.clone(),
+            _ => {
+                let mut w = Array2::zeros(self.shape.weight_dim());
+                build_weight_into(self.shape, self.rules(), self.blocks(), w.view_mut());
+                w
+            }
+        }
+    }
+
+    fn versions(&self) -> (u64, u64) {
+        (self.rules.version(), self.blocks.version())
+    }
+
+    /// Rebuilds the cached weight if a parameter changed since it was built.
+    fn refresh_weight(&mut self) {
+        let versions = self.versions();
+        if matches!(&self.cache, Some(c) if c.versions == versions) {
+            return;
+        }
+        let cache = self.cache.get_or_insert_with(|| WeightCache {
+            versions,
+            weight: Array2::zeros(self.shape.weight_dim()),
+        });
+        build_weight_into(
+            self.shape,
+            view3(&self.rules),
+            view3(&self.blocks),
+            cache.weight.view_mut(),
+        );
+        cache.versions = versions;
+    }
+
+    #[track_caller]
+    fn check_input(&self, context: &str, x: &ArrayView2<'_, F>) {
+        assert_cols(context, "input", x.shape(), self.shape.in_features());
+    }
+}
+
+fn view3<F: Float>(p: &Param<F>) -> ArrayView3<'_, F> {
+    dim3(p.value())
+}
+
+fn dim3<F>(v: ArrayViewD<'_, F>) -> ArrayView3<'_, F> {
+    v.into_dimensionality::<Ix3>().expect("PHM tensors are 3-D")
+}
+
+fn dim3_mut<F>(v: ArrayViewMutD<'_, F>) -> ArrayViewMut3<'_, F> {
+    v.into_dimensionality::<Ix3>().expect("PHM tensors are 3-D")
+}
+
+impl<F: Float> Module<F> for PhmLinear<F> {
+    /// # Panics
+    /// If `x` is not `(batch, in_features)`.
+    #[track_caller]
+    fn forward(&mut self, x: ArrayView2<'_, F>) -> Array2<F> {
+        self.check_input("PhmLinear::forward", &x);
+        self.refresh_weight();
+        let w = &self.cache.as_ref().expect("weight was just built").weight;
+        let y = affine_forward(&x, &w.view(), self.bias.as_ref().map(bias_view).as_ref());
+        self.input = Some(x.to_owned());
+        y
+    }
+
+    /// # Panics
+    /// If no forward pass preceded it, or `grad_output` is not `(batch, out_features)`.
+    #[track_caller]
+    fn backward(&mut self, grad_output: ArrayView2<'_, F>) -> Array2<F> {
+        let x = self
+            .input
+            .take()
+            .expect("PhmLinear::backward called before forward");
+        assert_same_shape(
+            "PhmLinear::backward",
+            "grad_output",
+            grad_output.shape(),
+            &[x.nrows(), self.shape.out_features()],
+        );
+        self.refresh_weight();
+        let w = &self.cache.as_ref().expect("weight was just built").weight;
+        let needs_dw = self.rules.is_trainable() || self.blocks.is_trainable();
+        let mut dw = needs_dw.then(|| Array2::zeros(self.shape.weight_dim()));
+        let db = self.bias.as_mut().filter(|b| b.is_trainable()).map(|b| {
+            b.grad_mut()
+                .into_dimensionality::<Ix1>()
+                .expect("bias is 1-D")
+        });
+        let dx = affine_backward(
+            &x.view(),
+            &w.view(),
+            &grad_output,
+            dw.as_mut().map(|d| d.view_mut()),
+            db,
+        );
+        if let Some(dw) = dw {
+            let rules_trainable = self.rules.is_trainable();
+            let blocks_trainable = self.blocks.is_trainable();
+            let (a, da) = self.rules.value_and_grad_mut();
+            let (s, ds) = self.blocks.value_and_grad_mut();
+            accumulate_parts_grad(
+                self.shape,
+                dim3(a),
+                dim3(s),
+                dw.view(),
+                rules_trainable.then(|| dim3_mut(da)),
+                blocks_trainable.then(|| dim3_mut(ds)),
+            );
+        }
+        dx
+    }
+
+    #[track_caller]
+    fn infer(&self, x: ArrayView2<'_, F>) -> Array2<F> {
+        self.check_input("PhmLinear::infer", &x);
+        let bias = self.bias();
+        match &self.cache {
+            Some(c) if c.versions == self.versions() => {
+                affine_forward(&x, &c.weight.view(), bias.as_ref())
+            }
+            _ => affine_forward(&x, &self.weight().view(), bias.as_ref()),
+        }
+    }
+
+    fn visit_params(&self, f: &mut dyn FnMut(&str, &Param<F>)) {
+        f("rules", &self.rules);
+        f("blocks", &self.blocks);
+        if let Some(b) = &self.bias {
+            f("bias", b);
+        }
+    }
+
+    fn visit_params_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param<F>)) {
+        f("rules", &mut self.rules);
+        f("blocks", &mut self.blocks);
+        if let Some(b) = &mut self.bias {
+            f("bias", b);
+        }
+    }
+}
