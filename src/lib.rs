@@ -42,6 +42,7 @@
 pub mod activation;
 pub mod algebra;
 pub mod error;
+mod factored;
 mod float;
 pub mod init;
 mod linalg;
@@ -52,6 +53,7 @@ pub mod optim;
 pub mod phm;
 pub mod phm_linear;
 pub mod sequential;
+pub mod strategy;
 
 pub use activation::{Gelu, Relu, Sigmoid, Tanh};
 pub use error::{PhmError, Result};
@@ -60,8 +62,9 @@ pub use init::Init;
 pub use linear::{Linear, LinearConfig};
 pub use module::{Module, Param};
 pub use phm::PhmShape;
-pub use phm_linear::{PhmLinear, PhmLinearConfig, Rule};
+pub use phm_linear::{PhmLinear, PhmLinearConfig, Rule, Workspace};
 pub use sequential::Sequential;
+pub use strategy::{Kernel, Mode, Strategy};
 
 /// The README's code blocks, compiled and run as doctests.
 #[cfg(doctest)]

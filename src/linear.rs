@@ -22,7 +22,9 @@ use rand::Rng;
 
 use crate::error::{check_shape, PhmError, Result};
 use crate::init::{Fans, Init};
-use crate::linalg::{affine_backward, affine_forward, assert_cols, assert_same_shape};
+use crate::linalg::{
+    add_bias_grad, affine_backward, affine_forward, assert_cols, assert_same_shape,
+};
 use crate::module::{Module, Param};
 use crate::Float;
 
@@ -203,7 +205,8 @@ impl<F: Float> Module<F> for Linear<F> {
                 .into_dimensionality::<Ix1>()
                 .expect("bias is 1-D")
         });
-        affine_backward(&x.view(), &w, &grad_output, dw, db)
+        add_bias_grad(db, &grad_output);
+        affine_backward(&x.view(), &w, &grad_output, dw, F::one())
     }
 
     #[track_caller]

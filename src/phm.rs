@@ -36,10 +36,10 @@
 //! # Ok::<(), phm_nn::PhmError>(())
 //! ```
 
-use ndarray::{Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3};
 
 use crate::error::{check_shape, PhmError, Result};
-use crate::linalg::gemm;
+use crate::linalg::{gemm, reuse};
 use crate::Float;
 
 /// The validated sizes of a PHM layer: `n`, `in_features = d`, `out_features = k`.
@@ -160,6 +160,7 @@ pub fn build_weight<F: Float>(
         rules.as_standard_layout().view(),
         blocks.as_standard_layout().view(),
         w.view_mut(),
+        &mut Array2::zeros((0, 0)),
     );
     Ok(w)
 }
@@ -186,6 +187,7 @@ pub fn weight_grad_to_parts<F: Float>(
         weight_grad,
         Some(da.view_mut()),
         Some(ds.view_mut()),
+        &mut Array2::zeros((0, 0)),
     );
     Ok((da, ds))
 }
@@ -213,16 +215,18 @@ fn blocks_matrix<'a, F>(s: ArrayView3<'a, F>, n: usize, pq: usize) -> ArrayView2
         .expect("block tensors are stored in standard layout")
 }
 
-/// Writes `W = Σ A_i ⊗ S_i` into `w` (standard layout, shape `(k, d)`).
+/// Writes `W = Σ A_i ⊗ S_i` into `w` (standard layout, shape `(k, d)`); `scratch` holds
+/// `R(W)` (`k·d` values, reused across calls).
 pub(crate) fn build_weight_into<F: Float>(
     shape: PhmShape,
     a: ArrayView3<'_, F>,
     s: ArrayView3<'_, F>,
     w: ArrayViewMut2<'_, F>,
+    scratch: &mut Array2<F>,
 ) {
     let (n, p, q) = shape.blocks_dim();
     // R(W) = Âᵀ Ŝ, rows (r, c), columns (u, v).
-    let mut r = Array2::zeros((n * n, p * q));
+    let r = reuse(scratch, (n * n, p * q));
     gemm(
         F::one(),
         &rules_matrix(a, n).t(),
@@ -231,8 +235,9 @@ pub(crate) fn build_weight_into<F: Float>(
         &mut r.view_mut(),
     );
     let r4 = r
+        .view()
         .into_shape_with_order((n, n, p, q))
-        .expect("fresh arrays are contiguous");
+        .expect("scratch arrays are contiguous");
     // W[(r, u), (c, v)] = R[(r, c), (u, v)].
     let mut w4 = w
         .into_shape_with_order((n, p, n, q))
@@ -240,19 +245,22 @@ pub(crate) fn build_weight_into<F: Float>(
     w4.assign(&r4.permuted_axes([0, 2, 1, 3]));
 }
 
-/// Van Loan's rearrangement of a `(k, d)` matrix: `(n², p·q)`, row `(r, c)` = block `(r, c)`.
-fn rearrange<F: Float>(shape: PhmShape, w: ArrayView2<'_, F>) -> Array2<F> {
+/// Van Loan's rearrangement of a `(k, d)` matrix into `out` `(n², p·q)`: row `(r, c)` is
+/// block `(r, c)`.
+fn rearrange_into<F: Float>(shape: PhmShape, w: ArrayView2<'_, F>, out: &mut Array2<F>) {
     let (n, p, q) = shape.blocks_dim();
     let w4 = w
         .to_shape(((n, p, n, q), ndarray::Order::RowMajor))
         .expect("a (k, d) matrix splits into (n, k/n, n, d/n)");
-    let mut r = Array4::zeros((n, n, p, q));
-    r.assign(&w4.view().permuted_axes([0, 2, 1, 3]));
-    r.into_shape_with_order((n * n, p * q))
-        .expect("fresh arrays are contiguous")
+    reuse(out, (n * n, p * q))
+        .view_mut()
+        .into_shape_with_order((n, n, p, q))
+        .expect("scratch arrays are contiguous")
+        .assign(&w4.view().permuted_axes([0, 2, 1, 3]));
 }
 
-/// Adds the rule and block gradients implied by `dW` into `da` and `ds` (when given).
+/// Adds the rule and block gradients implied by `dW` into `da` and `ds` (when given);
+/// `scratch` holds `R(dW)` (`k·d` values, reused across calls).
 pub(crate) fn accumulate_parts_grad<F: Float>(
     shape: PhmShape,
     a: ArrayView3<'_, F>,
@@ -260,12 +268,14 @@ pub(crate) fn accumulate_parts_grad<F: Float>(
     dw: ArrayView2<'_, F>,
     da: Option<ArrayViewMut3<'_, F>>,
     ds: Option<ArrayViewMut3<'_, F>>,
+    scratch: &mut Array2<F>,
 ) {
     if da.is_none() && ds.is_none() {
         return;
     }
     let (n, p, q) = shape.blocks_dim();
-    let rdw = rearrange(shape, dw);
+    rearrange_into(shape, dw, scratch);
+    let rdw = &*scratch;
     if let Some(da) = da {
         // dÂ += Ŝ R(dW)ᵀ
         let mut da = da

@@ -9,9 +9,15 @@
 //! fixed rules (an [`Algebra`]) the `n³` rule entries are frozen and not counted. `n = 1` is a
 //! dense layer (`W = a·S_1`).
 //!
-//! Backward, for `G = dL/dY`: `dX = G W`, `dW = Gᵀ X`, and `dW` maps to `dA`, `dS` through
-//! [`phm::accumulate_parts_grad`](crate::phm) (see the [`phm`](crate::phm) module). Gradients
-//! accumulate until `zero_grad`. `W` is built once and cached until a parameter changes.
+//! Two kernels compute it ([`Strategy`]): the *materialized* one builds `W` (cached until a
+//! parameter changes: an optimizer step, anything through `visit_params_mut`) and multiplies by
+//! it; the *factored* one never forms `W` (see [`crate::strategy`] for the costs and the model
+//! `Strategy::Auto` uses). Both give `dX`, `dA`, `dS`, `db` for `G = dL/dY`; gradients
+//! accumulate until `zero_grad`.
+//!
+//! Inference: [`Module::infer`] takes `&self` and never allocates a `k × d` array;
+//! [`PhmLinear::infer_into`] writes into a caller's buffer with a reusable [`Workspace`] and
+//! does not allocate once the workspace has grown to the batch size.
 //!
 //! ```
 //! use phm_nn::{algebra::Algebra, Module, PhmLinearConfig, Rule};
@@ -32,18 +38,23 @@
 //! ```
 
 use ndarray::{
-    Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, ArrayViewD, ArrayViewMut3,
-    ArrayViewMutD, Ix1, Ix3,
+    Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, ArrayViewD, ArrayViewMut2,
+    ArrayViewMut3, ArrayViewMutD, Ix1, Ix3,
 };
 use rand::Rng;
 
 use crate::algebra::Algebra;
 use crate::error::{check_shape, PhmError, Result};
+use crate::factored;
 use crate::init::{Fans, Init};
-use crate::linalg::{affine_backward, affine_forward, assert_cols, assert_same_shape};
+use crate::linalg::{
+    add_bias_grad, affine_backward, affine_forward_into, assert_cols, assert_same_shape,
+    init_output, reuse,
+};
 use crate::linear::bias_view;
 use crate::module::{Module, Param};
 use crate::phm::{accumulate_parts_grad, build_weight_into, PhmShape};
+use crate::strategy::{Kernel, Mode, Strategy};
 use crate::Float;
 
 /// Where a PHM layer's rules `A_i` come from.
@@ -162,6 +173,70 @@ struct WeightCache<F> {
     weight: Array2<F>,
 }
 
+/// Which kernel the last training forward used (its input and `T` are in [`Buffers`]).
+#[derive(Debug, Clone)]
+enum Saved<F> {
+    Materialized { batch: usize },
+    Factored { batch: usize, mixing: Array2<F> },
+}
+
+/// Arrays reused from one training step to the next, so a step allocates only its outputs.
+#[derive(Debug, Clone)]
+struct Buffers<F> {
+    /// The last forward's input (standard layout).
+    x: Array2<F>,
+    /// Factored: `T` `(B·n, k)` and `dT`.
+    t: Array2<F>,
+    dt: Array2<F>,
+    /// Materialized: `dW` `(k, d)` and the rearrangement scratch `(n², k·d/n²)`.
+    dw: Array2<F>,
+    rearranged: Array2<F>,
+}
+
+impl<F: Float> Default for Buffers<F> {
+    fn default() -> Self {
+        let empty = || Array2::zeros((0, 0));
+        Buffers {
+            x: empty(),
+            t: empty(),
+            dt: empty(),
+            dw: empty(),
+            rearranged: empty(),
+        }
+    }
+}
+
+/// Reusable scratch memory for [`PhmLinear::infer_into`]: grows to the largest batch seen and
+/// is then reused without allocating. One workspace can serve any number of layers.
+#[derive(Debug, Clone, Default)]
+pub struct Workspace<F> {
+    t: Vec<F>,
+    mixing: Vec<F>,
+}
+
+impl<F: Float> Workspace<F> {
+    /// An empty workspace.
+    pub fn new() -> Self {
+        Workspace {
+            t: Vec::new(),
+            mixing: Vec::new(),
+        }
+    }
+
+    /// Scalars currently held (for checking that memory stays `O(B·n·k)`).
+    pub fn capacity(&self) -> usize {
+        self.t.capacity() + self.mixing.capacity()
+    }
+}
+
+/// Grows `buf` to at least `len` zeros and returns its first `len` entries.
+fn scratch<F: Float>(buf: &mut Vec<F>, len: usize) -> &mut [F] {
+    if buf.len() < len {
+        buf.resize(len, F::zero());
+    }
+    &mut buf[..len]
+}
+
 /// A PHM layer `Y = X (Σ A_i ⊗ S_i)ᵀ + b`; see the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct PhmLinear<F: Float> {
@@ -169,8 +244,10 @@ pub struct PhmLinear<F: Float> {
     rules: Param<F>,
     blocks: Param<F>,
     bias: Option<Param<F>>,
+    strategy: Strategy,
     cache: Option<WeightCache<F>>,
-    input: Option<Array2<F>>,
+    saved: Option<Saved<F>>,
+    buffers: Buffers<F>,
 }
 
 impl<F: Float> PhmLinear<F> {
@@ -185,8 +262,10 @@ impl<F: Float> PhmLinear<F> {
             rules,
             blocks,
             bias,
+            strategy: Strategy::Auto,
             cache: None,
-            input: None,
+            saved: None,
+            buffers: Buffers::default(),
         }
     }
 
@@ -249,6 +328,41 @@ impl<F: Float> PhmLinear<F> {
         self.blocks.set_trainable(trainable);
     }
 
+    /// The kernel strategy (default [`Strategy::Auto`]).
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// Forces a kernel, or lets the cost model choose ([`Strategy::Auto`]).
+    pub fn set_strategy(&mut self, strategy: Strategy) {
+        self.strategy = strategy;
+    }
+
+    /// Builder form of [`set_strategy`](Self::set_strategy).
+    pub fn with_strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// The kernel a call with `batch` rows would use now (training or inference).
+    pub fn kernel_for(&self, batch: usize, mode: Mode) -> Kernel {
+        self.strategy
+            .resolve(self.shape, batch, self.weight_is_current(), mode)
+    }
+
+    /// Whether a built `W` is cached and matches the current parameters.
+    pub fn weight_is_current(&self) -> bool {
+        matches!(&self.cache, Some(c) if c.versions == self.versions())
+    }
+
+    /// Drops the cached `W`, the saved forward state and the reusable training buffers,
+    /// releasing their memory (`W` and `dW` hold `k·d` values each).
+    pub fn clear_cache(&mut self) {
+        self.cache = None;
+        self.saved = None;
+        self.buffers = Buffers::default();
+    }
+
     /// The built weight `W = Σ A_i ⊗ S_i`, shape `(out, in)` (a copy of the cache when it is
     /// current).
     pub fn weight(&self) -> Array2<F> {
@@ -256,7 +370,14 @@ impl<F: Float> PhmLinear<F> {
             Some(c) if c.versions == self.versions() => c.weight.clone(),
             _ => {
                 let mut w = Array2::zeros(self.shape.weight_dim());
-                build_weight_into(self.shape, self.rules(), self.blocks(), w.view_mut());
+                let mut scratch = Array2::zeros((0, 0));
+                build_weight_into(
+                    self.shape,
+                    self.rules(),
+                    self.blocks(),
+                    w.view_mut(),
+                    &mut scratch,
+                );
                 w
             }
         }
@@ -266,23 +387,83 @@ impl<F: Float> PhmLinear<F> {
         (self.rules.version(), self.blocks.version())
     }
 
-    /// Rebuilds the cached weight if a parameter changed since it was built.
-    fn refresh_weight(&mut self) {
+    /// Rebuilds the cached weight if a parameter changed since it was built; returns it.
+    fn current_weight(&mut self) -> &Array2<F> {
         let versions = self.versions();
-        if matches!(&self.cache, Some(c) if c.versions == versions) {
-            return;
-        }
+        let shape = self.shape;
         let cache = self.cache.get_or_insert_with(|| WeightCache {
-            versions,
-            weight: Array2::zeros(self.shape.weight_dim()),
+            versions: (0, 0),
+            weight: Array2::zeros(shape.weight_dim()),
         });
-        build_weight_into(
-            self.shape,
-            view3(&self.rules),
-            view3(&self.blocks),
-            cache.weight.view_mut(),
+        if cache.versions != versions {
+            build_weight_into(
+                shape,
+                view3(&self.rules),
+                view3(&self.blocks),
+                cache.weight.view_mut(),
+                &mut self.buffers.rearranged,
+            );
+            cache.versions = versions;
+        }
+        &cache.weight
+    }
+
+    /// Inference into a caller's buffer: `y ← X Wᵀ + b`, allocating nothing once `workspace`
+    /// has grown to this batch size (for `x` in standard layout; other layouts are copied).
+    /// Never allocates `k × d` values: it uses the cached `W` only when it is current and the
+    /// cost model prefers it, and the factored kernel otherwise.
+    ///
+    /// # Panics
+    /// If `x` is not `(batch, in_features)`, or `y` is not `(batch, out_features)` in standard
+    /// layout.
+    #[track_caller]
+    pub fn infer_into(
+        &self,
+        x: ArrayView2<'_, F>,
+        mut y: ArrayViewMut2<'_, F>,
+        workspace: &mut Workspace<F>,
+    ) {
+        self.check_input("PhmLinear::infer_into", &x);
+        assert_same_shape(
+            "PhmLinear::infer_into",
+            "output",
+            y.shape(),
+            &[x.nrows(), self.shape.out_features()],
         );
-        cache.versions = versions;
+        assert!(
+            y.is_standard_layout(),
+            "PhmLinear::infer_into: output must be in standard (row-major) layout"
+        );
+        let bias = self.bias();
+        match (&self.cache, self.kernel_for(x.nrows(), Mode::Inference)) {
+            (Some(c), Kernel::Materialized) if c.versions == self.versions() => {
+                affine_forward_into(&x, &c.weight.view(), bias.as_ref(), y);
+            }
+            _ => {
+                let (n, k) = (self.shape.n(), self.shape.out_features());
+                let mixing =
+                    ArrayViewMut2::from_shape((n, n * n), scratch(&mut workspace.mixing, n.pow(3)))
+                        .expect("scratch has n³ entries");
+                let mut mixing = mixing;
+                factored::mixing_matrix_into(self.rules(), mixing.view_mut());
+                let t = ArrayViewMut2::from_shape(
+                    (x.nrows() * n, k),
+                    scratch(&mut workspace.t, x.nrows() * n * k),
+                )
+                .expect("scratch has B·n·k entries");
+                let beta = init_output(&mut y, bias.as_ref());
+                let x = x.as_standard_layout();
+                factored::forward(
+                    self.shape,
+                    mixing.view(),
+                    self.blocks(),
+                    x.view(),
+                    t,
+                    y,
+                    beta,
+                );
+            }
+        }
     }
 
     #[track_caller]
@@ -304,75 +485,130 @@ fn dim3_mut<F>(v: ArrayViewMutD<'_, F>) -> ArrayViewMut3<'_, F> {
 }
 
 impl<F: Float> Module<F> for PhmLinear<F> {
+    /// Training forward with the kernel [`Strategy`] picks for [`Mode::Training`].
+    ///
     /// # Panics
     /// If `x` is not `(batch, in_features)`.
     #[track_caller]
     fn forward(&mut self, x: ArrayView2<'_, F>) -> Array2<F> {
         self.check_input("PhmLinear::forward", &x);
-        self.refresh_weight();
-        let w = &self.cache.as_ref().expect("weight was just built").weight;
-        let y = affine_forward(&x, &w.view(), self.bias.as_ref().map(bias_view).as_ref());
-        self.input = Some(x.to_owned());
+        let (batch, k) = (x.nrows(), self.shape.out_features());
+        let mut y = Array2::zeros((batch, k));
+        reuse(&mut self.buffers.x, x.dim()).assign(&x);
+        self.saved = Some(match self.kernel_for(batch, Mode::Training) {
+            Kernel::Materialized => {
+                self.current_weight();
+                let w = &self.cache.as_ref().expect("weight was just built").weight;
+                let x = &self.buffers.x;
+                affine_forward_into(&x.view(), &w.view(), self.bias().as_ref(), y.view_mut());
+                Saved::Materialized { batch }
+            }
+            Kernel::Factored => {
+                let n = self.shape.n();
+                let mixing = factored::mixing_matrix(self.rules());
+                let beta = init_output(&mut y.view_mut(), self.bias().as_ref());
+                let t = reuse(&mut self.buffers.t, (batch * n, k));
+                factored::forward(
+                    self.shape,
+                    mixing.view(),
+                    view3(&self.blocks),
+                    self.buffers.x.view(),
+                    t.view_mut(),
+                    y.view_mut(),
+                    beta,
+                );
+                Saved::Factored { batch, mixing }
+            }
+        });
         y
     }
 
+    /// Backward through the kernel the last forward used.
+    ///
     /// # Panics
     /// If no forward pass preceded it, or `grad_output` is not `(batch, out_features)`.
     #[track_caller]
     fn backward(&mut self, grad_output: ArrayView2<'_, F>) -> Array2<F> {
-        let x = self
-            .input
+        let saved = self
+            .saved
             .take()
             .expect("PhmLinear::backward called before forward");
+        let batch = match &saved {
+            Saved::Materialized { batch } | Saved::Factored { batch, .. } => *batch,
+        };
         assert_same_shape(
             "PhmLinear::backward",
             "grad_output",
             grad_output.shape(),
-            &[x.nrows(), self.shape.out_features()],
+            &[batch, self.shape.out_features()],
         );
-        self.refresh_weight();
-        let w = &self.cache.as_ref().expect("weight was just built").weight;
-        let needs_dw = self.rules.is_trainable() || self.blocks.is_trainable();
-        let mut dw = needs_dw.then(|| Array2::zeros(self.shape.weight_dim()));
+        let shape = self.shape;
         let db = self.bias.as_mut().filter(|b| b.is_trainable()).map(|b| {
             b.grad_mut()
                 .into_dimensionality::<Ix1>()
                 .expect("bias is 1-D")
         });
-        let dx = affine_backward(
-            &x.view(),
-            &w.view(),
-            &grad_output,
-            dw.as_mut().map(|d| d.view_mut()),
-            db,
-        );
-        if let Some(dw) = dw {
-            let rules_trainable = self.rules.is_trainable();
-            let blocks_trainable = self.blocks.is_trainable();
-            let (a, da) = self.rules.value_and_grad_mut();
-            let (s, ds) = self.blocks.value_and_grad_mut();
-            accumulate_parts_grad(
-                self.shape,
-                dim3(a),
-                dim3(s),
-                dw.view(),
-                rules_trainable.then(|| dim3_mut(da)),
-                blocks_trainable.then(|| dim3_mut(ds)),
-            );
+        add_bias_grad(db, &grad_output);
+        let rules_trainable = self.rules.is_trainable();
+        let blocks_trainable = self.blocks.is_trainable();
+        let needs_parts = rules_trainable || blocks_trainable;
+        match saved {
+            Saved::Materialized { .. } => {
+                self.current_weight();
+                let w = &self.cache.as_ref().expect("weight was just built").weight;
+                let buffers = &mut self.buffers;
+                let dw = needs_parts.then(|| reuse(&mut buffers.dw, shape.weight_dim()).view_mut());
+                // dW is scratch here: overwrite it (beta 0) instead of accumulating.
+                let dx = affine_backward(&buffers.x.view(), &w.view(), &grad_output, dw, F::zero());
+                if needs_parts {
+                    let (a, da) = self.rules.value_and_grad_mut();
+                    let (s, ds) = self.blocks.value_and_grad_mut();
+                    accumulate_parts_grad(
+                        shape,
+                        dim3(a),
+                        dim3(s),
+                        buffers.dw.view(),
+                        rules_trainable.then(|| dim3_mut(da)),
+                        blocks_trainable.then(|| dim3_mut(ds)),
+                        &mut buffers.rearranged,
+                    );
+                }
+                dx
+            }
+            Saved::Factored { mixing, .. } => {
+                let buffers = &mut self.buffers;
+                let dt = reuse(&mut buffers.dt, buffers.t.dim());
+                let mut dx = Array2::zeros(buffers.x.raw_dim());
+                let (_, da) = self.rules.value_and_grad_mut();
+                let (s, ds) = self.blocks.value_and_grad_mut();
+                factored::backward(
+                    shape,
+                    mixing.view(),
+                    dim3(s),
+                    buffers.x.view(),
+                    buffers.t.view(),
+                    grad_output,
+                    dt.view_mut(),
+                    dx.view_mut(),
+                    rules_trainable.then(|| dim3_mut(da)),
+                    blocks_trainable.then(|| dim3_mut(ds)),
+                );
+                dx
+            }
         }
-        dx
     }
 
+    /// Inference through `&self`; never allocates `k × d` values (see
+    /// [`infer_into`](PhmLinear::infer_into)).
+    ///
+    /// # Panics
+    /// If `x` is not `(batch, in_features)`.
     #[track_caller]
     fn infer(&self, x: ArrayView2<'_, F>) -> Array2<F> {
         self.check_input("PhmLinear::infer", &x);
-        let bias = self.bias();
-        match &self.cache {
-            Some(c) if c.versions == self.versions() => {
-                affine_forward(&x, &c.weight.view(), bias.as_ref())
-            }
-            _ => affine_forward(&x, &self.weight().view(), bias.as_ref()),
-        }
+        let mut y = Array2::zeros((x.nrows(), self.shape.out_features()));
+        self.infer_into(x, y.view_mut(), &mut Workspace::new());
+        y
     }
 
     fn visit_params(&self, f: &mut dyn FnMut(&str, &Param<F>)) {

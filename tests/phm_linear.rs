@@ -5,7 +5,9 @@ use approx::AbsDiffEq;
 use common::{check_gradients, rng, uniform2, uniform_d};
 use ndarray::{array, Array1, Array2, Array3, Ix1, Ix3};
 use phm_nn::algebra::{self, Algebra};
-use phm_nn::{Module, PhmError, PhmLinear, PhmLinearConfig, Rule};
+use phm_nn::{Module, PhmError, PhmLinear, PhmLinearConfig, Rule, Strategy};
+
+const KERNELS: [Strategy; 2] = [Strategy::Materialized, Strategy::Factored];
 
 fn random_layer(n: usize, d: usize, k: usize, bias: bool, seed: u64) -> PhmLinear<f64> {
     let mut r = rng(seed);
@@ -28,9 +30,11 @@ fn gradients_learned_rules() {
     for n in [1, 2, 4] {
         for bias in [true, false] {
             let (d, k) = (2 * n, 3 * n);
-            let mut layer = random_layer(n, d, k, bias, 10 + n as u64);
-            let x = uniform2(&mut rng(99), 3, d);
-            check_gradients(&mut layer, &x, 7, 1e-6);
+            for strategy in KERNELS {
+                let mut layer = random_layer(n, d, k, bias, 10 + n as u64).with_strategy(strategy);
+                let x = uniform2(&mut rng(99), 3, d);
+                check_gradients(&mut layer, &x, 7, 1e-6);
+            }
         }
     }
 }
@@ -50,17 +54,22 @@ fn gradients_fixed_rules() {
                 .unwrap();
             assert!(!layer.rules_trainable());
             let x = uniform2(&mut rng(5), 4, 2 * n);
-            check_gradients(&mut layer, &x, 11, 1e-6);
+            for strategy in KERNELS {
+                layer.set_strategy(strategy);
+                check_gradients(&mut layer, &x, 11, 1e-6);
+            }
         }
     }
 }
 
 #[test]
 fn gradients_with_frozen_blocks() {
-    let mut layer = random_layer(2, 4, 6, true, 1);
-    layer.set_blocks_trainable(false);
-    let x = uniform2(&mut rng(2), 3, 4);
-    check_gradients(&mut layer, &x, 3, 1e-6);
+    for strategy in KERNELS {
+        let mut layer = random_layer(2, 4, 6, true, 1).with_strategy(strategy);
+        layer.set_blocks_trainable(false);
+        let x = uniform2(&mut rng(2), 3, 4);
+        check_gradients(&mut layer, &x, 3, 1e-6);
+    }
 }
 
 fn hamilton(a: [f64; 4], b: [f64; 4]) -> [f64; 4] {

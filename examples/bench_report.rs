@@ -1,0 +1,211 @@
+//! Bench report: PHM layers against dense layers of the same shape, side by side in one
+//! process; prints a Markdown table (time ratios, parameter ratios, GFLOP/s).
+//!
+//! Run: `cargo run --release --example bench_report` (add `-- --quick` for a smaller grid,
+//! `-- --f64` for the f64 case). Every figure is the median of interleaved samples, and
+//! GFLOP/s count `2·B·k·d` per forward (dense-equivalent), `6·B·k·d` per training step.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::Array2;
+use phm_nn::{Float, Kernel, LinearConfig, Mode, Module, PhmLinear, PhmLinearConfig, Strategy};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+/// Minimum time of one sample.
+const SAMPLE: Duration = Duration::from_millis(25);
+/// Samples per contender; contenders are interleaved sample by sample.
+const SAMPLES: usize = 7;
+
+/// Median seconds per call of each closure, sampled round-robin so that noise hits all alike.
+fn race(contenders: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+    // Warm up and size each contender's sample.
+    let iters: Vec<usize> = contenders
+        .iter_mut()
+        .map(|f| {
+            let start = Instant::now();
+            f();
+            let once = start.elapsed().max(Duration::from_nanos(50));
+            (SAMPLE.as_secs_f64() / once.as_secs_f64())
+                .ceil()
+                .clamp(1.0, 1e6) as usize
+        })
+        .collect();
+    let mut samples = vec![Vec::with_capacity(SAMPLES); contenders.len()];
+    for _ in 0..SAMPLES {
+        for (i, f) in contenders.iter_mut().enumerate() {
+            let start = Instant::now();
+            for _ in 0..iters[i] {
+                f();
+            }
+            samples[i].push(start.elapsed().as_secs_f64() / iters[i] as f64);
+        }
+    }
+    samples
+        .into_iter()
+        .map(|mut s| {
+            s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            s[s.len() / 2]
+        })
+        .collect()
+}
+
+fn random<F: Float>(rng: &mut StdRng, rows: usize, cols: usize) -> Array2<F> {
+    Array2::from_shape_simple_fn((rows, cols), || F::of(rng.random_range(-1.0..1.0)))
+}
+
+/// Marks every parameter as changed, as an optimizer step does (so a cached `W` is stale).
+fn touch<F: Float>(m: &mut dyn Module<F>) {
+    m.visit_params_mut(&mut |_, p| {
+        p.value_mut();
+    });
+}
+
+fn kernel_name(k: Kernel) -> &'static str {
+    match k {
+        Kernel::Materialized => "mat",
+        Kernel::Factored => "fact",
+    }
+}
+
+struct Case {
+    d: usize,
+    k: usize,
+    batch: usize,
+    n: usize,
+    train: bool,
+}
+
+fn run_case<F: Float>(case: &Case, rng: &mut StdRng) -> String {
+    let Case {
+        d,
+        k,
+        batch,
+        n,
+        train,
+    } = *case;
+    let x: Array2<F> = random(rng, batch, d);
+    let g: Array2<F> = random(rng, batch, k);
+    let mut dense = LinearConfig::new(d, k).init::<F, _>(rng).unwrap();
+    let base: PhmLinear<F> = PhmLinearConfig::new(d, k, n).init(rng).unwrap();
+    let mut layers: Vec<PhmLinear<F>> =
+        [Strategy::Auto, Strategy::Materialized, Strategy::Factored]
+            .iter()
+            .map(|s| base.clone().with_strategy(*s))
+            .collect();
+    let flops = if train { 6.0 } else { 2.0 } * (batch * k * d) as f64;
+    let mode = if train {
+        Mode::Training
+    } else {
+        Mode::Inference
+    };
+    let w = dense.weight().to_owned();
+    let mut y_gemm = Array2::<F>::zeros((batch, k));
+
+    let times = if train {
+        let [auto, mat, fact] = &mut layers[..] else {
+            unreachable!()
+        };
+        let step = |m: &mut dyn Module<F>| {
+            touch(m);
+            black_box(m.forward(x.view()));
+            black_box(m.backward(g.view()));
+        };
+        race(&mut [
+            &mut || step(&mut dense),
+            &mut || step(auto),
+            &mut || step(mat),
+            &mut || step(fact),
+            &mut || general_mat_mul(F::one(), &x, &w.t(), F::zero(), &mut y_gemm),
+        ])
+    } else {
+        for l in layers.iter_mut() {
+            // Inference after training: a cached W exists for whoever wants it.
+            if l.strategy() != Strategy::Factored {
+                l.set_strategy(Strategy::Materialized);
+                l.forward(x.view());
+            }
+        }
+        layers[0].set_strategy(Strategy::Auto);
+        let [auto, mat, fact] = &layers[..] else {
+            unreachable!()
+        };
+        race(&mut [
+            &mut || {
+                black_box(dense.infer(x.view()));
+            },
+            &mut || {
+                black_box(auto.infer(x.view()));
+            },
+            &mut || {
+                black_box(mat.infer(x.view()));
+            },
+            &mut || {
+                black_box(fact.infer(x.view()));
+            },
+            &mut || general_mat_mul(F::one(), &x, &w.t(), F::zero(), &mut y_gemm),
+        ])
+    };
+    let [t_dense, t_auto, t_mat, t_fact, t_gemm] = times[..] else {
+        unreachable!()
+    };
+    let chosen = layers[0].kernel_for(batch, mode);
+    let params = base.num_parameters() as f64 / dense.num_parameters() as f64;
+    let best = t_mat.min(t_fact);
+    format!(
+        "| {d}×{k} | {batch} | {n} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} |",
+        if train { "train" } else { "infer" },
+        t_dense * 1e3,
+        t_auto * 1e3,
+        t_auto / t_dense,
+        t_auto / best,
+        kernel_name(chosen),
+        params,
+        flops / t_dense / 1e9,
+        flops / t_auto / 1e9,
+        if train { f64::NAN } else { flops / t_gemm / 1e9 },
+        t_mat / t_fact,
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let f64_case = args.iter().any(|a| a == "--f64");
+    let mut rng = StdRng::seed_from_u64(1);
+    let sizes: &[(usize, usize)] = if quick {
+        &[(256, 256), (1024, 1024)]
+    } else {
+        &[(256, 256), (1024, 1024), (4096, 1024), (4096, 4096)]
+    };
+    let ns: &[usize] = if quick { &[4] } else { &[2, 4, 8, 16] };
+    println!("PHM vs dense, {} (medians of {SAMPLES} interleaved samples; ratios < 1 mean PHM is faster)\n", if f64_case { "f64" } else { "f32" });
+    println!("| in×out | batch | n | pass | dense ms | PHM ms | PHM/dense | Auto/best | Auto kernel | params PHM/dense | dense GFLOP/s | PHM GFLOP/s | plain GEMM GFLOP/s | mat/fact |");
+    println!("|---|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|");
+    for &(d, k) in sizes {
+        for batch in [1, 32, 256] {
+            for &n in ns {
+                for train in [false, true] {
+                    if train && d * k > 4096 * 1024 {
+                        continue; // 4096×4096: forward only
+                    }
+                    let case = Case {
+                        d,
+                        k,
+                        batch,
+                        n,
+                        train,
+                    };
+                    let line = if f64_case {
+                        run_case::<f64>(&case, &mut rng)
+                    } else {
+                        run_case::<f32>(&case, &mut rng)
+                    };
+                    println!("{line}");
+                }
+            }
+        }
+    }
+}
