@@ -1,17 +1,22 @@
 //! The one GEMM entry point every layer and kernel goes through, and the one shape check
 //! that `forward`/`backward` use for programmer errors.
 
-use ndarray::linalg::{general_mat_mul, general_mat_vec_mul};
-use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip};
 
 use crate::Float;
 
+/// Rows of `a` up to which a product with column-contiguous `b` runs as dot products.
+const SMALL_M: usize = 2;
+
 /// `c ← alpha · a · b + beta · c`.
 ///
-/// A single-row `a` avoids the packed GEMM, which is several times slower than a
-/// matrix–vector product for one row: with `b`'s columns contiguous, one dot product per
-/// output; with `b`'s rows contiguous, one scaled row of `b` added per entry of `a`. Both
-/// read `b` once, as a memory-bound product should.
+/// Products with very few rows avoid the packed GEMM, which is several times slower than a
+/// matrix–vector product there: with `b`'s columns contiguous and at most [`SMALL_M`] rows,
+/// each column of `b` is read once and dotted with every row of `a`; a single row against a
+/// row-contiguous `b` adds one scaled row of `b` per entry of `a`. Both read `b` once, as a
+/// memory-bound product should. An inner dimension of 1 (an outer product) is a scaled copy
+/// per row.
 ///
 /// # Panics
 /// If the shapes are not `(m, k)·(k, n) → (m, n)` (callers check shapes first).
@@ -23,9 +28,21 @@ pub(crate) fn gemm<F: Float>(
     beta: F,
     c: &mut ArrayViewMut2<F>,
 ) {
-    if a.nrows() == 1 && b.ncols() > 1 && b.strides()[0] == 1 {
-        // c[0, j] = alpha · Σ_l a[0, l] b[l, j] + beta · c[0, j]; b's columns are contiguous.
-        general_mat_vec_mul(alpha, &b.t(), &a.row(0), beta, &mut c.row_mut(0));
+    if a.nrows() <= SMALL_M && b.ncols() > 1 && b.strides()[0] == 1 {
+        // c[i, j] = alpha · a[i, :] · b[:, j] + beta · c[i, j]; b's columns are contiguous.
+        assert_eq!(a.ncols(), b.nrows(), "gemm: inner dimensions differ");
+        Zip::from(c.columns_mut())
+            .and(b.columns())
+            .for_each(|mut c_j, b_j| {
+                for (c_ij, a_i) in c_j.iter_mut().zip(a.outer_iter()) {
+                    let dot = alpha * a_i.dot(&b_j);
+                    *c_ij = if beta.is_zero() {
+                        dot
+                    } else {
+                        dot + beta * *c_ij
+                    };
+                }
+            });
     } else if a.nrows() == 1 && b.ncols() > 1 && b.strides()[1] == 1 {
         // c[0, :] = alpha · Σ_l a[0, l] b[l, :] + beta · c[0, :]; b's rows are contiguous.
         assert_eq!(a.ncols(), b.nrows(), "gemm: inner dimensions differ");
@@ -138,4 +155,53 @@ pub(crate) fn affine_backward<F: Float>(
     let mut dx = Array2::zeros((g.nrows(), w.ncols()));
     gemm(F::one(), g, w, F::zero(), &mut dx.view_mut());
     dx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::ShapeBuilder;
+
+    fn filled(rows: usize, cols: usize, col_major: bool, seed: usize) -> Array2<f64> {
+        let mut a = if col_major {
+            Array2::zeros((rows, cols).f())
+        } else {
+            Array2::zeros((rows, cols))
+        };
+        for ((i, j), v) in a.indexed_iter_mut() {
+            *v = ((i * 7 + j * 13 + seed * 31) % 17) as f64 - 8.0;
+        }
+        a
+    }
+
+    /// Every branch of `gemm` (dot products, row updates, outer products, packed GEMM)
+    /// against a plain triple loop, with alpha and beta.
+    #[test]
+    fn gemm_branches_match_the_definition() {
+        for (m, k, n) in [
+            (1, 5, 7),
+            (2, 5, 7),
+            (3, 4, 6),
+            (1, 1, 6),
+            (4, 1, 3),
+            (5, 3, 1),
+        ] {
+            for (a_cm, b_cm) in [(false, false), (false, true), (true, false), (true, true)] {
+                for (alpha, beta) in [(1.0, 0.0), (2.0, 1.0), (-0.5, 3.0)] {
+                    let a = filled(m, k, a_cm, 1);
+                    let b = filled(k, n, b_cm, 2);
+                    let mut c = filled(m, n, false, 3);
+                    let mut want = c.clone();
+                    for i in 0..m {
+                        for j in 0..n {
+                            let dot: f64 = (0..k).map(|l| a[[i, l]] * b[[l, j]]).sum();
+                            want[[i, j]] = alpha * dot + beta * want[[i, j]];
+                        }
+                    }
+                    gemm(alpha, &a.view(), &b.view(), beta, &mut c.view_mut());
+                    assert_eq!(c, want, "m={m} k={k} n={n} a_cm={a_cm} b_cm={b_cm}");
+                }
+            }
+        }
+    }
 }
