@@ -34,6 +34,8 @@
 //! - [`phm`]: the core (shapes, `W` from `(A, S)` by GEMM, gradients back to `(A, S)`).
 //! - [`PhmLinear`] and dense [`Linear`], both [`Module`]s; [`Sequential`]; [`activation`]s;
 //!   [`loss`]es; [`optim`]izers; [`init`] schemes; [`algebra`] rules.
+//! - [`synthetic`]: the paper's artificial rule-learning data and the metrics that compare
+//!   learned rules with true ones (up to the mixing symmetry).
 //! - Conventions: batch-first, `Y = X Wᵀ + 1 bᵀ`, dense weights `(out, in)`, rules `(n, n, n)`,
 //!   blocks `(n, k/n, d/n)`; generic over `f32`/`f64` through [`Float`].
 //! - No cargo features are needed; the default build is single-threaded.
@@ -54,6 +56,7 @@ pub mod phm;
 pub mod phm_linear;
 pub mod sequential;
 pub mod strategy;
+pub mod synthetic;
 
 pub use activation::{Gelu, Relu, Sigmoid, Tanh};
 pub use error::{PhmError, Result};

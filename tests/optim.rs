@@ -1,6 +1,7 @@
-//! SGD against hand-computed PyTorch updates; non-finite gradients; frozen parameters.
+//! SGD, Adam and AdamW against hand-computed PyTorch updates; non-finite gradients; frozen
+//! parameters.
 use ndarray::{array, Array2};
-use phm_nn::optim::{Optimizer, Sgd, SgdConfig};
+use phm_nn::optim::{Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig};
 use phm_nn::{Linear, Module, PhmError, PhmLinear};
 
 /// A 1×1 linear layer without bias whose gradient we set by hand.
@@ -168,4 +169,383 @@ fn frozen_parameters_are_never_changed() {
     }
     assert_eq!(layer.rules(), rules);
     assert_ne!(layer.blocks(), ndarray::Array3::<f64>::ones((2, 1, 1)));
+}
+
+/// Runs one optimizer step on a 1×1 layer after setting its gradient to `g`.
+fn step_with(opt: &mut dyn Optimizer<f64>, l: &mut Linear<f64>, g: f64) {
+    set_grad(l, g);
+    opt.step(l).unwrap();
+}
+
+#[test]
+fn adam_first_and_second_steps() {
+    // lr 0.1, betas (0.9, 0.999), eps 1e-8; gradients 2 then −1, from θ = 1.
+    let mut l = scalar_layer(1.0);
+    let mut opt = Adam::new(AdamConfig {
+        lr: 0.1,
+        ..Default::default()
+    })
+    .unwrap();
+    step_with(&mut opt, &mut l, 2.0);
+    // m = 0.1·2 = 0.2, v = 0.001·4 = 0.004; m̂ = 0.2/0.1 = 2, v̂ = 0.004/0.001 = 4.
+    let w1 = 1.0 - 0.1 * 2.0 / (2.0 + 1e-8);
+    assert!((weight(&l) - w1).abs() < 1e-15, "{} vs {w1}", weight(&l));
+    assert!((weight(&l) - 0.9).abs() < 1e-8); // the first step is lr·sign(g)
+    step_with(&mut opt, &mut l, -1.0);
+    // m = 0.9·0.2 − 0.1 = 0.08, v = 0.999·0.004 + 0.001 = 0.004996;
+    // m̂ = 0.08/0.19, v̂ = 0.004996/0.001999.
+    let (m_hat, v_hat) = (0.08 / 0.19, 0.004996 / 0.001999);
+    let w2 = w1 - 0.1 * m_hat / (f64::sqrt(v_hat) + 1e-8);
+    assert!((weight(&l) - w2).abs() < 1e-14, "{} vs {w2}", weight(&l));
+}
+
+#[test]
+fn adam_first_step_is_lr_times_sign_for_every_entry() {
+    let grads: Array2<f64> = array![[2.0, -1e-3, 100.0], [0.0, -7.5, 1e-6]];
+    let mut l = Linear::<f64>::from_parts(Array2::zeros((2, 3)), None).unwrap();
+    l.visit_params_mut(&mut |_, p| p.grad_mut().assign(&grads.view().into_dyn()));
+    let mut opt = Adam::new(AdamConfig {
+        lr: 0.01,
+        ..Default::default()
+    })
+    .unwrap();
+    opt.step(&mut l).unwrap();
+    for (w, g) in l.weight().iter().zip(grads.iter()) {
+        let expected = -0.01 * g / (g.abs() + 1e-8);
+        assert!((w - expected).abs() < 1e-16, "{w} vs {expected}");
+    }
+    // Up to ε, that is lr·sign(g) (and no move for a zero gradient).
+    assert_eq!(l.weight()[[1, 0]], 0.0);
+    assert!((l.weight()[[0, 1]] - 0.01).abs() < 1e-6);
+    assert!((l.weight()[[0, 2]] + 0.01).abs() < 1e-11);
+}
+
+#[test]
+fn adam_l2_weight_decay_enters_the_gradient() {
+    // lr 0.1, λ 0.5, θ = 1, g = −0.3: g + λθ = 0.2 > 0, so θ moves *down* by lr.
+    let mut l = scalar_layer(1.0);
+    let mut opt = Adam::new(AdamConfig {
+        lr: 0.1,
+        weight_decay: 0.5,
+        ..Default::default()
+    })
+    .unwrap();
+    step_with(&mut opt, &mut l, -0.3);
+    let w1 = 1.0 - 0.1 * 0.2 / (0.2 + 1e-8);
+    assert!((weight(&l) - w1).abs() < 1e-15);
+    // Second step, g = 1: g' = 1 + 0.5·w1.
+    step_with(&mut opt, &mut l, 1.0);
+    let g2 = 1.0 + 0.5 * w1;
+    let m = 0.9 * (0.1 * 0.2) + 0.1 * g2;
+    let v = 0.999 * (0.001 * 0.04) + 0.001 * g2 * g2;
+    let (m_hat, v_hat) = (m / (1.0 - 0.81), v / (1.0 - 0.998001));
+    let w2 = w1 - 0.1 * m_hat / (v_hat.sqrt() + 1e-8);
+    assert!((weight(&l) - w2).abs() < 1e-14, "{} vs {w2}", weight(&l));
+}
+
+#[test]
+fn adamw_decoupled_weight_decay() {
+    // lr 0.1, λ 0.5, θ = 1, g = −0.3: θ ← θ(1 − 0.05) first, then the Adam step +lr.
+    let mut l = scalar_layer(1.0);
+    let mut opt = AdamW::new(AdamWConfig {
+        lr: 0.1,
+        weight_decay: 0.5,
+        ..Default::default()
+    })
+    .unwrap();
+    step_with(&mut opt, &mut l, -0.3);
+    let w1 = 0.95 + 0.1 * 0.3 / (0.3 + 1e-8);
+    assert!((weight(&l) - w1).abs() < 1e-15, "{} vs {w1}", weight(&l));
+    // Second step, g = 2: the moments see only the raw gradients −0.3 and 2.
+    step_with(&mut opt, &mut l, 2.0);
+    let m: f64 = 0.9 * (0.1 * -0.3) + 0.1 * 2.0;
+    let v: f64 = 0.999 * (0.001 * 0.09) + 0.001 * 4.0;
+    let (m_hat, v_hat) = (m / 0.19, v / 0.001999);
+    let w2 = w1 * 0.95 - 0.1 * m_hat / (v_hat.sqrt() + 1e-8);
+    assert!((weight(&l) - w2).abs() < 1e-14, "{} vs {w2}", weight(&l));
+    // Without weight decay AdamW is Adam.
+    let (mut a, mut b) = (scalar_layer(1.0), scalar_layer(1.0));
+    let mut adam = Adam::new(AdamConfig::default()).unwrap();
+    let mut adamw = AdamW::new(AdamWConfig {
+        weight_decay: 0.0,
+        ..Default::default()
+    })
+    .unwrap();
+    for g in [0.5, -2.0, 3.0] {
+        step_with(&mut adam, &mut a, g);
+        step_with(&mut adamw, &mut b, g);
+    }
+    assert_eq!(weight(&a), weight(&b));
+}
+
+#[test]
+fn amsgrad_uses_the_running_maximum() {
+    // β2 = 0.5 so that v shrinks: g = 2 then 0.1 gives v = 2, then 1.005 < 2.
+    let cfg = AdamConfig {
+        lr: 0.1,
+        betas: (0.9, 0.5),
+        ..Default::default()
+    };
+    let mut plain = scalar_layer(1.0);
+    let mut ams = scalar_layer(1.0);
+    let mut opt_plain = Adam::new(cfg).unwrap();
+    let mut opt_ams = Adam::new(AdamConfig {
+        amsgrad: true,
+        ..cfg
+    })
+    .unwrap();
+    for g in [2.0, 0.1] {
+        step_with(&mut opt_plain, &mut plain, g);
+        step_with(&mut opt_ams, &mut ams, g);
+    }
+    let w1 = 1.0 - 0.1 * 2.0 / (2.0 + 1e-8);
+    let m_hat = (0.9 * 0.2 + 0.1 * 0.1) / 0.19;
+    let bc2 = 1.0 - 0.25;
+    let plain_w2 = w1 - 0.1 * m_hat / (f64::sqrt(1.005 / bc2) + 1e-8);
+    let ams_w2 = w1 - 0.1 * m_hat / (f64::sqrt(2.0 / bc2) + 1e-8);
+    assert!((weight(&plain) - plain_w2).abs() < 1e-14);
+    assert!((weight(&ams) - ams_w2).abs() < 1e-14);
+}
+
+#[test]
+fn adam_defaults_and_invalid_hyperparameters() {
+    let d = AdamConfig::default();
+    assert_eq!(
+        (d.lr, d.betas, d.eps, d.weight_decay, d.amsgrad),
+        (1e-3, (0.9, 0.999), 1e-8, 0.0, false)
+    );
+    let d = AdamWConfig::default();
+    assert_eq!(
+        (d.lr, d.betas, d.eps, d.weight_decay, d.amsgrad),
+        (1e-3, (0.9, 0.999), 1e-8, 1e-2, false)
+    );
+    let adam = |c: AdamConfig| Adam::<f64>::new(c).unwrap_err().to_string();
+    let adamw = |c: AdamWConfig| AdamW::<f32>::new(c).unwrap_err().to_string();
+    let cases = [
+        (
+            adam(AdamConfig {
+                betas: (1.0, 0.999),
+                ..Default::default()
+            }),
+            "invalid beta1: beta1 must be in [0, 1), got 1",
+        ),
+        (
+            adam(AdamConfig {
+                betas: (0.9, f64::NAN),
+                ..Default::default()
+            }),
+            "beta2 must be in [0, 1), got NaN",
+        ),
+        (
+            adam(AdamConfig {
+                eps: -1e-8,
+                ..Default::default()
+            }),
+            "eps must be finite and >= 0, got -0.00000001",
+        ),
+        (
+            adam(AdamConfig {
+                lr: f64::INFINITY,
+                ..Default::default()
+            }),
+            "lr must be finite and >= 0, got inf",
+        ),
+        (
+            adamw(AdamWConfig {
+                betas: (-0.5, 0.999),
+                ..Default::default()
+            }),
+            "beta1 must be in [0, 1), got -0.5",
+        ),
+        (
+            adamw(AdamWConfig {
+                weight_decay: -0.01,
+                ..Default::default()
+            }),
+            "weight_decay must be finite and >= 0, got -0.01",
+        ),
+    ];
+    for (err, expected) in cases {
+        assert!(
+            err.contains(expected),
+            "{err:?} should contain {expected:?}"
+        );
+    }
+    // β = 0 is allowed (no averaging).
+    Adam::<f64>::new(AdamConfig {
+        betas: (0.0, 0.0),
+        eps: 0.0,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut opt = AdamW::<f64>::new(AdamWConfig::default()).unwrap();
+    assert!(opt.set_learning_rate(-1.0).is_err());
+    assert_eq!(opt.learning_rate(), 1e-3);
+    opt.set_learning_rate(0.5).unwrap();
+    assert_eq!((opt.learning_rate(), opt.config().lr), (0.5, 0.5));
+}
+
+/// A two-layer model whose last parameter can be poisoned.
+fn two_layers() -> phm_nn::sequential::Sequential<f64> {
+    phm_nn::sequential::Sequential::new()
+        .add(Linear::from_parts(array![[1.0, 2.0]], Some(array![0.5])).unwrap())
+        .add(Linear::from_parts(array![[3.0]], None).unwrap())
+}
+
+fn values(model: &dyn Module<f64>) -> Vec<f64> {
+    let mut v = Vec::new();
+    model.visit_params(&mut |_, p| v.extend(p.value().iter().copied()));
+    v
+}
+
+fn set_grads(model: &mut dyn Module<f64>, f: &dyn Fn(&str, usize) -> f64) {
+    model.visit_params_mut(&mut |name, p| {
+        for (i, g) in p.grad_mut().iter_mut().enumerate() {
+            *g = f(name, i);
+        }
+    });
+}
+
+#[test]
+fn adam_non_finite_gradient_changes_nothing() {
+    let good1 = |name: &str, i: usize| {
+        if name == "0.weight" {
+            1.0 + i as f64
+        } else {
+            -0.5
+        }
+    };
+    let good2 = |name: &str, i: usize| {
+        if name == "1.weight" {
+            2.0
+        } else {
+            0.25 * i as f64 - 1.0
+        }
+    };
+    let poison = |name: &str, i: usize| {
+        if name == "1.weight" {
+            f64::NAN
+        } else {
+            good2(name, i)
+        }
+    };
+    type MakeOpt = fn() -> Box<dyn Optimizer<f64>>;
+    let makers: [(&str, MakeOpt); 3] = [
+        ("adam", || {
+            Box::new(
+                Adam::new(AdamConfig {
+                    lr: 0.1,
+                    weight_decay: 0.1,
+                    ..Default::default()
+                })
+                .unwrap(),
+            )
+        }),
+        ("adam amsgrad", || {
+            Box::new(
+                Adam::new(AdamConfig {
+                    lr: 0.1,
+                    amsgrad: true,
+                    ..Default::default()
+                })
+                .unwrap(),
+            )
+        }),
+        ("adamw", || {
+            Box::new(
+                AdamW::new(AdamWConfig {
+                    lr: 0.1,
+                    weight_decay: 0.1,
+                    ..Default::default()
+                })
+                .unwrap(),
+            )
+        }),
+    ];
+    for (what, make) in makers {
+        // Poisoned run: good step, NaN step (an error, changes nothing), good step.
+        let (mut model, mut opt) = (two_layers(), make());
+        set_grads(&mut model, &good1);
+        opt.step(&mut model).unwrap();
+        let before = values(&model);
+        set_grads(&mut model, &poison);
+        let err = opt.step(&mut model).unwrap_err();
+        assert_eq!(
+            err,
+            PhmError::NonFiniteGradient {
+                param: "1.weight".into()
+            },
+            "{what}"
+        );
+        assert_eq!(values(&model), before, "{what}: a parameter changed");
+        set_grads(&mut model, &good2);
+        opt.step(&mut model).unwrap();
+        // Reference run without the NaN step: the same values, so no state changed either
+        // (a counted step or updated moment would change the second update).
+        let (mut reference, mut opt_ref) = (two_layers(), make());
+        set_grads(&mut reference, &good1);
+        opt_ref.step(&mut reference).unwrap();
+        set_grads(&mut reference, &good2);
+        opt_ref.step(&mut reference).unwrap();
+        assert_eq!(values(&model), values(&reference), "{what}: state changed");
+    }
+}
+
+#[test]
+fn adam_and_adamw_never_touch_frozen_parameters() {
+    let opts: [Box<dyn Optimizer<f64>>; 2] = [
+        Box::new(
+            Adam::new(AdamConfig {
+                lr: 0.1,
+                weight_decay: 0.5,
+                ..Default::default()
+            })
+            .unwrap(),
+        ),
+        Box::new(
+            AdamW::new(AdamWConfig {
+                lr: 0.1,
+                weight_decay: 0.5,
+                ..Default::default()
+            })
+            .unwrap(),
+        ),
+    ];
+    for mut opt in opts {
+        let mut layer = PhmLinear::from_parts(
+            phm_nn::algebra::complex(),
+            ndarray::Array3::ones((2, 1, 1)),
+            None,
+        )
+        .unwrap();
+        layer.set_rules_trainable(false);
+        let rules = layer.rules().to_owned();
+        for _ in 0..3 {
+            layer.zero_grad();
+            let y = layer.forward(Array2::ones((2, 2)).view());
+            layer.backward(y.view());
+            layer.visit_params_mut(&mut |name, p| {
+                if name == "rules" {
+                    p.grad_mut().fill(f64::NAN);
+                }
+            });
+            opt.step(&mut layer).unwrap();
+        }
+        assert_eq!(layer.rules(), rules);
+        assert_ne!(layer.blocks(), ndarray::Array3::<f64>::ones((2, 1, 1)));
+    }
+}
+
+#[test]
+fn adam_in_f32() {
+    let mut l = Linear::<f32>::from_parts(array![[1.0f32, -1.0]], None).unwrap();
+    l.visit_params_mut(&mut |_, p| p.grad_mut().assign(&array![[3.0f32, -0.5]].into_dyn()));
+    let mut opt = AdamW::new(AdamWConfig {
+        lr: 0.25,
+        weight_decay: 0.0,
+        ..Default::default()
+    })
+    .unwrap();
+    opt.step(&mut l).unwrap();
+    assert_eq!(l.weight(), array![[0.75f32, -0.75]]);
 }
