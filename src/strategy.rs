@@ -15,19 +15,21 @@
 //! factored wins.
 //!
 //! # The cost model of [`Strategy::Auto`]
-//! Measured on the machines we bench on (see `BENCHMARKS.md`), in units of one dense
-//! multiply-add:
+//! Costs are in units of one multiply-add at full GEMM speed, with constants fitted to the
+//! bench report on a 2-core x86-64 machine (`BENCHMARKS.md`):
 //!
 //! ```text
-//!     factored extra     ≈ passes · B · (n²·k·MIX + CALL)
-//!     materialized extra ≈ stale · (n + PERM) · k·d · BUILD  +  small-batch penalty
+//!     GEMM with m rows:   B·k·d · (1 + 16/m)          (short products run below peak)
+//!     batch 1 (memory):   materialized k·d · 12,   factored (k·d/n) · (16 + 2n)
+//!     factored extra:     B · (40 000 + 3.5 · n²·k)   (the per-sample mixing products)
+//!     materialized extra: 40 · k·d per pass when W must be built (permutations, dW)
 //! ```
 //!
-//! where `passes` is 1 for inference and 3 for training, `stale` is 0 when the cached `W` is
-//! current and 1 otherwise (always 1 in training, where every step changes the parameters),
-//! and the small-batch penalty charges the materialized kernel for reading `k·d` instead of
-//! `k·d/n` weights when `B` is below a few rows. Auto picks the cheaper kernel;
-//! [`Strategy::Materialized`] and [`Strategy::Factored`] force one.
+//! The materialized product runs with `m = B` rows, the factored one with `m = B·n` (it
+//! multiplies all `n` input segments at once, which is why it can beat even a dense layer at
+//! batch 32). Inference counts one pass, training three (forward, `dX`, `dW` or `dS`); in
+//! training `W` is always stale (every step changes the parameters). Auto picks the cheaper
+//! kernel; [`Strategy::Materialized`] and [`Strategy::Factored`] force one.
 //!
 //! ```
 //! use phm_nn::strategy::{Kernel, Mode, Strategy};
@@ -48,7 +50,9 @@ pub enum Strategy {
     /// Pick the cheaper kernel per call with the cost model in the [module docs](self).
     #[default]
     Auto,
-    /// Always build (and cache) `W`, then multiply by it.
+    /// Always build (and cache) `W`, then multiply by it. The `&self` inference paths
+    /// (`infer`, `infer_into`) never build `W`: there this means "use the cached `W` when it
+    /// is current", and the factored kernel otherwise.
     Materialized,
     /// Never build `W`.
     Factored,
@@ -72,18 +76,19 @@ pub enum Mode {
     Inference,
 }
 
-/// Relative cost of one mixing multiply-add (small, strided products) vs a GEMM multiply-add.
-const MIX: f64 = 4.0;
-/// Fixed cost of the per-sample small products, in multiply-adds.
-const CALL: f64 = 2_000.0;
-/// Cost of building `W` (or mapping `dW` back) per `k·d` entry, per unit of `n + PERM`.
-const BUILD: f64 = 2.0;
-/// The permutations' share of the build, in units of `n`.
-const PERM: f64 = 4.0;
-/// Batch below which a product is memory-bound on the weights.
-const MEMORY_BOUND_BATCH: usize = 8;
-/// Cost of streaming one weight from memory, in multiply-adds.
-const LOAD: f64 = 4.0;
+/// Rows at which a GEMM runs at half its peak rate (`cost ∝ 1 + GEMM_HALF_ROWS / m`).
+const GEMM_HALF_ROWS: f64 = 16.0;
+/// Batch-1 materialized cost per weight read (a memory-bound matrix–vector product).
+const LOAD: f64 = 12.0;
+/// Batch-1 factored cost per block entry is `FACTORED_LOAD + FACTORED_LOAD_PER_N · n`.
+const FACTORED_LOAD: f64 = 16.0;
+const FACTORED_LOAD_PER_N: f64 = 2.0;
+/// Fixed cost of one sample's mixing products.
+const CALL: f64 = 40_000.0;
+/// Cost of one mixing multiply-add relative to a GEMM multiply-add.
+const MIX: f64 = 3.5;
+/// Cost per weight entry of building `W` (forward) or mapping `dW` back (backward), per pass.
+const BUILD: f64 = 40.0;
 
 impl Strategy {
     /// The kernel this strategy uses for a batch of `batch` rows through a layer of `shape`,
@@ -104,16 +109,23 @@ impl Strategy {
                     shape.out_features() as f64,
                     shape.in_features() as f64,
                 );
-                let b = batch as f64;
+                let b = batch.max(1) as f64;
                 let (passes, stale) = match mode {
-                    Mode::Training => (3.0, 1.0),
-                    Mode::Inference => (1.0, if weight_current { 0.0 } else { 1.0 }),
+                    Mode::Training => (3.0, true),
+                    Mode::Inference => (1.0, !weight_current),
                 };
-                let factored = passes * b * (n * n * k * MIX + CALL);
-                let mut materialized = stale * passes * (n + PERM) * k * d * BUILD;
-                if batch < MEMORY_BOUND_BATCH {
-                    materialized += LOAD * k * d * (1.0 - 1.0 / n);
-                }
+                let gemm = |rows: f64| b * k * d * (1.0 + GEMM_HALF_ROWS / rows);
+                let (mat_main, fact_main) = if batch <= 1 {
+                    (
+                        k * d * LOAD,
+                        k * d / n * (FACTORED_LOAD + FACTORED_LOAD_PER_N * n),
+                    )
+                } else {
+                    (gemm(b), gemm(b * n))
+                };
+                let build = if stale { k * d * BUILD } else { 0.0 };
+                let materialized = passes * (mat_main + build);
+                let factored = passes * (fact_main + b * (CALL + MIX * n * n * k));
                 if factored <= materialized {
                     Kernel::Factored
                 } else {
