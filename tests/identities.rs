@@ -1,5 +1,7 @@
 //! Property tests: the GEMM-built weight against the naive Kronecker sum, n = 1 against a
 //! dense layer, f32 against f64, and the weight-gradient map against its definition.
+mod common;
+
 use approx::AbsDiffEq;
 use ndarray::{Array1, Array2, Array3, Axis};
 use phm_nn::{phm, Linear, Module, PhmLinear};
@@ -17,14 +19,7 @@ fn sizes() -> impl Strategy<Value = (usize, usize, usize, usize, u64)> {
 }
 
 fn random3(seed: u64, shape: (usize, usize, usize)) -> Array3<f64> {
-    let mut state = seed | 1;
-    Array3::from_shape_simple_fn(shape, || {
-        // xorshift: independent of the code under test and of rand's versions.
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % 2001) as f64 / 1000.0 - 1.0
-    })
+    common::xorshift(seed, shape)
 }
 
 fn naive_weight(a: &Array3<f64>, s: &Array3<f64>) -> Array2<f64> {

@@ -1,21 +1,11 @@
 //! The materialized and factored kernels agree with each other and with the naive formula
 //! (forward, dX, dA, dS, db), over n, sizes, batch and f32/f64; Auto and the weight cache.
+mod common;
+
+use common::xorshift;
 use ndarray::{Array1, Array2, Array3, Axis};
 use phm_nn::{phm, Float, Kernel, Mode, Module, PhmLinear, PhmShape, Strategy};
 use proptest::prelude::*;
-
-fn random<D: ndarray::Dimension, Sh: ndarray::ShapeBuilder<Dim = D>>(
-    seed: u64,
-    shape: Sh,
-) -> ndarray::Array<f64, D> {
-    let mut state = seed | 1;
-    ndarray::Array::from_shape_simple_fn(shape, || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % 2001) as f64 / 1000.0 - 1.0
-    })
-}
 
 /// Output and every gradient of one forward/backward with the given kernel.
 struct Run<F> {
@@ -65,11 +55,11 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let (k, d) = (n * p, n * q);
-        let a = random(seed, (n, n, n));
-        let s = random(seed ^ 1, (n, p, q));
-        let bias = random(seed ^ 2, k);
-        let x = random(seed ^ 3, (batch, d));
-        let g = random(seed ^ 4, (batch, k));
+        let a = xorshift(seed, (n, n, n));
+        let s = xorshift(seed ^ 1, (n, p, q));
+        let bias = xorshift(seed ^ 2, k);
+        let x = xorshift(seed ^ 3, (batch, d));
+        let g = xorshift(seed ^ 4, (batch, k));
 
         // Naive reference: W = Σ kron(A_i, S_i), Y = X Wᵀ + b, dX = G W, dW = Gᵀ X, and
         // dA, dS by the definition of the Kronecker product.
@@ -162,11 +152,11 @@ fn forced_strategies_are_obeyed_and_auto_picks_by_cost() {
 #[test]
 fn layer_reports_the_kernel_and_cache_state() {
     let n = 2;
-    let mut layer = PhmLinear::from_parts(random(1, (n, n, n)), random(2, (n, 3, 3)), None)
+    let mut layer = PhmLinear::from_parts(xorshift(1, (n, n, n)), xorshift(2, (n, 3, 3)), None)
         .unwrap()
         .with_strategy(Strategy::Materialized);
     assert!(!layer.weight_is_current());
-    let x = random(3, (4, 6));
+    let x = xorshift(3, (4, 6));
     let y = layer.forward(x.view());
     assert!(layer.weight_is_current());
     assert_eq!(layer.kernel_for(4, Mode::Inference), Kernel::Materialized);
@@ -183,10 +173,10 @@ fn optimizer_step_invalidates_the_cached_weight() {
     use phm_nn::optim::{Optimizer, Sgd, SgdConfig};
     let n = 2;
     for strategy in [Strategy::Materialized, Strategy::Auto] {
-        let mut layer = PhmLinear::from_parts(random(1, (n, n, n)), random(2, (n, 2, 2)), None)
+        let mut layer = PhmLinear::from_parts(xorshift(1, (n, n, n)), xorshift(2, (n, 2, 2)), None)
             .unwrap()
             .with_strategy(strategy);
-        let x = random(3, (3, 4));
+        let x = xorshift(3, (3, 4));
         let y0 = layer.forward(x.view());
         layer.backward(Array2::ones((3, 4)).view());
         let mut opt = Sgd::new(SgdConfig {

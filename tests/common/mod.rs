@@ -11,6 +11,22 @@ pub fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
 }
 
+/// An array of `shape` filled by a seeded xorshift generator with values in `[-1, 1]`,
+/// independent of the code under test and of `rand`'s versions (for property tests, whose
+/// strategies hand out plain `u64` seeds).
+pub fn xorshift<D: ndarray::Dimension, Sh: ndarray::ShapeBuilder<Dim = D>>(
+    seed: u64,
+    shape: Sh,
+) -> ndarray::Array<f64, D> {
+    let mut state = seed | 1;
+    ndarray::Array::from_shape_simple_fn(shape, || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % 2001) as f64 / 1000.0 - 1.0
+    })
+}
+
 /// A `(rows, cols)` matrix of uniform values in `[-1, 1)`.
 pub fn uniform2(rng: &mut StdRng, rows: usize, cols: usize) -> Array2<f64> {
     Array2::from_shape_simple_fn((rows, cols), || rng.random_range(-1.0..1.0))
