@@ -6,17 +6,27 @@ use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis
 
 use crate::Float;
 
-/// Rows of `a` up to which a product with column-contiguous `b` runs as dot products.
+/// Rows of `a` up to which a product avoids the packed GEMM.
 const SMALL_M: usize = 2;
+/// Inner dimension up to which a product with at least [`MANY_ROWS`] rows avoids the packed
+/// GEMM (outer-product-like weight gradients of a batch of 1 to 4 samples or segments).
+const SMALL_K: usize = 4;
+/// See [`SMALL_K`]; below this many rows (e.g. the per-sample mixing products) the packed GEMM
+/// is as fast.
+const MANY_ROWS: usize = 64;
 
 /// `c ← alpha · a · b + beta · c`.
 ///
-/// Products with very few rows avoid the packed GEMM, which is several times slower than a
-/// matrix–vector product there: with `b`'s columns contiguous and at most [`SMALL_M`] rows,
-/// each column of `b` is read once and dotted with every row of `a`; a single row against a
-/// row-contiguous `b` adds one scaled row of `b` per entry of `a`. Both read `b` once, as a
-/// memory-bound product should. An inner dimension of 1 (an outer product) is a scaled copy
-/// per row.
+/// matrixmultiply's packed GEMM is several times slower than a plain loop when a product has
+/// very few rows (batch 1, or the 2 segments of an n = 2 layer) or a tiny inner dimension (the
+/// outer product of a single sample's weight gradient is ~20× slower). Those products run as
+/// ndarray dot products or row updates (`scaled_add`), each reading `b` once:
+///
+/// - at most [`SMALL_M`] rows, `b`'s columns contiguous: one dot product per entry of `c`;
+/// - at most [`SMALL_M`] rows, or an inner dimension of at most [`SMALL_K`] with at least
+///   [`MANY_ROWS`] rows, `b`'s rows contiguous: `c[i, :] += alpha · a[i, l] · b[l, :]` for
+///   every `(i, l)`;
+/// - anything else: ndarray's `general_mat_mul`.
 ///
 /// # Panics
 /// If the shapes are not `(m, k)·(k, n) → (m, n)` (callers check shapes first).
@@ -28,9 +38,11 @@ pub(crate) fn gemm<F: Float>(
     beta: F,
     c: &mut ArrayViewMut2<F>,
 ) {
-    if a.nrows() <= SMALL_M && b.ncols() > 1 && b.strides()[0] == 1 {
+    let (m, k) = a.dim();
+    assert_eq!(k, b.nrows(), "gemm: inner dimensions differ");
+    let wide = b.ncols() > 1;
+    if m <= SMALL_M && wide && b.strides()[0] == 1 {
         // c[i, j] = alpha · a[i, :] · b[:, j] + beta · c[i, j]; b's columns are contiguous.
-        assert_eq!(a.ncols(), b.nrows(), "gemm: inner dimensions differ");
         Zip::from(c.columns_mut())
             .and(b.columns())
             .for_each(|mut c_j, b_j| {
@@ -43,30 +55,27 @@ pub(crate) fn gemm<F: Float>(
                     };
                 }
             });
-    } else if a.nrows() == 1 && b.ncols() > 1 && b.strides()[1] == 1 {
-        // c[0, :] = alpha · Σ_l a[0, l] b[l, :] + beta · c[0, :]; b's rows are contiguous.
-        assert_eq!(a.ncols(), b.nrows(), "gemm: inner dimensions differ");
-        let mut row = c.row_mut(0);
+    } else if (m <= SMALL_M || (k <= SMALL_K && m >= MANY_ROWS)) && wide && b.strides()[1] == 1 {
+        // c[i, :] = alpha · Σ_l a[i, l] b[l, :] + beta · c[i, :]; b's rows are contiguous.
         if beta.is_zero() {
-            row.fill(F::zero());
+            c.fill(F::zero());
         } else if beta != F::one() {
-            row.mapv_inplace(|v| v * beta);
+            c.mapv_inplace(|v| v * beta);
         }
-        for (&a_l, b_l) in a.row(0).iter().zip(b.outer_iter()) {
-            row.scaled_add(alpha * a_l, &b_l);
-        }
-    } else if a.ncols() == 1 && b.strides()[1] == 1 && c.strides()[1] == 1 {
-        // An outer product (e.g. the weight gradient of a single sample): one scaled copy of
-        // b's row per row of c; the packed GEMM is ~20× slower for an inner dimension of 1.
-        assert_eq!(b.nrows(), 1, "gemm: inner dimensions differ");
-        let b_row = b.row(0);
-        for (&a_i, mut c_i) in a.column(0).iter().zip(c.outer_iter_mut()) {
-            if beta.is_zero() {
-                c_i.fill(F::zero());
-            } else if beta != F::one() {
-                c_i.mapv_inplace(|v| v * beta);
+        if m <= SMALL_M {
+            // Few rows of c: stream b once, updating every row of c from each row of b.
+            for (l, b_l) in b.outer_iter().enumerate() {
+                for (i, mut c_i) in c.outer_iter_mut().enumerate() {
+                    c_i.scaled_add(alpha * a[[i, l]], &b_l);
+                }
             }
-            c_i.scaled_add(alpha * a_i, &b_row);
+        } else {
+            // Few rows of b: finish each row of c while it is in cache.
+            for (a_i, mut c_i) in a.outer_iter().zip(c.outer_iter_mut()) {
+                for (&a_il, b_l) in a_i.iter().zip(b.outer_iter()) {
+                    c_i.scaled_add(alpha * a_il, &b_l);
+                }
+            }
         }
     } else {
         general_mat_mul(alpha, a, b, beta, c);
