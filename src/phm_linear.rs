@@ -176,8 +176,14 @@ struct WeightCache<F> {
 /// Which kernel the last training forward used (its input and `T` are in [`Buffers`]).
 #[derive(Debug, Clone)]
 enum Saved<F> {
-    Materialized { batch: usize },
-    Factored { batch: usize, mixing: Array2<F> },
+    Materialized {
+        batch: usize,
+    },
+    Factored {
+        batch: usize,
+        order: factored::Order,
+        mixing: Array2<F>,
+    },
 }
 
 /// Arrays reused from one training step to the next, so a step allocates only its outputs.
@@ -185,7 +191,7 @@ enum Saved<F> {
 struct Buffers<F> {
     /// The last forward's input (standard layout).
     x: Array2<F>,
-    /// Factored: `T` `(B·n, k)` and `dT`.
+    /// Factored: the intermediate, `T` `(B·n, k)` or `Z` `(B·n, d)`, and its gradient.
     t: Array2<F>,
     dt: Array2<F>,
     /// Materialized: `dW` `(k, d)` and the rearrangement scratch `(n², k·d/n²)`.
@@ -440,21 +446,22 @@ impl<F: Float> PhmLinear<F> {
                 affine_forward_into(&x, &c.weight.view(), bias.as_ref(), y);
             }
             _ => {
-                let (n, k) = (self.shape.n(), self.shape.out_features());
-                let mixing =
-                    ArrayViewMut2::from_shape((n, n * n), scratch(&mut workspace.mixing, n.pow(3)))
-                        .expect("scratch has n³ entries");
-                let mut mixing = mixing;
-                factored::mixing_matrix_into(self.rules(), mixing.view_mut());
-                let t = ArrayViewMut2::from_shape(
-                    (x.nrows() * n, k),
-                    scratch(&mut workspace.t, x.nrows() * n * k),
+                let order = factored::Order::for_shape(self.shape);
+                let n = self.shape.n();
+                let mut mixing = ArrayViewMut2::from_shape(
+                    order.mixing_dim(n),
+                    scratch(&mut workspace.mixing, n.pow(3)),
                 )
-                .expect("scratch has B·n·k entries");
+                .expect("scratch has n³ entries");
+                factored::mixing_matrix_into(order, self.rules(), mixing.view_mut());
+                let dim = order.intermediate_dim(self.shape, x.nrows());
+                let t = ArrayViewMut2::from_shape(dim, scratch(&mut workspace.t, dim.0 * dim.1))
+                    .expect("scratch has room for the intermediate");
                 let beta = init_output(&mut y, bias.as_ref());
                 let x = x.as_standard_layout();
                 factored::forward(
                     self.shape,
+                    order,
                     mixing.view(),
                     self.blocks(),
                     x.view(),
@@ -504,12 +511,16 @@ impl<F: Float> Module<F> for PhmLinear<F> {
                 Saved::Materialized { batch }
             }
             Kernel::Factored => {
-                let n = self.shape.n();
-                let mixing = factored::mixing_matrix(self.rules());
+                let order = factored::Order::for_shape(self.shape);
+                let mixing = factored::mixing_matrix(order, self.rules());
                 let beta = init_output(&mut y.view_mut(), self.bias().as_ref());
-                let t = reuse(&mut self.buffers.t, (batch * n, k));
+                let t = reuse(
+                    &mut self.buffers.t,
+                    order.intermediate_dim(self.shape, batch),
+                );
                 factored::forward(
                     self.shape,
+                    order,
                     mixing.view(),
                     view3(&self.blocks),
                     self.buffers.x.view(),
@@ -517,7 +528,11 @@ impl<F: Float> Module<F> for PhmLinear<F> {
                     y.view_mut(),
                     beta,
                 );
-                Saved::Factored { batch, mixing }
+                Saved::Factored {
+                    batch,
+                    order,
+                    mixing,
+                }
             }
         });
         y
@@ -575,7 +590,7 @@ impl<F: Float> Module<F> for PhmLinear<F> {
                 }
                 dx
             }
-            Saved::Factored { mixing, .. } => {
+            Saved::Factored { order, mixing, .. } => {
                 let buffers = &mut self.buffers;
                 let dt = reuse(&mut buffers.dt, buffers.t.dim());
                 let mut dx = Array2::zeros(buffers.x.raw_dim());
@@ -583,6 +598,7 @@ impl<F: Float> Module<F> for PhmLinear<F> {
                 let (s, ds) = self.blocks.value_and_grad_mut();
                 factored::backward(
                     shape,
+                    order,
                     mixing.view(),
                     dim3(s),
                     buffers.x.view(),

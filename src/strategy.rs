@@ -7,7 +7,7 @@
 //! | kernel | extra work per training step (forward + backward) | extra memory |
 //! |---|---|---|
 //! | [`Kernel::Materialized`] | build `W` when a parameter changed (`2·n·k·d` FLOPs + a `k·d` permutation), map `dW` back (`4·n·k·d` FLOPs + a `k·d` permutation) | `W`, `dW`: `2·k·d` |
-//! | [`Kernel::Factored`] | mixing with the rules, `3 × 2·B·n²·k` FLOPs in `3·B` small products | `T`, `dT`: `2·B·n·k` |
+//! | [`Kernel::Factored`] | mixing with the rules on the narrower side, `3 × 2·B·n²·min(k, d)` FLOPs in `3·B` small products | an intermediate and its gradient: `2·B·n·min(k, d)` |
 //!
 //! With a current cached `W` (inference after training, or repeated forwards), the
 //! materialized kernel costs nothing extra but still reads all `k·d` weights per call, while
@@ -21,7 +21,7 @@
 //! ```text
 //!     GEMM with m rows:   B·k·d · (1 + 16/m)          (short products run below peak)
 //!     batch 1 (memory):   materialized k·d · 12,   factored (k·d/n) · (16 + 2n)
-//!     factored extra:     B · (40 000 + 3.5 · n²·k)   (the per-sample mixing products)
+//!     factored extra:     B · (40 000 + 3.5 · n²·min(k, d))   (the per-sample mixing)
 //!     materialized extra: 40 · k·d per pass when W must be built (permutations, dW)
 //! ```
 //!
@@ -125,7 +125,7 @@ impl Strategy {
                 };
                 let build = if stale { k * d * BUILD } else { 0.0 };
                 let materialized = passes * (mat_main + build);
-                let factored = passes * (fact_main + b * (CALL + MIX * n * n * k));
+                let factored = passes * (fact_main + b * (CALL + MIX * n * n * k.min(d)));
                 if factored <= materialized {
                     Kernel::Factored
                 } else {

@@ -70,6 +70,17 @@ fn inference_memory() {
         );
     }
 
+    // An expanding layer (k > d) mixes its inputs instead: same guarantee.
+    let wide: PhmLinear<f32> = PhmLinearConfig::new(256, 2048, n).init(&mut rng).unwrap();
+    let x_wide = Array2::<f32>::ones((8, 256));
+    let (_, largest) = measure(|| {
+        wide.infer(x_wide.view());
+    });
+    assert!(
+        largest < 256 * 2048 * 4,
+        "expanding layer: infer allocated {largest} bytes"
+    );
+
     // infer_into: after a first call sizes the workspace, nothing but packing buffers. At
     // batch 256, T alone would be 4 MiB: a per-call T or output would exceed the bound.
     let batch = 256;
