@@ -178,7 +178,13 @@ fn main() {
     let sizes: &[(usize, usize)] = if quick {
         &[(256, 256), (1024, 1024)]
     } else {
-        &[(256, 256), (1024, 1024), (4096, 1024), (4096, 4096)]
+        &[
+            (256, 256),
+            (1024, 1024),
+            (4096, 1024),
+            (1024, 4096),
+            (4096, 4096),
+        ]
     };
     let ns: &[usize] = if quick { &[4] } else { &[2, 4, 8, 16] };
     println!("PHM vs dense, {} (medians of {SAMPLES} interleaved samples; ratios < 1 mean PHM is faster)\n", if f64_case { "f64" } else { "f32" });
