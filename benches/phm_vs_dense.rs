@@ -47,17 +47,17 @@ fn bench_grid<F: Float>(
                 Box::new(LinearConfig::new(d, k).init::<F, _>(&mut rng).unwrap()),
             )];
             for n in NS {
-                let layer = PhmLinearConfig::new(d, k, n)
+                let mut layer = PhmLinearConfig::new(d, k, n)
                     .init::<F, _>(&mut rng)
                     .unwrap();
+                // Inference after training, as the README recommends: W cached, Auto decides.
+                layer.cache_weight();
                 layers.push((format!("phm_n{n}"), Box::new(layer)));
             }
             let forward_flops = 2 * (batch * k * d) as u64;
             let mut group = c.benchmark_group(format!("{label}/{d}x{k}/b{batch}/infer"));
             group.throughput(Throughput::Elements(forward_flops));
             for (name, layer) in layers.iter_mut() {
-                // Inference after training: a forward pass has cached whatever Auto wants.
-                layer.forward(x.view());
                 group.bench_function(BenchmarkId::from_parameter(name.as_str()), |b| {
                     b.iter(|| black_box(layer.infer(x.view())))
                 });

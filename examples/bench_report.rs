@@ -122,13 +122,11 @@ fn run_case<F: Float>(case: &Case, rng: &mut StdRng) -> String {
         ])
     } else {
         for l in layers.iter_mut() {
-            // Inference after training: a cached W exists for whoever wants it.
+            // Inference after training, as the README recommends: W cached for whoever wants it.
             if l.strategy() != Strategy::Factored {
-                l.set_strategy(Strategy::Materialized);
-                l.forward(x.view());
+                l.cache_weight();
             }
         }
-        layers[0].set_strategy(Strategy::Auto);
         let [auto, mat, fact] = &layers[..] else {
             unreachable!()
         };

@@ -361,6 +361,15 @@ impl<F: Float> PhmLinear<F> {
         matches!(&self.cache, Some(c) if c.versions == self.versions())
     }
 
+    /// Builds and caches `W` now (`k·d` values), so that the `&self` inference paths can use
+    /// it: `infer` never builds `W` itself, and after a training forward that Auto ran
+    /// factored there is no cached `W`. Worth it before large-batch inference, where one plain
+    /// GEMM with `W` is the fastest kernel (see `BENCHMARKS.md`); at small batch Auto keeps
+    /// using the factored kernel anyway.
+    pub fn cache_weight(&mut self) {
+        self.current_weight();
+    }
+
     /// Drops the cached `W`, the saved forward state and the reusable training buffers,
     /// releasing their memory (`W` and `dW` hold `k·d` values each).
     pub fn clear_cache(&mut self) {

@@ -28,8 +28,10 @@
 //! The materialized product runs with `m = B` rows, the factored one with `m = B·n` (it
 //! multiplies all `n` input segments at once, which is why it can beat even a dense layer at
 //! batch 32). Inference counts one pass, training three (forward, `dX`, `dW` or `dS`); in
-//! training `W` is always stale (every step changes the parameters). Auto picks the cheaper
-//! kernel; [`Strategy::Materialized`] and [`Strategy::Factored`] force one.
+//! training `W` is always stale (every step changes the parameters). Inference (`&self`)
+//! never builds `W`, so there Auto weighs the two kernels only when a current `W` is cached
+//! (see `PhmLinear::cache_weight`) and is factored otherwise. Auto picks the cheaper kernel;
+//! [`Strategy::Materialized`] and [`Strategy::Factored`] force one.
 //!
 //! ```
 //! use phm_nn::strategy::{Kernel, Mode, Strategy};
@@ -37,8 +39,10 @@
 //! let shape = PhmShape::new(4, 4096, 4096)?;
 //! // Batch-1 inference never builds the 4096 × 4096 weight:
 //! assert_eq!(Strategy::Auto.resolve(shape, 1, false, Mode::Inference), Kernel::Factored);
-//! // A forced strategy is obeyed:
-//! assert_eq!(Strategy::Materialized.resolve(shape, 1, false, Mode::Inference), Kernel::Materialized);
+//! // A forced strategy is obeyed (but inference never builds W):
+//! assert_eq!(Strategy::Materialized.resolve(shape, 1, false, Mode::Training), Kernel::Materialized);
+//! assert_eq!(Strategy::Materialized.resolve(shape, 1, true, Mode::Inference), Kernel::Materialized);
+//! assert_eq!(Strategy::Materialized.resolve(shape, 1, false, Mode::Inference), Kernel::Factored);
 //! # Ok::<(), phm_nn::PhmError>(())
 //! ```
 
@@ -101,6 +105,10 @@ impl Strategy {
         mode: Mode,
     ) -> Kernel {
         match self {
+            // Inference never builds W: without a current one, only factored remains.
+            Strategy::Materialized if mode == Mode::Inference && !weight_current => {
+                Kernel::Factored
+            }
             Strategy::Materialized => Kernel::Materialized,
             Strategy::Factored => Kernel::Factored,
             Strategy::Auto => {
@@ -112,7 +120,8 @@ impl Strategy {
                 let b = batch.max(1) as f64;
                 let (passes, stale) = match mode {
                     Mode::Training => (3.0, true),
-                    Mode::Inference => (1.0, !weight_current),
+                    Mode::Inference if !weight_current => return Kernel::Factored,
+                    Mode::Inference => (1.0, false),
                 };
                 let gemm = |rows: f64| b * k * d * (1.0 + GEMM_HALF_ROWS / rows);
                 let (mat_main, fact_main) = if batch <= 1 {

@@ -109,10 +109,13 @@ fn forced_strategies_are_obeyed_and_auto_picks_by_cost() {
                 Strategy::Factored.resolve(big, 256, current, mode),
                 Kernel::Factored
             );
-            assert_eq!(
-                Strategy::Materialized.resolve(big, 1, current, mode),
+            // Inference (`&self`) never builds W: forced materialized needs a cached one.
+            let want = if mode == Mode::Inference && !current {
+                Kernel::Factored
+            } else {
                 Kernel::Materialized
-            );
+            };
+            assert_eq!(Strategy::Materialized.resolve(big, 1, current, mode), want);
         }
     }
     // Cases where the bench report (BENCHMARKS.md) shows a clear winner (≥ 1.3×):
@@ -166,6 +169,16 @@ fn layer_reports_the_kernel_and_cache_state() {
     assert!(max_diff(&yf, &y) < 1e-12);
     layer.clear_cache();
     assert!(!layer.weight_is_current());
+    // cache_weight builds W for the inference paths, and Auto then uses it at large batch.
+    layer.set_strategy(Strategy::Auto);
+    layer.cache_weight();
+    assert!(layer.weight_is_current());
+    let small =
+        PhmLinear::from_parts(xorshift(1, (4, 4, 4)), xorshift(2, (4, 64, 64)), None).unwrap();
+    let mut small = small;
+    assert_eq!(small.kernel_for(256, Mode::Inference), Kernel::Factored);
+    small.cache_weight();
+    assert_eq!(small.kernel_for(256, Mode::Inference), Kernel::Materialized);
 }
 
 #[test]
