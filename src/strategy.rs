@@ -6,7 +6,7 @@
 //!
 //! | kernel | extra work per training step (forward + backward) | extra memory |
 //! |---|---|---|
-//! | [`Kernel::Materialized`] | build `W` when a parameter changed (`2·n·k·d` FLOPs + a `k·d` permutation), map `dW` back (`4·n·k·d` FLOPs + a `k·d` permutation) | `W`, `dW`: `2·k·d` |
+//! | [`Kernel::Materialized`] | build `W` when a parameter changed (`2·n·k·d` FLOPs + a `k·d` permutation), map `dW` back (`4·n·k·d` FLOPs + a `k·d` permutation) | `W`, `dW` and a rearrangement scratch: `3·k·d` (kept between steps; `clear_cache` frees them) |
 //! | [`Kernel::Factored`] | mixing with the rules on the narrower side, `3 × 2·B·n²·min(k, d)` FLOPs in `3·B` small products | an intermediate and its gradient: `2·B·n·min(k, d)` |
 //!
 //! With a current cached `W` (inference after training, or repeated forwards), the
