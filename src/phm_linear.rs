@@ -53,7 +53,7 @@ use crate::linalg::{
 };
 use crate::linear::bias_view;
 use crate::module::{Module, Param};
-use crate::phm::{accumulate_parts_grad, build_weight_into, PhmShape};
+use crate::phm::{accumulate_parts_grad, build_weight, build_weight_into, PhmShape};
 use crate::strategy::{Kernel, Mode, Strategy};
 use crate::Float;
 
@@ -358,7 +358,15 @@ impl<F: Float> PhmLinear<F> {
 
     /// Whether a built `W` is cached and matches the current parameters.
     pub fn weight_is_current(&self) -> bool {
-        matches!(&self.cache, Some(c) if c.versions == self.versions())
+        self.cached_weight().is_some()
+    }
+
+    /// The cached `W`, if it matches the current parameters.
+    fn cached_weight(&self) -> Option<&Array2<F>> {
+        self.cache
+            .as_ref()
+            .filter(|c| c.versions == self.versions())
+            .map(|c| &c.weight)
     }
 
     /// Builds and caches `W` now (`k·d` values), so that the `&self` inference paths can use
@@ -381,20 +389,10 @@ impl<F: Float> PhmLinear<F> {
     /// The built weight `W = Σ A_i ⊗ S_i`, shape `(out, in)` (a copy of the cache when it is
     /// current).
     pub fn weight(&self) -> Array2<F> {
-        match &self.cache {
-            Some(c) if c.versions == self.versions() => c.weight.clone(),
-            _ => {
-                let mut w = Array2::zeros(self.shape.weight_dim());
-                let mut scratch = Array2::zeros((0, 0));
-                build_weight_into(
-                    self.shape,
-                    self.rules(),
-                    self.blocks(),
-                    w.view_mut(),
-                    &mut scratch,
-                );
-                w
-            }
+        match self.cached_weight() {
+            Some(w) => w.clone(),
+            None => build_weight(self.rules(), self.blocks())
+                .expect("a layer's rules and blocks fit together"),
         }
     }
 
@@ -450,9 +448,12 @@ impl<F: Float> PhmLinear<F> {
             "PhmLinear::infer_into: output must be in standard (row-major) layout"
         );
         let bias = self.bias();
-        match (&self.cache, self.kernel_for(x.nrows(), Mode::Inference)) {
-            (Some(c), Kernel::Materialized) if c.versions == self.versions() => {
-                affine_forward_into(&x, &c.weight.view(), bias.as_ref(), y);
+        match (
+            self.cached_weight(),
+            self.kernel_for(x.nrows(), Mode::Inference),
+        ) {
+            (Some(w), Kernel::Materialized) => {
+                affine_forward_into(&x, &w.view(), bias.as_ref(), y);
             }
             _ => {
                 let order = factored::Order::for_shape(self.shape);

@@ -97,7 +97,6 @@ pub fn check_gradients<M: Module<f64> + ?Sized>(m: &mut M, x: &Array2<f64>, seed
     m.visit_params(&mut |name, p| {
         params.push((name.to_string(), p.grad().to_owned(), p.is_trainable()))
     });
-    assert!(!params.is_empty() || m.num_parameters() == 0);
     for (name, grad, trainable) in &params {
         if !trainable {
             assert!(
