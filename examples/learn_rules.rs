@@ -4,7 +4,7 @@
 //! Run: `cargo run --release --example learn_rules` (optionally `-- --noise 0.05`; default
 //! 0.01). Pictures land in `out/learn_rules/`.
 //!
-//! For each `n`, data `y = W* x + ε` come from `W* = Σ A*_i ⊗ S*_i` (see `phm_nn::synthetic`)
+//! For each `n`, data `y = W* x + ε` come from `W* = Σ A*_i ⊗ S*_i` (see `phm_nn::research::synthetic`)
 //! and one PHM layer without bias is trained on them with Adam, in two settings:
 //! (a) blocks fixed to the true `S*`, only the rules `A` learned — compared entry by entry;
 //! (b) rules and blocks both learned from a random init — compared up to the mixing symmetry
@@ -21,7 +21,7 @@ use phm_nn::algebra::Algebra;
 use phm_nn::init::{Fans, Init};
 use phm_nn::loss::mse;
 use phm_nn::optim::{Adam, AdamConfig, Optimizer};
-use phm_nn::synthetic::{self, Dataset, RuleTask, TrueRule};
+use phm_nn::research::synthetic::{self, Dataset, RuleTask, TrueRule};
 use phm_nn::{Module, PhmLinear, PhmLinearConfig};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};

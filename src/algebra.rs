@@ -8,7 +8,7 @@
 //! ```
 //!
 //! so `Σ_i q_i A_i` is the real `n × n` matrix of left multiplication by `q`, and a PHM layer
-//! built on these rules (see [`crate::phm`]) computes exactly that algebra's product.
+//! built on these rules (see [`crate::kernels::phm`]) computes exactly that algebra's product.
 //!
 //! # Cayley–Dickson
 //! Split a coefficient vector of length `n` into halves, `x = (a, b)`, `y = (c, d)`. Then

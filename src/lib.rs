@@ -41,33 +41,27 @@
 //! - No cargo features are needed; the default build is single-threaded.
 #![warn(missing_docs)]
 
-pub mod activation;
 pub mod algebra;
 pub mod error;
-mod factored;
 mod float;
 pub mod init;
-mod linalg;
-pub mod linear;
+pub mod kernels;
 pub mod loss;
 pub mod module;
+pub mod nn;
 pub mod optim;
-pub mod phm;
-pub mod phm_linear;
-pub mod sequential;
-pub mod strategy;
-pub mod synthetic;
+pub mod research;
 
-pub use activation::{Gelu, Relu, Sigmoid, Tanh};
 pub use error::{PhmError, Result};
 pub use float::Float;
 pub use init::Init;
-pub use linear::{Linear, LinearConfig};
+pub use kernels::phm::PhmShape;
+pub use kernels::strategy::{Kernel, Mode, Strategy};
+pub use module::sequential::Sequential;
 pub use module::{Module, Param};
-pub use phm::PhmShape;
-pub use phm_linear::{PhmLinear, PhmLinearConfig, Rule, Workspace};
-pub use sequential::Sequential;
-pub use strategy::{Kernel, Mode, Strategy};
+pub use nn::activation::{Gelu, Relu, Sigmoid, Tanh};
+pub use nn::linear::{Linear, LinearConfig};
+pub use nn::phm_linear::{PhmLinear, PhmLinearConfig, Rule, Workspace};
 
 /// The README's code blocks, compiled and run as doctests.
 #[cfg(doctest)]

@@ -31,7 +31,7 @@
 
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, Axis, Zip};
 
-use crate::linalg::assert_same_shape;
+use crate::kernels::gemm::assert_same_shape;
 use crate::{Float, PhmError, Result};
 
 /// A scalar loss and its gradient with respect to the prediction (or logits).

@@ -4,7 +4,7 @@ mod common;
 
 use common::{assert_close, check_gradients, rng, uniform2};
 use ndarray::{array, Array2};
-use phm_nn::activation::{Gelu, Relu, Sigmoid, Tanh};
+use phm_nn::nn::activation::{Gelu, Relu, Sigmoid, Tanh};
 use phm_nn::Module;
 
 /// A `(rows, cols)` input with entries in `[-3, -0.1] ∪ [0.1, 3]`: away from ReLU's kink.

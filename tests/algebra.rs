@@ -7,7 +7,8 @@ mod common;
 
 use ndarray::{array, Array1, Array3, ArrayView3, Axis, Ix1};
 use phm_nn::algebra::{self, Algebra};
-use phm_nn::{phm, PhmError};
+use phm_nn::kernels::phm;
+use phm_nn::PhmError;
 
 /// A random vector of length `n`, uniform in `[-1, 1)`.
 fn random_vec(r: &mut rand::rngs::StdRng, n: usize) -> Array1<f64> {

@@ -4,7 +4,8 @@ mod common;
 
 use approx::AbsDiffEq;
 use ndarray::{Array1, Array2, Array3, Axis};
-use phm_nn::{phm, Linear, Module, PhmLinear};
+use phm_nn::kernels::phm;
+use phm_nn::{Linear, Module, PhmLinear};
 use proptest::prelude::*;
 
 /// Sizes `(n, p, q, batch)` and a seed: blocks are `p × q`, so `k = n·p`, `d = n·q`.

@@ -4,7 +4,8 @@ mod common;
 
 use common::xorshift;
 use ndarray::{Array1, Array2, Array3, Axis};
-use phm_nn::{phm, Float, Kernel, Mode, Module, PhmLinear, PhmShape, Strategy};
+use phm_nn::kernels::phm;
+use phm_nn::{Float, Kernel, Mode, Module, PhmLinear, PhmShape, Strategy};
 use proptest::prelude::*;
 
 /// Output and every gradient of one forward/backward with the given kernel.

@@ -6,7 +6,7 @@ use phm_nn::algebra::Algebra;
 use phm_nn::init::{Fans, Init};
 use phm_nn::loss::mse;
 use phm_nn::optim::{Adam, AdamConfig, Optimizer};
-use phm_nn::synthetic::{self, Dataset, RuleTask, TrueRule};
+use phm_nn::research::synthetic::{self, Dataset, RuleTask, TrueRule};
 use phm_nn::{Module, PhmLinear, PhmLinearConfig};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;

@@ -107,7 +107,7 @@ fn invalid_hyperparameters() {
 
 #[test]
 fn non_finite_gradient_changes_nothing() {
-    let mut model = phm_nn::sequential::Sequential::new()
+    let mut model = phm_nn::module::sequential::Sequential::new()
         .add(Linear::from_parts(array![[1.0, 2.0]], Some(array![0.5])).unwrap())
         .add(Linear::from_parts(array![[3.0]], None).unwrap());
     let mut opt = Sgd::new(SgdConfig {
@@ -386,8 +386,8 @@ fn adam_defaults_and_invalid_hyperparameters() {
 }
 
 /// A two-layer model whose last parameter can be poisoned.
-fn two_layers() -> phm_nn::sequential::Sequential<f64> {
-    phm_nn::sequential::Sequential::new()
+fn two_layers() -> phm_nn::module::sequential::Sequential<f64> {
+    phm_nn::module::sequential::Sequential::new()
         .add(Linear::from_parts(array![[1.0, 2.0]], Some(array![0.5])).unwrap())
         .add(Linear::from_parts(array![[3.0]], None).unwrap())
 }

@@ -158,7 +158,7 @@ fn weight_matches_sum_of_kron_and_forward_uses_it() {
     let s = layer.blocks().to_owned();
     let mut w = Array2::<f64>::zeros((6, 4));
     for i in 0..2 {
-        w += &phm_nn::phm::kron(
+        w += &phm_nn::kernels::phm::kron(
             a.index_axis(ndarray::Axis(0), i),
             s.index_axis(ndarray::Axis(0), i),
         );

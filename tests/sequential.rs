@@ -3,9 +3,9 @@ mod common;
 
 use common::{check_gradients, rng, uniform2, uniform_d};
 use ndarray::{array, Array1, Array2, ArrayView2, Ix1};
-use phm_nn::activation::{Gelu, Relu, Sigmoid, Tanh};
-use phm_nn::linear::Linear;
-use phm_nn::sequential::Sequential;
+use phm_nn::module::sequential::Sequential;
+use phm_nn::nn::activation::{Gelu, Relu, Sigmoid, Tanh};
+use phm_nn::nn::linear::Linear;
 use phm_nn::{Module, Param};
 
 /// A test layer with one parameter: `y = x ⊙ w` (per-column scale), named `"w"`.

@@ -208,3 +208,4 @@ pub trait Module<F: Float> {
         count
     }
 }
+pub mod sequential;

@@ -22,7 +22,7 @@
 //!
 //! ```
 //! use ndarray::array;
-//! use phm_nn::activation::{Gelu, Relu, Sigmoid};
+//! use phm_nn::nn::activation::{Gelu, Relu, Sigmoid};
 //! use phm_nn::Module;
 //!
 //! let mut relu = Relu::new();
@@ -43,7 +43,7 @@ use std::any::Any;
 
 use ndarray::{Array2, ArrayView2, Zip};
 
-use crate::linalg::assert_same_shape;
+use crate::kernels::gemm::assert_same_shape;
 use crate::{Float, Module};
 
 /// What `forward` stored for `backward`: an `Array2<F>` for the `F` of the last forward.

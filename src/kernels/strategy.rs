@@ -34,7 +34,7 @@
 //! [`Strategy::Materialized`] and [`Strategy::Factored`] force one.
 //!
 //! ```
-//! use phm_nn::strategy::{Kernel, Mode, Strategy};
+//! use phm_nn::kernels::strategy::{Kernel, Mode, Strategy};
 //! use phm_nn::PhmShape;
 //! let shape = PhmShape::new(4, 4096, 4096)?;
 //! // Batch-1 inference never builds the 4096 × 4096 weight:
@@ -46,7 +46,7 @@
 //! # Ok::<(), phm_nn::PhmError>(())
 //! ```
 
-use crate::phm::PhmShape;
+use crate::kernels::phm::PhmShape;
 
 /// Which kernel a PHM layer uses; [`Strategy::Auto`] (the default) decides per call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

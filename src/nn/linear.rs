@@ -22,7 +22,7 @@ use rand::Rng;
 
 use crate::error::{check_shape, PhmError, Result};
 use crate::init::{Fans, Init};
-use crate::linalg::{
+use crate::kernels::gemm::{
     add_bias_grad, affine_backward, affine_forward, assert_cols, assert_same_shape,
 };
 use crate::module::{Module, Param};

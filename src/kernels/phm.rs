@@ -20,7 +20,7 @@
 //!
 //! ```
 //! use ndarray::{array, Array3};
-//! use phm_nn::{algebra, phm};
+//! use phm_nn::{algebra, kernels::phm};
 //!
 //! let a = algebra::quaternion::<f64>();
 //! // 1×1 blocks: S_i = [q_i] for q = 1 + 2i + 3j + 4k.
@@ -39,7 +39,7 @@
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3};
 
 use crate::error::{check_shape, PhmError, Result};
-use crate::linalg::{gemm, reuse};
+use crate::kernels::gemm::{gemm, reuse};
 use crate::Float;
 
 /// The validated sizes of a PHM layer: `n`, `in_features = d`, `out_features = k`.
@@ -196,7 +196,7 @@ pub fn weight_grad_to_parts<F: Float>(
 ///
 /// ```
 /// use ndarray::array;
-/// let k = phm_nn::phm::kron(array![[1.0, 2.0]].view(), array![[1.0], [10.0]].view());
+/// let k = phm_nn::kernels::phm::kron(array![[1.0, 2.0]].view(), array![[1.0], [10.0]].view());
 /// assert_eq!(k, array![[1.0, 2.0], [10.0, 20.0]]);
 /// ```
 pub fn kron<F: Float>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>) -> Array2<F> {

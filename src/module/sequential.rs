@@ -13,8 +13,8 @@
 //!
 //! ```
 //! use ndarray::array;
-//! use phm_nn::activation::{Relu, Tanh};
-//! use phm_nn::sequential::Sequential;
+//! use phm_nn::nn::activation::{Relu, Tanh};
+//! use phm_nn::module::sequential::Sequential;
 //! use phm_nn::Module;
 //!
 //! let mut model = Sequential::new().add(Relu::new()).add(Tanh::new());

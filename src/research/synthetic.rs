@@ -31,7 +31,7 @@
 //!     (N S)_i = Σ_j N[i, j] · S_j                                      see mix_blocks
 //! ```
 //!
-//! Van Loan's rearrangement (see [`crate::phm`]) writes `W` as `R(W) = Ā Ŝ`, with `Ŝ` the
+//! Van Loan's rearrangement (see [`crate::kernels::phm`]) writes `W` as `R(W) = Ā Ŝ`, with `Ŝ` the
 //! `n × (k·d/n²)` matrix whose row `i` is `S_i` flattened. So for every invertible `M`
 //!
 //! ```text
@@ -59,8 +59,8 @@
 //! ```
 //! use ndarray::array;
 //! use phm_nn::algebra::Algebra;
-//! use phm_nn::phm::build_weight;
-//! use phm_nn::synthetic::{self, RuleTask, TrueRule};
+//! use phm_nn::kernels::phm::build_weight;
+//! use phm_nn::research::synthetic::{self, RuleTask, TrueRule};
 //!
 //! let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
 //! let task = RuleTask::new(4, 8, 8, TrueRule::Algebra(Algebra::Quaternion)).with_samples(16);
@@ -89,7 +89,7 @@ use rand_distr::{Distribution, StandardNormal};
 
 use crate::algebra::Algebra;
 use crate::error::{check_shape, PhmError, Result};
-use crate::phm::{build_weight, PhmShape};
+use crate::kernels::phm::{build_weight, PhmShape};
 use crate::Float;
 
 /// Where the true rules `A*` of a [`RuleTask`] come from.
@@ -249,7 +249,7 @@ impl RuleTask {
 /// NaN if an entry of either tensor is NaN.
 ///
 /// ```
-/// use phm_nn::{algebra, synthetic::rule_error};
+/// use phm_nn::{algebra, research::synthetic::rule_error};
 /// let q = algebra::quaternion::<f32>();
 /// let mut learned = q.clone();
 /// learned[[1, 0, 1]] += 0.25;
@@ -274,7 +274,7 @@ pub fn rule_error<F: Float>(learned: ArrayView3<'_, F>, truth: ArrayView3<'_, F>
 ///
 /// ```
 /// use ndarray::array;
-/// let e = phm_nn::synthetic::relative_weight_error(
+/// let e = phm_nn::research::synthetic::relative_weight_error(
 ///     array![[3.0, 0.0]].view(), array![[0.0, 4.0]].view())?;
 /// assert_eq!(e, 5.0 / 4.0);
 /// # Ok::<(), phm_nn::PhmError>(())
@@ -366,7 +366,7 @@ pub fn mix_blocks<F: Float>(
 /// span to the larger one). All NaN if an entry is not finite.
 ///
 /// ```
-/// use phm_nn::{algebra, synthetic::principal_angles};
+/// use phm_nn::{algebra, research::synthetic::principal_angles};
 /// let c = algebra::complex::<f64>();
 /// // A_1 = I and A_2 = [[0,−1],[1,0]] against A_1 = I and A_2 = [[1,0],[0,−1]]:
 /// // one shared direction, and two orthogonal ones.

@@ -11,7 +11,7 @@
 //!
 //! Two kernels compute it ([`Strategy`]): the *materialized* one builds `W` (cached until a
 //! parameter changes: an optimizer step, anything through `visit_params_mut`) and multiplies by
-//! it; the *factored* one never forms `W` (see [`crate::strategy`] for the costs and the model
+//! it; the *factored* one never forms `W` (see [`crate::kernels::strategy`] for the costs and the model
 //! `Strategy::Auto` uses). Both give `dX`, `dA`, `dS`, `db` for `G = dL/dY`; gradients
 //! accumulate until `zero_grad`.
 //!
@@ -45,16 +45,16 @@ use rand::Rng;
 
 use crate::algebra::Algebra;
 use crate::error::{check_shape, PhmError, Result};
-use crate::factored;
 use crate::init::{Fans, Init};
-use crate::linalg::{
+use crate::kernels::factored;
+use crate::kernels::gemm::{
     add_bias_grad, affine_backward, affine_forward_into, assert_cols, assert_same_shape,
     init_output, reuse,
 };
-use crate::linear::bias_view;
+use crate::kernels::phm::{accumulate_parts_grad, build_weight, build_weight_into, PhmShape};
+use crate::kernels::strategy::{Kernel, Mode, Strategy};
 use crate::module::{Module, Param};
-use crate::phm::{accumulate_parts_grad, build_weight, build_weight_into, PhmShape};
-use crate::strategy::{Kernel, Mode, Strategy};
+use crate::nn::linear::bias_view;
 use crate::Float;
 
 /// Where a PHM layer's rules `A_i` come from.

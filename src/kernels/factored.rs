@@ -28,8 +28,8 @@
 
 use ndarray::{s, Array2, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3};
 
-use crate::linalg::gemm;
-use crate::phm::PhmShape;
+use crate::kernels::gemm::gemm;
+use crate::kernels::phm::PhmShape;
 use crate::Float;
 
 /// Which side of the product the rules mix; see the [module docs](self).

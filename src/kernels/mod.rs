@@ -1,0 +1,22 @@
+//! The numerical kernels every layer is built on: PHM shapes and `W` from `(A, S)`
+//! ([`phm`]), the factored product that never builds `W`, the cost model that picks a kernel
+//! ([`strategy`]), and the crate's one GEMM entry point.
+//!
+//! ```text
+//!     W = Σ_{i=1..n} A_i ⊗ S_i        R(W) = Âᵀ Ŝ   (Van Loan's rearrangement: one GEMM)
+//! ```
+//!
+//! ```
+//! use phm_nn::kernels::phm::{build_weight, PhmShape};
+//! let shape = PhmShape::new(2, 4, 6)?; // n, in, out
+//! let w = build_weight(ndarray::Array3::<f64>::ones(shape.rules_dim()).view(),
+//!                      ndarray::Array3::ones(shape.blocks_dim()).view())?;
+//! assert_eq!(w.dim(), (6, 4));
+//! assert!(w.iter().all(|&v| v == 2.0)); // every entry sums n = 2 products 1·1
+//! # Ok::<(), phm_nn::PhmError>(())
+//! ```
+
+pub(crate) mod factored;
+pub(crate) mod gemm;
+pub mod phm;
+pub mod strategy;

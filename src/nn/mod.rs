@@ -1,0 +1,22 @@
+//! Layers: dense [`Linear`], [`PhmLinear`], and element-wise [`activation`]s.
+//!
+//! Layers of the linear family act on the last axis of an input of any rank,
+//! `(…, in) → (…, out)`, as PyTorch's `nn.Linear` does; activations act element-wise on any
+//! rank.
+//!
+//! ```
+//! use phm_nn::{Module, PhmLinearConfig};
+//! let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+//! let layer = PhmLinearConfig::new(8, 4, 2).init::<f64, _>(&mut rng)?;
+//! let y = layer.infer(ndarray::Array2::zeros((3, 8)).view());
+//! assert_eq!(y.dim(), (3, 4));
+//! # Ok::<(), phm_nn::PhmError>(())
+//! ```
+
+pub mod activation;
+pub mod linear;
+pub mod phm_linear;
+
+pub use activation::{Gelu, Relu, Sigmoid, Tanh};
+pub use linear::{Linear, LinearConfig};
+pub use phm_linear::{PhmLinear, PhmLinearConfig, Rule, Workspace};
