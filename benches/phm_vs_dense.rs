@@ -25,8 +25,8 @@ fn random<F: Float>(rng: &mut StdRng, rows: usize, cols: usize) -> Array2<F> {
 
 /// Marks every parameter as changed, as an optimizer step does.
 fn touch<F: Float>(m: &mut dyn Module<F>) {
-    m.visit_params_mut(&mut |_, p| {
-        p.value_mut();
+    m.visit_params(&mut |_, p| {
+        p.write().value_mut();
     });
 }
 
@@ -59,7 +59,7 @@ fn bench_grid<F: Float>(
             group.throughput(Throughput::Elements(forward_flops));
             for (name, layer) in layers.iter_mut() {
                 group.bench_function(BenchmarkId::from_parameter(name.as_str()), |b| {
-                    b.iter(|| black_box(layer.infer(x.view())))
+                    b.iter(|| black_box(layer.infer(x.view().into_dyn())))
                 });
             }
             group.finish();
@@ -72,8 +72,8 @@ fn bench_grid<F: Float>(
                 group.bench_function(BenchmarkId::from_parameter(name.as_str()), |b| {
                     b.iter(|| {
                         touch(layer.as_mut());
-                        black_box(layer.forward(x.view()));
-                        black_box(layer.backward(g.view()))
+                        black_box(layer.forward(x.view().into_dyn()));
+                        black_box(layer.backward(g.view().into_dyn()))
                     })
                 });
             }

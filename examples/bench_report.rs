@@ -58,8 +58,8 @@ fn random<F: Float>(rng: &mut StdRng, rows: usize, cols: usize) -> Array2<F> {
 
 /// Marks every parameter as changed, as an optimizer step does (so a cached `W` is stale).
 fn touch<F: Float>(m: &mut dyn Module<F>) {
-    m.visit_params_mut(&mut |_, p| {
-        p.value_mut();
+    m.visit_params(&mut |_, p| {
+        p.write().value_mut();
     });
 }
 
@@ -110,8 +110,8 @@ fn run_case<F: Float>(case: &Case, rng: &mut StdRng) -> String {
         };
         let step = |m: &mut dyn Module<F>| {
             touch(m);
-            black_box(m.forward(x.view()));
-            black_box(m.backward(g.view()));
+            black_box(m.forward(x.view().into_dyn()));
+            black_box(m.backward(g.view().into_dyn()));
         };
         race(&mut [
             &mut || step(&mut dense),
@@ -132,16 +132,16 @@ fn run_case<F: Float>(case: &Case, rng: &mut StdRng) -> String {
         };
         race(&mut [
             &mut || {
-                black_box(dense.infer(x.view()));
+                black_box(dense.infer(x.view().into_dyn()));
             },
             &mut || {
-                black_box(auto.infer(x.view()));
+                black_box(auto.infer(x.view().into_dyn()));
             },
             &mut || {
-                black_box(mat.infer(x.view()));
+                black_box(mat.infer(x.view().into_dyn()));
             },
             &mut || {
-                black_box(fact.infer(x.view()));
+                black_box(fact.infer(x.view().into_dyn()));
             },
             &mut || general_mat_mul(F::one(), &x, &w.t(), F::zero(), &mut y_gemm),
         ])

@@ -108,6 +108,7 @@ fn rule_name(rule: TrueRule) -> String {
 /// The metric the curves follow: entrywise in (a), up to the mixing symmetry in (b).
 fn rule_metric(setting: Setting, layer: &PhmLinear<f64>, data: &Dataset<f64>) -> f64 {
     let (rules, truth) = (layer.rules(), data.true_rules.view());
+    let rules = rules.view();
     match setting {
         Setting::BlocksKnown => synthetic::rule_error(rules, truth),
         Setting::BothLearned => synthetic::subspace_distance(rules, truth),
@@ -126,7 +127,7 @@ fn train(
     // Both settings of one n use the same seed, so they see the same data.
     let mut rng = StdRng::seed_from_u64(2021 + n as u64);
     let d = BLOCK * n;
-    let data = RuleTask::new(n, d, d, rule)
+    let data = RuleTask::new(d, d, n, rule)
         .with_samples(SAMPLES)
         .with_noise_std(noise)
         .generate::<f64, _>(&mut rng)?;
@@ -136,7 +137,7 @@ fn train(
                 .sample::<f64, _>(&[n, n, n], Fans::new(n, n), &mut rng)?
                 .into_dimensionality::<Ix3>()
                 .expect("a rule tensor is 3-D");
-            let mut layer = PhmLinear::from_parts(rules, data.true_blocks.clone(), None)?;
+            let layer = PhmLinear::from_parts(rules, data.true_blocks.clone(), None)?;
             layer.set_blocks_trainable(false);
             layer
         }
@@ -149,7 +150,11 @@ fn train(
         ..AdamConfig::default()
     })?;
     let evaluate = |layer: &PhmLinear<f64>| Epoch {
-        loss: mse(layer.infer(data.x.view()).view(), data.y.view()).value,
+        loss: mse(
+            layer.infer(data.x.view().into_dyn()).view(),
+            data.y.view().into_dyn(),
+        )
+        .value,
         rule: rule_metric(setting, layer, &data),
     };
     let mut history = vec![evaluate(&layer)];
@@ -162,16 +167,16 @@ fn train(
         for batch in order.chunks(BATCH) {
             let (xb, yb) = (data.x.select(Axis(0), batch), data.y.select(Axis(0), batch));
             layer.zero_grad();
-            let pred = layer.forward(xb.view());
-            let loss = mse(pred.view(), yb.view());
-            layer.backward(loss.grad.view());
+            let pred = layer.forward(xb.view().into_dyn());
+            let loss = mse(pred.view(), yb.view().into_dyn());
+            layer.backward(loss.grad.view().into_dyn());
             opt.step(&mut layer)?;
         }
         history.push(evaluate(&layer));
         progress.inc(1);
     }
     let seconds = start.elapsed().as_secs_f64();
-    let rules = layer.rules().to_owned();
+    let rules = layer.rules();
     let truth = data.true_rules.view();
     Ok(Run {
         n,

@@ -49,14 +49,14 @@ fn main() -> phm_nn::Result<()> {
     let g = Array2::from_shape_simple_fn((batch, k), || rng.random_range(-1.0f32..1.0));
     for _ in 0..steps {
         if infer {
-            black_box(layer.infer(x.view()));
+            black_box(layer.infer(x.view().into_dyn()));
         } else {
             // An optimizer step changes the parameters: mark them so.
-            layer.visit_params_mut(&mut |_, p| {
-                p.value_mut();
+            layer.visit_params(&mut |_, p| {
+                p.write().value_mut();
             });
-            black_box(layer.forward(x.view()));
-            black_box(layer.backward(g.view()));
+            black_box(layer.forward(x.view().into_dyn()));
+            black_box(layer.backward(g.view().into_dyn()));
         }
     }
     Ok(())

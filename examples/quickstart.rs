@@ -5,13 +5,9 @@
 
 use std::time::Instant;
 
-use ndarray::{Array2, Axis};
-use phm_nn::loss::mse;
-use phm_nn::optim::{Optimizer, Sgd, SgdConfig};
-use phm_nn::{Init, LinearConfig, Module, PhmLinearConfig, Relu, Sequential, Tanh};
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::{RngExt, SeedableRng};
+use phm_nn::prelude::*;
+use phm_nn::rand::seq::SliceRandom;
+use phm_nn::rand::RngExt;
 
 const IN: usize = 64;
 const HIDDEN: usize = 256;
@@ -43,10 +39,10 @@ fn phm_mlp(n: usize, rng: &mut StdRng) -> phm_nn::Result<Sequential<f32>> {
 
 /// Train and test splits.
 struct Data {
-    x: Array2<f32>,
-    y: Array2<f32>,
-    x_test: Array2<f32>,
-    y_test: Array2<f32>,
+    x: ArrayD<f32>,
+    y: ArrayD<f32>,
+    x_test: ArrayD<f32>,
+    y_test: ArrayD<f32>,
 }
 
 /// Synthetic task: targets of a random two-layer tanh network, inputs uniform in [-1, 1].
@@ -64,7 +60,7 @@ fn dataset(rng: &mut StdRng) -> phm_nn::Result<Data> {
                 .init(rng)?,
         );
     let mut inputs =
-        |rows| Array2::from_shape_simple_fn((rows, IN), || rng.random_range(-1.0f32..1.0));
+        |rows| ArrayD::from_shape_simple_fn(IxDyn(&[rows, IN]), || rng.random_range(-1.0f32..1.0));
     let (x, x_test) = (inputs(TRAIN), inputs(TEST));
     let (y, y_test) = (teacher.infer(x.view()), teacher.infer(x_test.view()));
     Ok(Data {
@@ -96,7 +92,7 @@ fn train(model: &mut Sequential<f32>, data: &Data, rng: &mut StdRng) -> phm_nn::
         momentum: 0.9,
         ..SgdConfig::default()
     })?;
-    let mut order: Vec<usize> = (0..x.nrows()).collect();
+    let mut order: Vec<usize> = (0..x.len_of(Axis(0))).collect();
     let start = Instant::now();
     for epoch in 0..EPOCHS {
         if epoch == EPOCHS * 3 / 4 {

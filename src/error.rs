@@ -6,7 +6,7 @@
 //!
 //! ```
 //! use phm_nn::{PhmError, PhmShape};
-//! let err = PhmShape::new(4, 10, 8).unwrap_err();
+//! let err = PhmShape::new(10, 8, 4).unwrap_err();
 //! assert_eq!(err.to_string(), "in_features 10 is not divisible by n = 4");
 //! assert!(matches!(err, PhmError::NotDivisible { .. }));
 //! ```
@@ -62,8 +62,21 @@ pub enum PhmError {
     },
     /// A gradient holds NaN or infinity; the optimizer left every parameter unchanged.
     NonFiniteGradient {
-        /// Name of the first parameter found with a non-finite gradient.
+        /// Path of the first parameter found with a non-finite gradient.
         param: String,
+    },
+    /// An optimizer step would have written NaN or infinity into a parameter (e.g. a huge
+    /// learning rate); the optimizer left every parameter and its own state unchanged.
+    NonFiniteUpdate {
+        /// Path of the first parameter whose new value is not finite.
+        param: String,
+    },
+    /// A size computation overflows, or a tensor would be too large to allocate.
+    TooLarge {
+        /// What was being sized, e.g. `"blocks"`.
+        what: &'static str,
+        /// The sizes involved.
+        reason: String,
     },
 }
 
@@ -93,6 +106,11 @@ impl fmt::Display for PhmError {
                 f,
                 "gradient of parameter `{param}` is not finite (NaN or inf); no parameter was updated"
             ),
+            PhmError::NonFiniteUpdate { param } => write!(
+                f,
+                "the update of parameter `{param}` is not finite (NaN or inf); no parameter was updated"
+            ),
+            PhmError::TooLarge { what, reason } => write!(f, "{what} is too large: {reason}"),
         }
     }
 }

@@ -138,8 +138,10 @@ impl Init {
     /// Draws a tensor of `shape`.
     ///
     /// # Errors
-    /// [`PhmError::InvalidArgument`] if the scheme's numbers are invalid (see
-    /// [`validate`](Init::validate)).
+    /// - [`PhmError::InvalidArgument`] if the scheme's numbers are invalid (see
+    ///   [`validate`](Init::validate)) or its values would overflow `F` (e.g.
+    ///   `Init::Constant(1e39)` in `f32`, `Init::Uniform { bound: 1e308 }`);
+    /// - [`PhmError::TooLarge`] if the tensor's size overflows or it cannot be allocated.
     pub fn sample<F: Float, R: Rng + ?Sized>(
         &self,
         shape: &[usize],
@@ -147,6 +149,75 @@ impl Init {
         rng: &mut R,
     ) -> Result<ArrayD<F>> {
         self.validate()?;
+        self.check_range::<F>(shape, fans)?;
+        let len = shape
+            .iter()
+            .try_fold(1usize, |acc, &s| acc.checked_mul(s))
+            .filter(|&len| {
+                len.checked_mul(std::mem::size_of::<F>())
+                    .is_some_and(|b| b <= isize::MAX as usize)
+            })
+            .ok_or_else(|| PhmError::TooLarge {
+                what: "tensor",
+                reason: format!("shape {shape:?} has more elements than memory can hold"),
+            })?;
+        // Reserve first, so that a tensor too large for this machine is an error, not an abort.
+        let mut storage: Vec<F> = Vec::new();
+        storage
+            .try_reserve_exact(len)
+            .map_err(|_| PhmError::TooLarge {
+                what: "tensor",
+                reason: format!(
+                    "cannot allocate {len} values ({} bytes) for shape {shape:?}",
+                    len.saturating_mul(std::mem::size_of::<F>())
+                ),
+            })?;
+        drop(storage);
+        let a = self.draw::<F, R>(shape, fans, rng);
+        if !a.iter().all(|v| v.is_finite()) {
+            return Err(PhmError::InvalidArgument {
+                what: "init",
+                reason: format!(
+                    "{self:?} produced non-finite values in {}",
+                    std::any::type_name::<F>()
+                ),
+            });
+        }
+        Ok(a)
+    }
+
+    /// Rejects schemes whose values cannot be represented in `F`.
+    fn check_range<F: Float>(&self, shape: &[usize], fans: Fans) -> Result<()> {
+        let max = F::max_value().as_f64();
+        // The largest magnitude a draw can have: a uniform bound, 64 standard deviations, or
+        // the constant.
+        let reach = match *self {
+            Init::TorchLinear | Init::UnitFibers | Init::Zeros => 0.0,
+            Init::GlorotUniform { .. } => (3.0 * self.variance(shape, fans)).sqrt(),
+            Init::GlorotNormal { .. } => 64.0 * self.variance(shape, fans).sqrt(),
+            Init::Normal { std } => 64.0 * std,
+            Init::Uniform { bound } => 2.0 * bound, // the width of the interval must be finite
+            Init::Constant(c) => c.abs(),
+        };
+        if reach.is_finite() && reach <= max {
+            Ok(())
+        } else {
+            Err(PhmError::InvalidArgument {
+                what: "init",
+                reason: format!(
+                    "{self:?} draws values beyond the range of {} (largest {max:e})",
+                    std::any::type_name::<F>()
+                ),
+            })
+        }
+    }
+
+    fn draw<F: Float, R: Rng + ?Sized>(
+        &self,
+        shape: &[usize],
+        fans: Fans,
+        rng: &mut R,
+    ) -> ArrayD<F> {
         let dim = IxDyn(shape);
         let uniform = |rng: &mut R, bound: f64| -> ArrayD<F> {
             ArrayD::from_shape_simple_fn(dim.clone(), || {
@@ -163,7 +234,7 @@ impl Init {
                 F::of(std * z)
             })
         };
-        Ok(match *self {
+        match *self {
             Init::TorchLinear => uniform(rng, 1.0 / (fans.fan_in.max(1) as f64).sqrt()),
             Init::GlorotUniform { .. } => uniform(rng, (3.0 * self.variance(shape, fans)).sqrt()),
             Init::GlorotNormal { .. } => normal(rng, self.variance(shape, fans).sqrt()),
@@ -183,6 +254,6 @@ impl Init {
                 }
                 a
             }
-        })
+        }
     }
 }

@@ -13,32 +13,49 @@
 //!
 //! # Quick start
 //! ```
-//! use ndarray::Array2;
-//! use phm_nn::{Module, PhmLinearConfig, PhmShape};
+//! use phm_nn::prelude::*;
 //!
-//! let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+//! let mut rng = StdRng::seed_from_u64(0);
 //! let mut layer = PhmLinearConfig::new(1024, 1024, 4).init::<f32, _>(&mut rng)?;
-//! let y = layer.forward(Array2::zeros((8, 1024)).view());   // (batch, in) → (batch, out)
-//! let dx = layer.backward(Array2::ones((8, 1024)).view()); // accumulates dA, dS, db
-//! assert_eq!((y.dim(), dx.dim()), ((8, 1024), (8, 1024)));
+//! let x = ArrayD::zeros(IxDyn(&[8, 1024]));                // (batch, in); any leading axes
+//! let y = layer.forward(x.view());                          // (batch, out)
+//! let dx = layer.backward(ArrayD::ones(y.raw_dim()).view()); // accumulates dA, dS, db
+//! assert_eq!((y.shape(), dx.shape()), (&[8, 1024][..], &[8, 1024][..]));
 //!
 //! // Weight counts n³ + k·d/n of a 1024 × 1024 layer (the README's table):
 //! let counts: Vec<usize> = [1, 2, 4, 8, 16].iter()
-//!     .map(|&n| PhmShape::new(n, 1024, 1024).unwrap().num_weight_parameters())
+//!     .map(|&n| PhmShape::new(1024, 1024, n).unwrap().num_weight_parameters())
 //!     .collect();
 //! assert_eq!(counts, [1_048_577, 524_296, 262_208, 131_584, 69_632]);
 //! # Ok::<(), phm_nn::PhmError>(())
 //! ```
 //!
 //! # Map of the crate
-//! - [`phm`]: the core (shapes, `W` from `(A, S)` by GEMM, gradients back to `(A, S)`).
-//! - [`PhmLinear`] and dense [`Linear`], both [`Module`]s; [`Sequential`]; [`activation`]s;
-//!   [`loss`]es; [`optim`]izers; [`init`] schemes; [`algebra`] rules.
-//! - [`synthetic`]: the paper's artificial rule-learning data and the metrics that compare
-//!   learned rules with true ones (up to the mixing symmetry).
+//! ```text
+//!     src/
+//!       lib.rs, prelude.rs, error.rs, float.rs   this page, `use phm_nn::prelude::*`, errors, f32/f64
+//!       module/     the layer contract: Module, Param (identity, sharing), paths, Sequential, summary
+//!       nn/         layers: Linear, PhmLinear, activations            (conv/, attention/ to come)
+//!       kernels/    shapes, W from (A, S) and back, the factored product, the cost model, the GEMM
+//!       optim/      Sgd, Adam/AdamW (one implementation), state by parameter path
+//!       loss.rs, init.rs, algebra.rs, linalg.rs   losses, init schemes, fixed rules, small dense algebra
+//!       research/   the paper's synthetic rule-learning task and its metrics (not the core API)
+//! ```
+//!
+//! - [`module`]: the [`Module`] contract (forward pushes a saved state, backward pops it,
+//!   `infer` through `&self`), [`Param`] with its identity and sharing, parameter paths,
+//!   [`Sequential`], typed access ([`module::find_all`], [`Sequential::get`]) and
+//!   [`module::summary`]. Read its docs first.
+//! - [`nn`]: [`PhmLinear`] and dense [`Linear`] (on the last axis of any rank), activations.
+//! - [`kernels`]: [`kernels::phm`] (shapes, `W` from `(A, S)` by GEMM, gradients back to
+//!   `(A, S)`) and [`kernels::strategy`] (materialized or factored, chosen per call).
+//! - [`loss`]es, [`optim`]izers, [`init`] schemes, [`algebra`] rules, [`linalg`].
+//! - [`research::synthetic`]: the paper's artificial rule-learning data and the metrics that
+//!   compare learned rules with true ones (up to the mixing symmetry).
 //! - Conventions: batch-first, `Y = X Wᵀ + 1 bᵀ`, dense weights `(out, in)`, rules `(n, n, n)`,
-//!   blocks `(n, k/n, d/n)`; generic over `f32`/`f64` through [`Float`].
-//! - No cargo features are needed; the default build is single-threaded.
+//!   blocks `(n, k/n, d/n)`, sizes always in the order `(in, out, n)`; generic over `f32`/`f64`
+//!   through [`Float`]. The crate re-exports [`ndarray`] and [`rand`].
+//! - No cargo features are needed.
 #![warn(missing_docs)]
 
 pub mod algebra;
@@ -46,19 +63,25 @@ pub mod error;
 mod float;
 pub mod init;
 pub mod kernels;
+pub mod linalg;
 pub mod loss;
 pub mod module;
 pub mod nn;
 pub mod optim;
+pub mod prelude;
 pub mod research;
+
+/// The `ndarray` this crate is built on (use it to avoid pinning a second version).
+pub use ndarray;
+/// The `rand` this crate is built on (use it to avoid pinning a second version).
+pub use rand;
 
 pub use error::{PhmError, Result};
 pub use float::Float;
 pub use init::Init;
 pub use kernels::phm::PhmShape;
 pub use kernels::strategy::{Kernel, Mode, Strategy};
-pub use module::sequential::Sequential;
-pub use module::{Module, Param};
+pub use module::{Module, Param, Sequential};
 pub use nn::activation::{Gelu, Relu, Sigmoid, Tanh};
 pub use nn::linear::{Linear, LinearConfig};
 pub use nn::phm_linear::{PhmLinear, PhmLinearConfig, Rule, Workspace};

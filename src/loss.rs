@@ -1,6 +1,8 @@
 //! Loss functions returning the loss value and its gradient with respect to the prediction.
 //!
-//! Both losses average, as PyTorch's `reduction='mean'` does. For predictions `P ∈ R^{B×d}`:
+//! Both losses average, as PyTorch's `reduction='mean'` does. For predictions `P ∈ R^{B×d}`
+//! (any rank for [`mse`]; for [`cross_entropy`] the classes are the last axis and every other
+//! axis counts as batch, so `(B, T, C)` logits take `B·T` labels):
 //!
 //! ```text
 //!     mse(P, T)        = (1/(B·d)) · Σ_{b,j} (P_bj − T_bj)²
@@ -21,6 +23,9 @@
 //! let out = mse(array![[1.0, 2.0]].view(), array![[0.0, 4.0]].view());
 //! assert_eq!(out.value, (1.0 + 4.0) / 2.0);
 //! assert_eq!(out.grad, array![[1.0, -2.0]]); // 2·(P − T)/2
+//! // The same on a model's dynamic-rank output:
+//! let out = mse(array![[1.0, 2.0]].into_dyn().view(), array![[0.0, 4.0]].into_dyn().view());
+//! assert_eq!(out.grad, array![[1.0, -2.0]].into_dyn());
 //!
 //! // Logits (0, ln 3): softmax = (1/4, 3/4); the loss for class 1 is −ln(3/4) = ln(4/3).
 //! let ce = cross_entropy(array![[0.0, 3f64.ln()]].view(), &[1])?;
@@ -29,18 +34,32 @@
 //! # Ok::<(), phm_nn::PhmError>(())
 //! ```
 
-use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, Axis, Zip};
+use ndarray::{
+    Array, Array2, ArrayView, ArrayView1, ArrayView2, ArrayViewMut1, Axis, CowArray, Dimension,
+    Ix2, IxDyn, Zip,
+};
 
 use crate::kernels::gemm::assert_same_shape;
+use crate::kernels::shapes::as_matrix;
 use crate::{Float, PhmError, Result};
 
 /// A scalar loss and its gradient with respect to the prediction (or logits).
 #[derive(Debug, Clone, PartialEq)]
-pub struct LossOutput<F> {
+pub struct LossOutput<F, D: Dimension = IxDyn> {
     /// The loss value.
     pub value: F,
     /// `dL/dpred`, with the prediction's shape.
-    pub grad: Array2<F>,
+    pub grad: Array<F, D>,
+}
+
+/// `x` `(…, C)` as a matrix `(M, C)`.
+#[track_caller]
+fn rows<'a, F: Float, D: Dimension>(context: &str, x: ArrayView<'a, F, D>) -> CowArray<'a, F, Ix2> {
+    let width = match x.shape().last() {
+        Some(&w) => w,
+        None => panic!("{context}: logits have shape [], expected [.., classes]"),
+    };
+    as_matrix(context, "logits", x.into_dyn(), width).0
 }
 
 /// Mean squared error over all elements: `(1/N)·Σ (pred − target)²`, with `N = B·d`.
@@ -51,7 +70,10 @@ pub struct LossOutput<F> {
 /// # Panics
 /// If `pred` and `target` have different shapes; the message names both.
 #[track_caller]
-pub fn mse<F: Float>(pred: ArrayView2<'_, F>, target: ArrayView2<'_, F>) -> LossOutput<F> {
+pub fn mse<F: Float, D: Dimension>(
+    pred: ArrayView<'_, F, D>,
+    target: ArrayView<'_, F, D>,
+) -> LossOutput<F, D> {
     assert_same_shape("mse", "target", target.shape(), pred.shape());
     let n = F::of(pred.len() as f64);
     let mut grad = &pred - &target;
@@ -63,7 +85,8 @@ pub fn mse<F: Float>(pred: ArrayView2<'_, F>, target: ArrayView2<'_, F>) -> Loss
 
 /// Softmax cross-entropy with integer class labels, averaged over the batch.
 ///
-/// `logits` is `(batch, classes)`, `labels[b]` is the class of row `b`. The loss is
+/// `logits` is `(batch, classes)` (or `(…, classes)`: every leading axis counts as batch, in
+/// row-major order), `labels[b]` is the class of row `b`. The loss is
 /// `(1/B)·Σ_b (logsumexp(logits_b) − logits_b[labels_b])` and the gradient
 /// `(softmax(logits) − onehot(labels))/B`. Matches PyTorch's `nn.CrossEntropyLoss()`.
 /// Computed with the row maximum subtracted, so large logits (e.g. `±1000`) neither overflow
@@ -75,10 +98,13 @@ pub fn mse<F: Float>(pred: ArrayView2<'_, F>, target: ArrayView2<'_, F>) -> Loss
 /// # Panics
 /// If `labels.len() != logits.nrows()`; the message names both.
 #[track_caller]
-pub fn cross_entropy<F: Float>(
-    logits: ArrayView2<'_, F>,
+pub fn cross_entropy<F: Float, D: Dimension>(
+    logits: ArrayView<'_, F, D>,
     labels: &[usize],
-) -> Result<LossOutput<F>> {
+) -> Result<LossOutput<F, D>> {
+    let dim = logits.raw_dim();
+    let logits = rows("cross_entropy", logits);
+    let logits = logits.view();
     check_labels_len("cross_entropy", &logits, labels);
     let classes = logits.ncols();
     if let Some((row, &label)) = labels.iter().enumerate().find(|(_, &l)| l >= classes) {
@@ -103,11 +129,14 @@ pub fn cross_entropy<F: Float>(
     grad.mapv_inplace(|g| g / batch);
     Ok(LossOutput {
         value: total / batch,
-        grad,
+        grad: grad
+            .into_shape_with_order(dim)
+            .expect("the gradient has the logits' size"),
     })
 }
 
-/// Row-wise softmax, `softmax(z)_j = e^{z_j − m} / Σ_l e^{z_l − m}` with `m = max_l z_l`.
+/// Softmax over the last axis, `softmax(z)_j = e^{z_j − m} / Σ_l e^{z_l − m}` with
+/// `m = max_l z_l`.
 ///
 /// Stable for any finite logits: `softmax([[1000, 0]]) = [[1, 0]]`. Each row sums to 1.
 ///
@@ -117,14 +146,17 @@ pub fn cross_entropy<F: Float>(
 /// assert!((p[[0, 0]] - 1.0 / 3.0).abs() < 1e-15 && (p[[0, 1]] - 2.0 / 3.0).abs() < 1e-15);
 /// assert_eq!(p.row(1), array![1.0, 0.0]);
 /// ```
-pub fn softmax<F: Float>(logits: ArrayView2<'_, F>) -> Array2<F> {
+pub fn softmax<F: Float, D: Dimension>(logits: ArrayView<'_, F, D>) -> Array<F, D> {
+    let dim = logits.raw_dim();
+    let logits = rows("softmax", logits);
     let mut out = Array2::zeros(logits.raw_dim());
     Zip::from(out.rows_mut())
         .and(logits.rows())
         .for_each(|p, z| {
             softmax_row(z, p);
         });
-    out
+    out.into_shape_with_order(dim)
+        .expect("softmax has the logits' size")
 }
 
 /// Writes `softmax(z)` into `out` and returns `logsumexp(z)`.
@@ -138,7 +170,8 @@ fn softmax_row<F: Float>(z: ArrayView1<'_, F>, mut out: ArrayViewMut1<'_, F>) ->
     m + sum.ln()
 }
 
-/// Fraction of rows whose arg-max logit is the label, in `[0, 1]`.
+/// Fraction of rows (every leading axis counts as batch) whose arg-max logit is the label, in
+/// `[0, 1]`.
 ///
 /// Ties go to the lowest index; NaN logits are never the maximum. A label out of range just
 /// counts as wrong. For an empty batch the result is NaN (`0/0`).
@@ -152,7 +185,9 @@ fn softmax_row<F: Float>(z: ArrayView1<'_, F>, mut out: ArrayViewMut1<'_, F>) ->
 /// # Panics
 /// If `labels.len() != logits.nrows()`; the message names both.
 #[track_caller]
-pub fn accuracy<F: Float>(logits: ArrayView2<'_, F>, labels: &[usize]) -> f64 {
+pub fn accuracy<F: Float, D: Dimension>(logits: ArrayView<'_, F, D>, labels: &[usize]) -> f64 {
+    let logits = rows("accuracy", logits);
+    let logits = logits.view();
     check_labels_len("accuracy", &logits, labels);
     let correct = logits
         .axis_iter(Axis(0))

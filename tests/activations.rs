@@ -50,19 +50,23 @@ fn gelu_gradients() {
 #[test]
 fn relu_values_and_zero_derivative_at_zero() {
     let mut relu = Relu::new();
-    let y = relu.forward(array![[-2.0, 0.0, 3.5], [1e-300, -0.0, -1e-300]].view());
-    assert_eq!(y, array![[0.0, 0.0, 3.5], [1e-300, 0.0, 0.0]]);
-    let dx = relu.backward(array![[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]].view());
+    let y = relu.forward(
+        array![[-2.0, 0.0, 3.5], [1e-300, -0.0, -1e-300]]
+            .view()
+            .into_dyn(),
+    );
+    assert_eq!(y, array![[0.0, 0.0, 3.5], [1e-300, 0.0, 0.0]].into_dyn());
+    let dx = relu.backward(array![[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]].view().into_dyn());
     // relu'(0) = 0, as in PyTorch.
-    assert_eq!(dx, array![[0.0, 0.0, 3.0], [4.0, 0.0, 0.0]]);
-    assert!(relu.infer(array![[f64::NAN]].view())[[0, 0]].is_nan());
+    assert_eq!(dx, array![[0.0, 0.0, 3.0], [4.0, 0.0, 0.0]].into_dyn());
+    assert!(relu.infer(array![[f64::NAN]].view().into_dyn())[[0, 0]].is_nan());
 }
 
 #[test]
 fn tanh_values() {
     let x = array![[-2.0f64, -0.5, 0.0, 0.5, 2.0, 30.0, -1000.0]];
-    let mut tanh = Tanh::new();
-    let y = tanh.forward(x.view());
+    let mut tanh = Tanh::<f64>::new();
+    let y = tanh.forward(x.view().into_dyn());
     for (&xi, &yi) in x.iter().zip(&y) {
         let e = (2.0 * xi.min(350.0)).exp();
         let want = if xi > 20.0 {
@@ -73,7 +77,7 @@ fn tanh_values() {
         assert_close(yi, want, 1e-15, &format!("tanh({xi})"));
     }
     assert_eq!(y[[0, 6]], -1.0);
-    let dx = tanh.backward(Array2::ones(x.dim()).view());
+    let dx = tanh.backward(Array2::<f64>::ones(x.dim()).view().into_dyn());
     for (&yi, &di) in y.iter().zip(&dx) {
         assert_close(di, 1.0 - yi * yi, 1e-15, "tanh'");
     }
@@ -84,7 +88,7 @@ fn tanh_values() {
 fn sigmoid_values() {
     let x = array![[-3.0, -0.5, 0.0, 0.5, 3.0]];
     let mut sigmoid = Sigmoid::new();
-    let y = sigmoid.forward(x.view());
+    let y = sigmoid.forward(x.view().into_dyn());
     for (&xi, &yi) in x.iter().zip(&y) {
         assert_close(
             yi,
@@ -96,7 +100,7 @@ fn sigmoid_values() {
     assert_eq!(y[[0, 2]], 0.5);
     // σ(−x) = 1 − σ(x)
     assert_close(y[[0, 0]], 1.0 - y[[0, 4]], 1e-15, "symmetry");
-    let dx = sigmoid.backward(array![[2.0, 2.0, 2.0, 2.0, 2.0]].view());
+    let dx = sigmoid.backward(array![[2.0, 2.0, 2.0, 2.0, 2.0]].view().into_dyn());
     assert_eq!(dx[[0, 2]], 0.5); // 2 · ¼
     for (&yi, &di) in y.iter().zip(&dx) {
         assert_close(di, 2.0 * yi * (1.0 - yi), 1e-15, "sigmoid'");
@@ -107,7 +111,7 @@ fn sigmoid_values() {
 fn sigmoid_is_stable_at_extremes() {
     let x = array![[-1000.0f64, 1000.0, -700.0, 40.0]];
     let mut sigmoid = Sigmoid::new();
-    let y = sigmoid.forward(x.view());
+    let y = sigmoid.forward(x.view().into_dyn());
     assert_eq!(y[[0, 0]], 0.0);
     assert_eq!(y[[0, 1]], 1.0);
     assert!(
@@ -115,22 +119,26 @@ fn sigmoid_is_stable_at_extremes() {
         "σ(−700) is a tiny positive number"
     );
     assert!(y.iter().all(|v| v.is_finite()));
-    let dx = sigmoid.backward(Array2::<f64>::ones(x.dim()).view());
+    let dx = sigmoid.backward(Array2::<f64>::ones(x.dim()).view().into_dyn());
     assert!(dx.iter().all(|v| v.is_finite() && *v >= 0.0));
     assert_eq!(dx[[0, 0]], 0.0);
     assert_eq!(dx[[0, 1]], 0.0);
 
     // f32 overflows e^x at x ≈ 89: still finite.
-    let y32 = Sigmoid::new().infer(array![[-1000.0f32, -200.0, 200.0, 1000.0]].view());
-    assert_eq!(y32, array![[0.0f32, 0.0, 1.0, 1.0]]);
+    let y32 = Sigmoid::new().infer(
+        array![[-1000.0f32, -200.0, 200.0, 1000.0]]
+            .view()
+            .into_dyn(),
+    );
+    assert_eq!(y32, array![[0.0f32, 0.0, 1.0, 1.0]].into_dyn());
     assert!(y32.iter().all(|v| v.is_finite()));
 }
 
 #[test]
 fn gelu_values_match_x_times_normal_cdf() {
-    let mut gelu = Gelu::new();
+    let mut gelu = Gelu::<f64>::new();
     let x = Array2::from_shape_vec((1, PHI.len()), PHI.iter().map(|p| p.0).collect()).unwrap();
-    let y = gelu.forward(x.view());
+    let y = gelu.forward(x.view().into_dyn());
     for (&(xi, phi), &yi) in PHI.iter().zip(&y) {
         assert_close(yi, xi * phi, 2e-16, &format!("gelu({xi})"));
     }
@@ -139,7 +147,7 @@ fn gelu_values_match_x_times_normal_cdf() {
     assert_close(y[[0, 0]], -0.158_655_253_931_457_05, 2e-16, "gelu(-1)");
 
     // gelu'(x) = Φ(x) + x·φ(x)
-    let dx = gelu.backward(Array2::ones(x.dim()).view());
+    let dx = gelu.backward(Array2::<f64>::ones(x.dim()).view().into_dyn());
     for (&(xi, phi), &di) in PHI.iter().zip(&dx) {
         assert_close(
             di,
@@ -154,11 +162,18 @@ fn gelu_values_match_x_times_normal_cdf() {
 
 #[test]
 fn gelu_limits() {
-    let y = Gelu::new().infer(array![[-40.0, 40.0, f64::INFINITY, f64::NEG_INFINITY]].view());
-    assert_eq!(y, array![[0.0, 40.0, f64::INFINITY, 0.0]]);
+    let y = Gelu::new().infer(
+        array![[-40.0, 40.0, f64::INFINITY, f64::NEG_INFINITY]]
+            .view()
+            .into_dyn(),
+    );
+    assert_eq!(y, array![[0.0, 40.0, f64::INFINITY, 0.0]].into_dyn());
     let mut gelu = Gelu::new();
-    gelu.forward(array![[-40.0, 40.0]].view());
-    assert_eq!(gelu.backward(array![[1.0, 1.0]].view()), array![[0.0, 1.0]]);
+    gelu.forward(array![[-40.0, 40.0]].view().into_dyn());
+    assert_eq!(
+        gelu.backward(array![[1.0, 1.0]].view().into_dyn()),
+        array![[0.0, 1.0]].into_dyn()
+    );
 }
 
 #[test]
@@ -168,8 +183,8 @@ fn f32_matches_f64() {
     let g64 = uniform2(&mut rng(6), 3, 4);
     let g32 = g64.mapv(|v| v as f32);
     fn run<F: phm_nn::Float, M: Module<F>>(m: &mut M, x: &Array2<F>, g: &Array2<F>) -> Vec<f64> {
-        let y = m.forward(x.view());
-        let dx = m.backward(g.view());
+        let y = m.forward(x.view().into_dyn());
+        let dx = m.backward(g.view().into_dyn());
         y.iter().chain(&dx).map(|v| v.as_f64()).collect()
     }
     for (name, a, b) in [
@@ -201,69 +216,80 @@ fn f32_matches_f64() {
 }
 
 #[test]
-fn one_value_serves_both_float_types() {
-    let mut tanh = Tanh::new();
-    let y32 = tanh.forward(array![[0.5f32]].view());
-    let y64 = tanh.forward(array![[0.5f64]].view());
-    assert_eq!(y32[[0, 0]], 0.5f32.tanh());
-    assert_eq!(y64[[0, 0]], 0.5f64.tanh());
-    assert_eq!(Module::<f64>::num_parameters(&tanh), 0);
+fn activations_have_no_parameters_and_keep_any_shape() {
+    let tanh = Tanh::<f32>::new();
+    assert_eq!(tanh.num_parameters(), 0);
     let mut count = 0;
-    Module::<f32>::visit_params(&Relu::new(), &mut |_, _| count += 1);
+    Relu::<f64>::new().visit_params(&mut |_, _| count += 1);
     assert_eq!(count, 0);
+    // Element-wise on any rank, (B, C, H, W) included.
+    let x = ndarray::ArrayD::<f64>::from_shape_fn(vec![2, 3, 2, 2], |i| i[1] as f64 - 1.0);
+    let y = Relu::new().infer(x.view());
+    assert_eq!(y.shape(), x.shape());
+    assert_eq!(y, x.mapv(|v| v.max(0.0)));
+    assert_eq!(tanh.output_shape(&[4, 5, 6]), Some(vec![4, 5, 6]));
 }
 
 #[test]
 fn empty_batch() {
     let x = Array2::<f64>::zeros((0, 3));
     let mut gelu = Gelu::new();
-    assert_eq!(gelu.forward(x.view()).dim(), (0, 3));
-    assert_eq!(gelu.backward(x.view()).dim(), (0, 3));
+    assert_eq!(gelu.forward(x.view().into_dyn()).shape(), &[0, 3]);
+    assert_eq!(gelu.backward(x.view().into_dyn()).shape(), &[0, 3]);
 }
 
 #[test]
 #[should_panic(expected = "Relu::backward called before forward")]
 fn relu_backward_before_forward_panics() {
-    Module::<f64>::backward(&mut Relu::new(), array![[1.0]].view());
+    Module::<f64>::backward(&mut Relu::new(), array![[1.0]].view().into_dyn());
 }
 
 #[test]
 #[should_panic(expected = "Gelu::backward called before forward")]
 fn gelu_backward_twice_panics() {
     let mut gelu = Gelu::new();
-    gelu.forward(array![[1.0]].view());
-    gelu.backward(array![[1.0]].view());
-    gelu.backward(array![[1.0]].view());
+    gelu.forward(array![[1.0]].view().into_dyn());
+    gelu.backward(array![[1.0]].view().into_dyn());
+    gelu.backward(array![[1.0]].view().into_dyn());
 }
 
 #[test]
 #[should_panic(expected = "Sigmoid::backward called before forward")]
 fn infer_does_not_cache() {
     let mut sigmoid = Sigmoid::new();
-    sigmoid.infer(array![[1.0]].view());
-    sigmoid.backward(array![[1.0]].view());
+    sigmoid.infer(array![[1.0]].view().into_dyn());
+    sigmoid.backward(array![[1.0]].view().into_dyn());
 }
 
 #[test]
 #[should_panic(expected = "Tanh::backward: grad_output has shape [2, 3], expected [2, 2]")]
 fn tanh_backward_shape_mismatch_panics() {
     let mut tanh = Tanh::new();
-    tanh.forward(Array2::<f64>::zeros((2, 2)).view());
-    tanh.backward(Array2::<f64>::zeros((2, 3)).view());
+    tanh.forward(Array2::<f64>::zeros((2, 2)).view().into_dyn());
+    tanh.backward(Array2::<f64>::zeros((2, 3)).view().into_dyn());
 }
 
 #[test]
 #[should_panic(expected = "Relu::backward: grad_output has shape [1, 2], expected [3, 2]")]
 fn relu_backward_shape_mismatch_panics() {
     let mut relu = Relu::new();
-    relu.forward(Array2::<f32>::zeros((3, 2)).view());
-    relu.backward(Array2::<f32>::zeros((1, 2)).view());
+    relu.forward(Array2::<f32>::zeros((3, 2)).view().into_dyn());
+    relu.backward(Array2::<f32>::zeros((1, 2)).view().into_dyn());
 }
 
 #[test]
-#[should_panic(expected = "Tanh::backward called with a different float type")]
-fn backward_with_other_float_type_panics() {
-    let mut tanh = Tanh::new();
-    tanh.forward(array![[1.0f32]].view());
-    tanh.backward(array![[1.0f64]].view());
+fn applied_twice_before_backward_gives_both_gradients() {
+    // y = tanh(tanh(x)) through one Tanh value: the saved states are popped in reverse order.
+    let x = array![[0.3, -1.2, 2.0]].into_dyn();
+    let mut tanh = Tanh::<f64>::new();
+    let h = tanh.forward(x.view());
+    let y = tanh.forward(h.view());
+    assert_eq!(tanh.pending(), 2);
+    let dh = tanh.backward(ndarray::ArrayD::ones(y.raw_dim()).view());
+    let dx = tanh.backward(dh.view());
+    assert_eq!(tanh.pending(), 0);
+    for ((&xi, &hi), &di) in x.iter().zip(&h).zip(&dx) {
+        let want = (1.0 - hi.tanh().powi(2)) * (1.0 - xi.tanh().powi(2));
+        assert_close(di, want, 1e-15, "d tanh(tanh(x))");
+    }
 }

@@ -82,11 +82,11 @@ proptest! {
         let w = a[[0, 0, 0]] * &s.index_axis(Axis(0), 0);
         let mut phm_layer = PhmLinear::from_parts(a.clone(), s.clone(), Some(bias.clone())).unwrap();
         let mut dense = Linear::from_parts(w, Some(bias)).unwrap();
-        let y1 = phm_layer.forward(x.view());
-        let y2 = dense.forward(x.view());
+        let y1 = phm_layer.forward(x.view().into_dyn());
+        let y2 = dense.forward(x.view().into_dyn());
         prop_assert!(y1.abs_diff_eq(&y2, 1e-12));
-        let dx1 = phm_layer.backward(g.view());
-        let dx2 = dense.backward(g.view());
+        let dx1 = phm_layer.backward(g.view().into_dyn());
+        let dx2 = dense.backward(g.view().into_dyn());
         prop_assert!(dx1.abs_diff_eq(&dx2, 1e-12));
         // dS = a · dW and dbias agree.
         let mut grads = Vec::new();
@@ -108,11 +108,11 @@ proptest! {
         let g = random3(seed.wrapping_add(4), (1, b, n * p)).index_axis_move(Axis(0), 0);
         let mut l64 = PhmLinear::from_parts(a.clone(), s.clone(), Some(bias.clone())).unwrap();
         let mut l32 = PhmLinear::from_parts(a.mapv(|v| v as f32), s.mapv(|v| v as f32), Some(bias.mapv(|v| v as f32))).unwrap();
-        let y64 = l64.forward(x.view());
-        let y32 = l32.forward(x.mapv(|v| v as f32).view()).mapv(f64::from);
+        let y64 = l64.forward(x.view().into_dyn());
+        let y32 = l32.forward(x.mapv(|v| v as f32).view().into_dyn()).mapv(f64::from);
         prop_assert!(y32.abs_diff_eq(&y64, 1e-4));
-        let dx64 = l64.backward(g.view());
-        let dx32 = l32.backward(g.mapv(|v| v as f32).view()).mapv(f64::from);
+        let dx64 = l64.backward(g.view().into_dyn());
+        let dx32 = l32.backward(g.mapv(|v| v as f32).view().into_dyn()).mapv(f64::from);
         prop_assert!(dx32.abs_diff_eq(&dx64, 1e-4));
         let mut g64 = Vec::new();
         l64.visit_params(&mut |_, p| g64.push(p.grad().to_owned()));

@@ -56,8 +56,8 @@ fn inference_memory() {
     for batch in [1, 8, 64] {
         let x = Array2::<f32>::ones((batch, d));
         let (_, largest) = measure(|| {
-            let y = layer.infer(x.view());
-            assert_eq!(y.dim(), (batch, k));
+            let y = layer.infer(x.view().into_dyn());
+            assert_eq!(y.shape(), &[batch, k]);
         });
         // The biggest buffer is T (B·n·k floats) or a packing buffer, never W.
         assert!(
@@ -74,7 +74,7 @@ fn inference_memory() {
     let wide: PhmLinear<f32> = PhmLinearConfig::new(256, 2048, n).init(&mut rng).unwrap();
     let x_wide = Array2::<f32>::ones((8, 256));
     let (_, largest) = measure(|| {
-        wide.infer(x_wide.view());
+        wide.infer(x_wide.view().into_dyn());
     });
     assert!(
         largest < 256 * 2048 * 4,
@@ -101,7 +101,7 @@ fn inference_memory() {
         "infer_into allocated {largest} bytes on the hot path"
     );
     assert_eq!(ws.capacity(), capacity);
-    assert_eq!(y, layer.infer(x.view()));
+    assert_eq!(y.into_dyn(), layer.infer(x.view().into_dyn()));
     // Smaller batches reuse the same workspace.
     let x1 = Array2::<f32>::ones((1, d));
     let mut y1 = Array2::<f32>::zeros((1, k));
@@ -114,7 +114,7 @@ fn inference_memory() {
     let forced = layer.clone().with_strategy(Strategy::Materialized);
     let x64 = Array2::<f32>::ones((64, d));
     let (_, largest) = measure(|| {
-        forced.infer(x64.view());
+        forced.infer(x64.view().into_dyn());
     });
     assert!(
         largest < weight_bytes,

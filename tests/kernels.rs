@@ -27,10 +27,12 @@ fn run<F: Float>(
     let mut layer = PhmLinear::from_parts(a.map(cast), s.map(cast), Some(bias.map(cast)))
         .unwrap()
         .with_strategy(strategy);
-    let y = layer.forward(x.map(cast).view());
-    let dx = layer.backward(g.map(cast).view());
+    let y = layer.forward(x.map(cast).view().into_dyn());
+    let dx = layer.backward(g.map(cast).view().into_dyn());
     let mut grads = Vec::new();
     layer.visit_params(&mut |_, p| grads.push(p.grad().to_owned()));
+    let y = y.into_dimensionality().unwrap();
+    let dx = dx.into_dimensionality().unwrap();
     Run { y, dx, grads }
 }
 
@@ -103,7 +105,7 @@ proptest! {
 
 #[test]
 fn forced_strategies_are_obeyed_and_auto_picks_by_cost() {
-    let big = PhmShape::new(4, 4096, 4096).unwrap();
+    let big = PhmShape::new(4096, 4096, 4).unwrap();
     for mode in [Mode::Training, Mode::Inference] {
         for current in [false, true] {
             assert_eq!(
@@ -134,19 +136,19 @@ fn forced_strategies_are_obeyed_and_auto_picks_by_cost() {
         Strategy::Auto.resolve(big, 32, true, Mode::Inference),
         Kernel::Factored
     );
-    let tall = PhmShape::new(4, 4096, 1024).unwrap();
+    let tall = PhmShape::new(4096, 1024, 4).unwrap();
     assert_eq!(
         Strategy::Auto.resolve(tall, 32, false, Mode::Training),
         Kernel::Factored
     );
     // a small layer at batch 256 with a current W: one plain GEMM, nothing to mix;
-    let small = PhmShape::new(4, 256, 256).unwrap();
+    let small = PhmShape::new(256, 256, 4).unwrap();
     assert_eq!(
         Strategy::Auto.resolve(small, 256, true, Mode::Inference),
         Kernel::Materialized
     );
     // n = 16 on a small layer: mixing (2·B·n²·k) costs more than rebuilding W.
-    let wide = PhmShape::new(16, 256, 256).unwrap();
+    let wide = PhmShape::new(256, 256, 16).unwrap();
     assert_eq!(
         Strategy::Auto.resolve(wide, 32, false, Mode::Training),
         Kernel::Materialized
@@ -161,12 +163,12 @@ fn layer_reports_the_kernel_and_cache_state() {
         .with_strategy(Strategy::Materialized);
     assert!(!layer.weight_is_current());
     let x = xorshift(3, (4, 6));
-    let y = layer.forward(x.view());
+    let y = layer.forward(x.view().into_dyn());
     assert!(layer.weight_is_current());
     assert_eq!(layer.kernel_for(4, Mode::Inference), Kernel::Materialized);
     // The cached W is served by infer, and agrees with the factored kernel.
     layer.set_strategy(Strategy::Factored);
-    let yf = layer.infer(x.view());
+    let yf = layer.infer(x.view().into_dyn());
     assert!(max_diff(&yf, &y) < 1e-12);
     layer.clear_cache();
     assert!(!layer.weight_is_current());
@@ -191,8 +193,8 @@ fn optimizer_step_invalidates_the_cached_weight() {
             .unwrap()
             .with_strategy(strategy);
         let x = xorshift(3, (3, 4));
-        let y0 = layer.forward(x.view());
-        layer.backward(Array2::ones((3, 4)).view());
+        let y0 = layer.forward(x.view().into_dyn());
+        layer.backward(Array2::ones((3, 4)).view().into_dyn());
         let mut opt = Sgd::new(SgdConfig {
             lr: 0.1,
             ..SgdConfig::default()
@@ -204,13 +206,13 @@ fn optimizer_step_invalidates_the_cached_weight() {
         let fresh =
             PhmLinear::from_parts(layer.rules().to_owned(), layer.blocks().to_owned(), None)
                 .unwrap();
-        let want = fresh.infer(x.view());
-        let y1 = layer.forward(x.view());
+        let want = fresh.infer(x.view().into_dyn());
+        let y1 = layer.forward(x.view().into_dyn());
         assert!(
             max_diff(&y1, &want) < 1e-12,
             "{strategy:?}: stale weight used"
         );
         assert!(max_diff(&y1, &y0) > 1e-3, "the step changed the output");
-        assert!(max_diff(&layer.infer(x.view()), &want) < 1e-12);
+        assert!(max_diff(&layer.infer(x.view().into_dyn()), &want) < 1e-12);
     }
 }

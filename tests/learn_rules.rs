@@ -19,7 +19,7 @@ const BATCH: usize = 32;
 
 /// A task with `BLOCK × BLOCK` blocks and its data.
 fn data(n: usize, rule: TrueRule, noise: f64, rng: &mut StdRng) -> Dataset<f64> {
-    RuleTask::new(n, BLOCK * n, BLOCK * n, rule)
+    RuleTask::new(BLOCK * n, BLOCK * n, n, rule)
         .with_samples(SAMPLES)
         .with_noise_std(noise)
         .generate(rng)
@@ -42,13 +42,17 @@ fn train(layer: &mut PhmLinear<f64>, data: &Dataset<f64>, epochs: usize, rng: &m
         for batch in order.chunks(BATCH) {
             let (xb, yb) = (data.x.select(Axis(0), batch), data.y.select(Axis(0), batch));
             layer.zero_grad();
-            let pred = layer.forward(xb.view());
-            let loss = mse(pred.view(), yb.view());
-            layer.backward(loss.grad.view());
+            let pred = layer.forward(xb.view().into_dyn());
+            let loss = mse(pred.view(), yb.view().into_dyn());
+            layer.backward(loss.grad.view().into_dyn());
             opt.step(layer).unwrap();
         }
     }
-    let loss = mse(layer.infer(data.x.view()).view(), data.y.view()).value;
+    let loss = mse(
+        layer.infer(data.x.view().into_dyn()).view(),
+        data.y.view().into_dyn(),
+    )
+    .value;
     eprintln!("{epochs} epochs, final loss {loss:.3e}");
 }
 
@@ -64,11 +68,11 @@ fn blocks_known(n: usize, rule: TrueRule, noise: f64, epochs: usize, seed: u64) 
         .unwrap();
     let mut layer = PhmLinear::from_parts(rules, data.true_blocks.clone(), None).unwrap();
     layer.set_blocks_trainable(false);
-    let before = synthetic::rule_error(layer.rules(), data.true_rules.view()).unwrap();
+    let before = synthetic::rule_error(layer.rules().view(), data.true_rules.view()).unwrap();
     assert!(before > 0.5, "the random init is already close: {before}");
     train(&mut layer, &data, epochs, &mut rng);
     assert_eq!(layer.blocks(), data.true_blocks, "fixed blocks moved");
-    let err = synthetic::rule_error(layer.rules(), data.true_rules.view()).unwrap();
+    let err = synthetic::rule_error(layer.rules().view(), data.true_rules.view()).unwrap();
     eprintln!("n = {n}: max |A - A*| {before:.3} -> {err:.3e}");
     err
 }
@@ -83,7 +87,7 @@ fn both_learned(n: usize, rule: TrueRule, epochs: usize, seed: u64) -> (f64, f64
         .init::<f64, _>(&mut rng)
         .unwrap();
     let truth = data.true_rules.view();
-    let before = synthetic::subspace_distance(layer.rules(), truth).unwrap();
+    let before = synthetic::subspace_distance(layer.rules().view(), truth).unwrap();
     assert!(
         before > 0.5,
         "the random init already spans the rules: {before}"
@@ -91,12 +95,12 @@ fn both_learned(n: usize, rule: TrueRule, epochs: usize, seed: u64) -> (f64, f64
     train(&mut layer, &data, epochs, &mut rng);
     let w =
         synthetic::relative_weight_error(layer.weight().view(), data.true_weight.view()).unwrap();
-    let dist = synthetic::subspace_distance(layer.rules(), truth).unwrap();
-    let residual = synthetic::align_rules(layer.rules(), truth)
+    let dist = synthetic::subspace_distance(layer.rules().view(), truth).unwrap();
+    let residual = synthetic::align_rules(layer.rules().view(), truth)
         .unwrap()
         .residual;
     // The entrywise error stays large: the layer found a mixture A* M, not A* itself.
-    let entrywise = synthetic::rule_error(layer.rules(), truth).unwrap();
+    let entrywise = synthetic::rule_error(layer.rules().view(), truth).unwrap();
     eprintln!(
         "n = {n}: |W - W*|/|W*| {w:.3e}, subspace {before:.3} -> {dist:.3e}, aligned residual \
          {residual:.3e}, max |A - A*| {entrywise:.3}"

@@ -9,7 +9,11 @@ use phm_nn::PhmError;
 const EPS: f64 = 1e-6;
 
 /// Checks `out.grad` against central differences of `loss` at `x`.
-fn check_loss_gradient(x: &Array2<f64>, out: &LossOutput<f64>, loss: impl Fn(&Array2<f64>) -> f64) {
+fn check_loss_gradient(
+    x: &Array2<f64>,
+    out: &LossOutput<f64, ndarray::Ix2>,
+    loss: impl Fn(&Array2<f64>) -> f64,
+) {
     assert_eq!(out.grad.dim(), x.dim());
     assert_close(out.value, loss(x), 1e-15, "value");
     for ((i, j), &analytic) in out.grad.indexed_iter() {

@@ -10,7 +10,7 @@ fn scalar_layer(w: f64) -> Linear<f64> {
 }
 
 fn set_grad(layer: &mut Linear<f64>, g: f64) {
-    layer.visit_params_mut(&mut |_, p| p.grad_mut().fill(g));
+    layer.visit_params(&mut |_, p| p.write().grad_mut().fill(g));
 }
 
 fn weight(layer: &Linear<f64>) -> f64 {
@@ -116,8 +116,9 @@ fn non_finite_gradient_changes_nothing() {
         ..Default::default()
     })
     .unwrap();
-    model.visit_params_mut(&mut |name, p| {
-        p.grad_mut()
+    model.visit_params(&mut |name, p| {
+        p.write()
+            .grad_mut()
             .fill(if name == "1.weight" { f64::NAN } else { 1.0 })
     });
     let err = opt.step(&mut model).unwrap_err();
@@ -132,7 +133,7 @@ fn non_finite_gradient_changes_nothing() {
     model.visit_params(&mut |_, p| values.extend(p.value().iter().copied()));
     assert_eq!(values, [1.0, 2.0, 0.5, 3.0]);
     // After fixing the gradient the first step behaves as a first step (no stale momentum).
-    model.visit_params_mut(&mut |_, p| p.grad_mut().fill(1.0));
+    model.visit_params(&mut |_, p| p.write().grad_mut().fill(1.0));
     opt.step(&mut model).unwrap();
     let mut values = Vec::new();
     model.visit_params(&mut |_, p| values.extend(p.value().iter().copied()));
@@ -157,12 +158,12 @@ fn frozen_parameters_are_never_changed() {
     .unwrap();
     for _ in 0..3 {
         layer.zero_grad();
-        let y = layer.forward(Array2::ones((2, 2)).view());
-        layer.backward(y.view());
+        let y = layer.forward(Array2::ones((2, 2)).view().into_dyn());
+        layer.backward(y.view().into_dyn());
         // Even a poisoned gradient on a frozen parameter is ignored.
-        layer.visit_params_mut(&mut |name, p| {
+        layer.visit_params(&mut |name, p| {
             if name == "rules" {
-                p.grad_mut().fill(f64::NAN);
+                p.write().grad_mut().fill(f64::NAN);
             }
         });
         opt.step(&mut layer).unwrap();
@@ -203,7 +204,7 @@ fn adam_first_and_second_steps() {
 fn adam_first_step_is_lr_times_sign_for_every_entry() {
     let grads: Array2<f64> = array![[2.0, -1e-3, 100.0], [0.0, -7.5, 1e-6]];
     let mut l = Linear::<f64>::from_parts(Array2::zeros((2, 3)), None).unwrap();
-    l.visit_params_mut(&mut |_, p| p.grad_mut().assign(&grads.view().into_dyn()));
+    l.visit_params(&mut |_, p| p.write().grad_mut().assign(&grads.view().into_dyn()));
     let mut opt = Adam::new(AdamConfig {
         lr: 0.01,
         ..Default::default()
@@ -399,8 +400,8 @@ fn values(model: &dyn Module<f64>) -> Vec<f64> {
 }
 
 fn set_grads(model: &mut dyn Module<f64>, f: &dyn Fn(&str, usize) -> f64) {
-    model.visit_params_mut(&mut |name, p| {
-        for (i, g) in p.grad_mut().iter_mut().enumerate() {
+    model.visit_params(&mut |name, p| {
+        for (i, g) in p.write().grad_mut().iter_mut().enumerate() {
             *g = f(name, i);
         }
     });
@@ -522,11 +523,11 @@ fn adam_and_adamw_never_touch_frozen_parameters() {
         let rules = layer.rules().to_owned();
         for _ in 0..3 {
             layer.zero_grad();
-            let y = layer.forward(Array2::ones((2, 2)).view());
-            layer.backward(y.view());
-            layer.visit_params_mut(&mut |name, p| {
+            let y = layer.forward(Array2::ones((2, 2)).view().into_dyn());
+            layer.backward(y.view().into_dyn());
+            layer.visit_params(&mut |name, p| {
                 if name == "rules" {
-                    p.grad_mut().fill(f64::NAN);
+                    p.write().grad_mut().fill(f64::NAN);
                 }
             });
             opt.step(&mut layer).unwrap();
@@ -539,7 +540,11 @@ fn adam_and_adamw_never_touch_frozen_parameters() {
 #[test]
 fn adam_in_f32() {
     let mut l = Linear::<f32>::from_parts(array![[1.0f32, -1.0]], None).unwrap();
-    l.visit_params_mut(&mut |_, p| p.grad_mut().assign(&array![[3.0f32, -0.5]].into_dyn()));
+    l.visit_params(&mut |_, p| {
+        p.write()
+            .grad_mut()
+            .assign(&array![[3.0f32, -0.5]].into_dyn())
+    });
     let mut opt = AdamW::new(AdamWConfig {
         lr: 0.25,
         weight_decay: 0.0,

@@ -91,7 +91,7 @@ fn quaternion_layer_computes_hamilton_product() {
         let s = q.clone().into_shape_with_order((4, 1, 1)).unwrap();
         let mut layer = PhmLinear::from_parts(algebra::quaternion(), s, None).unwrap();
         let p = uniform2(&mut r, 1, 4);
-        let y = layer.forward(p.view());
+        let y = layer.forward(p.view().into_dyn());
         let want = hamilton(
             [q[0], q[1], q[2], q[3]],
             [p[[0, 0]], p[[0, 1]], p[[0, 2]], p[[0, 3]]],
@@ -100,7 +100,7 @@ fn quaternion_layer_computes_hamilton_product() {
             assert!((y[[0, j]] - want[j]).abs() < 1e-12, "{y} vs {want:?}");
         }
         // The inference path agrees.
-        assert_eq!(layer.infer(p.view()), y);
+        assert_eq!(layer.infer(p.view().into_dyn()), y);
     }
 }
 
@@ -113,7 +113,7 @@ fn complex_layer_with_blocks_multiplies_complex_vectors() {
         .unwrap();
     let layer = PhmLinear::from_parts(algebra::complex(), s.clone(), None).unwrap();
     let x = uniform2(&mut r, 2, 4);
-    let y = layer.infer(x.view());
+    let y = layer.infer(x.view().into_dyn());
     let (s1, s2) = (
         s.index_axis(ndarray::Axis(0), 0),
         s.index_axis(ndarray::Axis(0), 1),
@@ -166,33 +166,37 @@ fn weight_matches_sum_of_kron_and_forward_uses_it() {
     assert!(layer.weight().abs_diff_eq(&w, 1e-14));
     let x = uniform2(&mut rng(1), 3, 4);
     let want = x.dot(&w.t()) + layer.bias().unwrap();
-    assert!(layer.infer(x.view()).abs_diff_eq(&want, 1e-12));
+    assert!(layer
+        .infer(x.view().into_dyn())
+        .abs_diff_eq(&want.into_dyn(), 1e-12));
 }
 
 #[test]
 fn cached_weight_follows_parameter_changes() {
     let mut layer = random_layer(2, 4, 4, false, 6);
     let x = uniform2(&mut rng(1), 2, 4);
-    let before = layer.forward(x.view());
-    layer.backward(Array2::ones((2, 4)).view());
+    let before = layer.forward(x.view().into_dyn());
+    layer.backward(Array2::ones((2, 4)).view().into_dyn());
     // Change the blocks through the visitor, as an optimizer does.
-    layer.visit_params_mut(&mut |name, p| {
+    layer.visit_params(&mut |name, p| {
         if name == "blocks" {
-            p.value_mut().mapv_inplace(|v| 2.0 * v);
+            p.write().value_mut().mapv_inplace(|v| 2.0 * v);
         }
     });
-    let after = layer.forward(x.view());
+    let after = layer.forward(x.view().into_dyn());
     assert!(after.abs_diff_eq(&(2.0 * &before), 1e-12));
     // And the rules.
-    layer.visit_params_mut(&mut |name, p| {
+    layer.visit_params(&mut |name, p| {
         if name == "rules" {
-            p.value_mut().mapv_inplace(|v| -v);
+            p.write().value_mut().mapv_inplace(|v| -v);
         }
     });
     assert!(layer
-        .forward(x.view())
+        .forward(x.view().into_dyn())
         .abs_diff_eq(&(-2.0 * &before), 1e-12));
-    assert!(layer.infer(x.view()).abs_diff_eq(&(-2.0 * &before), 1e-12));
+    assert!(layer
+        .infer(x.view().into_dyn())
+        .abs_diff_eq(&(-2.0 * &before), 1e-12));
 }
 
 #[test]
@@ -273,32 +277,32 @@ fn from_parts_errors_name_the_shapes() {
 }
 
 #[test]
-#[should_panic(expected = "PhmLinear::forward: input has shape [3, 5], expected [batch, 4]")]
+#[should_panic(expected = "PhmLinear::forward: input has shape [3, 5], expected [.., 4]")]
 fn forward_shape_mismatch_panics() {
     let mut layer = random_layer(2, 4, 4, true, 0);
-    layer.forward(Array2::zeros((3, 5)).view());
+    layer.forward(Array2::zeros((3, 5)).view().into_dyn());
 }
 
 #[test]
-#[should_panic(expected = "PhmLinear::infer: input has shape [3, 5], expected [batch, 4]")]
+#[should_panic(expected = "PhmLinear::infer: input has shape [3, 5], expected [.., 4]")]
 fn infer_shape_mismatch_panics() {
     let layer = random_layer(2, 4, 4, true, 0);
-    layer.infer(Array2::zeros((3, 5)).view());
+    layer.infer(Array2::zeros((3, 5)).view().into_dyn());
 }
 
 #[test]
 #[should_panic(expected = "PhmLinear::backward: grad_output has shape [3, 5], expected [3, 4]")]
 fn backward_shape_mismatch_panics() {
     let mut layer = random_layer(2, 4, 4, true, 0);
-    layer.forward(Array2::zeros((3, 4)).view());
-    layer.backward(Array2::zeros((3, 5)).view());
+    layer.forward(Array2::zeros((3, 4)).view().into_dyn());
+    layer.backward(Array2::zeros((3, 5)).view().into_dyn());
 }
 
 #[test]
 #[should_panic(expected = "PhmLinear::backward called before forward")]
 fn backward_without_forward_panics() {
     let mut layer = random_layer(2, 4, 4, true, 0);
-    layer.backward(Array2::zeros((3, 4)).view());
+    layer.backward(Array2::zeros((3, 4)).view().into_dyn());
 }
 
 #[test]

@@ -2,74 +2,75 @@
 mod common;
 
 use common::{check_gradients, rng, uniform2, uniform_d};
-use ndarray::{array, Array1, Array2, ArrayView2, Ix1};
+use ndarray::{array, Array1, Array2, ArrayD, ArrayViewD, Ix1, Ix2};
 use phm_nn::module::sequential::Sequential;
 use phm_nn::nn::activation::{Gelu, Relu, Sigmoid, Tanh};
 use phm_nn::nn::linear::Linear;
 use phm_nn::{Module, Param};
 
-/// A test layer with one parameter: `y = x ⊙ w` (per-column scale), named `"w"`.
+/// A test layer with one parameter: `y = x ⊙ w` (per-column scale), named `"w"` — a leaf
+/// layer written against the public contract, as a user would.
+#[derive(Debug, Clone)]
 struct Scale {
     w: Param<f64>,
-    input: Option<Array2<f64>>,
+    inputs: Vec<ArrayD<f64>>,
 }
 
 impl Scale {
     fn new(w: Array1<f64>) -> Self {
         Scale {
             w: Param::new(w.into_dyn()),
-            input: None,
+            inputs: Vec::new(),
         }
     }
 
     fn w(&self) -> Array1<f64> {
-        self.w
-            .value()
-            .into_dimensionality::<Ix1>()
-            .unwrap()
-            .to_owned()
+        self.w.value().into_dimensionality::<Ix1>().unwrap()
     }
 }
 
 impl Module<f64> for Scale {
-    fn forward(&mut self, x: ArrayView2<'_, f64>) -> Array2<f64> {
-        self.input = Some(x.to_owned());
+    fn forward(&mut self, x: ArrayViewD<'_, f64>) -> ArrayD<f64> {
+        self.inputs.push(x.to_owned());
         self.infer(x)
     }
 
-    fn backward(&mut self, g: ArrayView2<'_, f64>) -> Array2<f64> {
+    fn backward(&mut self, g: ArrayViewD<'_, f64>) -> ArrayD<f64> {
         let x = self
-            .input
-            .take()
+            .inputs
+            .pop()
             .expect("Scale::backward called before forward");
-        let dw = (&g * &x).sum_axis(ndarray::Axis(0));
-        let mut grad = self.w.grad_mut().into_dimensionality::<Ix1>().unwrap();
+        let x = x.into_dimensionality::<Ix2>().unwrap();
+        let g2 = g.view().into_dimensionality::<Ix2>().unwrap();
+        let dw = (&g2 * &x).sum_axis(ndarray::Axis(0));
+        let dx = (&g2 * &self.w()).into_dyn();
+        let mut w = self.w.write();
+        let mut grad = w.grad_mut().into_dimensionality::<Ix1>().unwrap();
         grad += &dw;
-        &g * &self.w()
+        dx
     }
 
-    fn infer(&self, x: ArrayView2<'_, f64>) -> Array2<f64> {
-        &x * &self.w()
+    fn infer(&self, x: ArrayViewD<'_, f64>) -> ArrayD<f64> {
+        let x = x.into_dimensionality::<Ix2>().unwrap();
+        (&x * &self.w()).into_dyn()
     }
 
     fn visit_params(&self, f: &mut dyn FnMut(&str, &Param<f64>)) {
         f("w", &self.w);
     }
 
-    fn visit_params_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param<f64>)) {
-        f("w", &mut self.w);
+    fn clear_saved(&mut self) {
+        self.inputs.clear();
+    }
+
+    fn pending(&self) -> usize {
+        self.inputs.len()
     }
 }
 
 fn names(m: &impl Module<f64>) -> Vec<String> {
     let mut out = Vec::new();
     m.visit_params(&mut |name, _| out.push(name.to_string()));
-    out
-}
-
-fn names_mut(m: &mut impl Module<f64>) -> Vec<String> {
-    let mut out = Vec::new();
-    m.visit_params_mut(&mut |name, _| out.push(name.to_string()));
     out
 }
 
@@ -94,11 +95,11 @@ fn forward_is_the_composition() {
     model.push(Tanh::new());
     model.push(Sigmoid::new());
     let want = x.mapv(|v| 1.0 / (1.0 + (-v.tanh()).exp()));
-    let y = model.forward(x.view());
+    let y = model.forward(x.view().into_dyn());
     for (a, b) in y.iter().zip(&want) {
         assert!((a - b).abs() < 1e-15);
     }
-    assert_eq!(model.infer(x.view()), y);
+    assert_eq!(model.infer(x.view().into_dyn()), y);
     assert_eq!(model.layers().len(), 2);
 }
 
@@ -117,13 +118,12 @@ fn parameter_layers_get_index_prefixes() {
         .add(scale(&mut r));
     let want = ["0.w", "2.0.w", "2.2.w", "3.w"];
     assert_eq!(names(&model), want);
-    assert_eq!(names_mut(&mut model), want);
     assert_eq!(model.num_parameters(), 12);
     check_gradients(&mut model, &uniform2(&mut r, 5, 3), 35, 1e-7);
 
     // zero_grad reaches every nested parameter.
-    model.forward(uniform2(&mut r, 2, 3).view());
-    model.backward(Array2::ones((2, 3)).view());
+    model.forward(uniform2(&mut r, 2, 3).view().into_dyn());
+    model.backward(Array2::ones((2, 3)).view().into_dyn());
     model.zero_grad();
     model.visit_params(&mut |name, p| assert!(p.grad().iter().all(|g| *g == 0.0), "{name}"));
 }
@@ -144,10 +144,14 @@ fn linear_tanh_linear_passes_gradient_check() {
     let mut model = Sequential::new().add(l1).add(Tanh::new()).add(l2);
     let want = ["0.weight", "0.bias", "2.weight", "2.bias"];
     assert_eq!(names(&model), want);
-    assert_eq!(names_mut(&mut model), want);
     assert_eq!(model.num_parameters(), 4 * 3 + 4 + 2 * 4 + 2);
     check_gradients(&mut model, &uniform2(&mut r, 5, 3), 37, 1e-6);
-    assert_eq!(model.forward(uniform2(&mut r, 7, 3).view()).dim(), (7, 2));
+    assert_eq!(
+        model
+            .forward(uniform2(&mut r, 7, 3).view().into_dyn())
+            .shape(),
+        &[7, 2]
+    );
 }
 
 #[test]
@@ -156,21 +160,22 @@ fn empty_sequential_is_the_identity() {
     let mut model = Sequential::<f64>::default();
     assert!(model.is_empty());
     assert_eq!(model.len(), 0);
-    assert_eq!(model.forward(x.view()), x);
-    assert_eq!(model.infer(x.view()), x);
-    assert_eq!(model.backward(x.view()), x);
+    let xd = x.clone().into_dyn();
+    assert_eq!(model.forward(x.view().into_dyn()), xd);
+    assert_eq!(model.infer(x.view().into_dyn()), xd);
+    assert_eq!(model.backward(x.view().into_dyn()), xd);
     assert!(names(&model).is_empty());
-    assert_eq!(format!("{model:?}"), "Sequential { layers: 0 }");
+    assert!(format!("{model:?}").contains("Sequential(0 layers)"));
     check_gradients(&mut model, &x, 38, 1e-9);
 }
 
 #[test]
 fn works_in_f32() {
     let mut model = Sequential::<f32>::new().add(Tanh::new()).add(Relu::new());
-    let y = model.forward(array![[0.5f32, -0.5]].view());
-    assert_eq!(y, array![[0.5f32.tanh(), 0.0]]);
-    let dx = model.backward(array![[1.0f32, 1.0]].view());
-    assert_eq!(dx, array![[1.0 - 0.5f32.tanh().powi(2), 0.0]]);
+    let y = model.forward(array![[0.5f32, -0.5]].view().into_dyn());
+    assert_eq!(y, array![[0.5f32.tanh(), 0.0]].into_dyn());
+    let dx = model.backward(array![[1.0f32, 1.0]].view().into_dyn());
+    assert_eq!(dx, array![[1.0 - 0.5f32.tanh().powi(2), 0.0]].into_dyn());
 }
 
 #[test]
@@ -179,13 +184,13 @@ fn backward_before_forward_panics_in_the_last_layer() {
     let mut model = Sequential::<f64>::new()
         .add(Tanh::new())
         .add(Sigmoid::new());
-    model.backward(array![[1.0]].view());
+    model.backward(array![[1.0]].view().into_dyn());
 }
 
 #[test]
-#[should_panic(expected = "input has shape [1, 2], expected [batch, 3]")]
+#[should_panic(expected = "Linear::forward: input has shape [1, 2], expected [.., 3]")]
 fn shape_mismatch_inside_the_chain_panics() {
     let linear = Linear::<f64>::from_parts(Array2::zeros((4, 3)), None).unwrap();
     let mut model = Sequential::new().add(Tanh::new()).add(linear);
-    model.forward(array![[1.0, 2.0]].view());
+    model.forward(array![[1.0, 2.0]].view().into_dyn());
 }

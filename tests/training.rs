@@ -11,7 +11,7 @@ use phm_nn::{LinearConfig, Module, PhmLinearConfig};
 fn train(
     model: &mut dyn Module<f64>,
     x: &Array2<f64>,
-    y: &Array2<f64>,
+    y: &ndarray::ArrayD<f64>,
     steps: usize,
 ) -> (f64, f64) {
     let mut opt = Sgd::new(SgdConfig {
@@ -20,15 +20,15 @@ fn train(
         ..Default::default()
     })
     .unwrap();
-    let initial = mse(model.infer(x.view()).view(), y.view()).value;
+    let initial = mse(model.infer(x.view().into_dyn()).view(), y.view()).value;
     for _ in 0..steps {
         model.zero_grad();
-        let pred = model.forward(x.view());
+        let pred = model.forward(x.view().into_dyn());
         let loss = mse(pred.view(), y.view());
-        model.backward(loss.grad.view());
+        model.backward(loss.grad.view().into_dyn());
         opt.step(model).unwrap();
     }
-    let last = mse(model.infer(x.view()).view(), y.view()).value;
+    let last = mse(model.infer(x.view().into_dyn()).view(), y.view()).value;
     eprintln!("loss {initial:.3e} -> {last:.3e}");
     (initial, last)
 }
@@ -41,7 +41,7 @@ fn sgd_fits_a_linear_target() {
         .init::<f64, _>(&mut r)
         .unwrap();
     let x = uniform2(&mut r, batch, d) * 2.0;
-    let y = teacher.infer(x.view());
+    let y = teacher.infer(x.view().into_dyn());
 
     let mut dense = LinearConfig::new(d, k).init::<f64, _>(&mut r).unwrap();
     let (l0, l1) = train(&mut dense, &x, &y, 300);
@@ -52,7 +52,7 @@ fn sgd_fits_a_linear_target() {
         let teacher = PhmLinearConfig::new(d, k, n)
             .init::<f64, _>(&mut r)
             .unwrap();
-        let y = teacher.infer(x.view());
+        let y = teacher.infer(x.view().into_dyn());
         let mut phm = PhmLinearConfig::new(d, k, n)
             .init::<f64, _>(&mut r)
             .unwrap();

@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use phm_nn::kernels::phm::{build_weight, PhmShape};
-//! let shape = PhmShape::new(2, 4, 6)?; // n, in, out
+//! let shape = PhmShape::new(4, 6, 2)?; // in, out, n
 //! let w = build_weight(ndarray::Array3::<f64>::ones(shape.rules_dim()).view(),
 //!                      ndarray::Array3::ones(shape.blocks_dim()).view())?;
 //! assert_eq!(w.dim(), (6, 4));
@@ -19,4 +19,5 @@
 pub(crate) mod factored;
 pub(crate) mod gemm;
 pub mod phm;
+pub(crate) mod shapes;
 pub mod strategy;

@@ -46,7 +46,7 @@ use crate::Float;
 ///
 /// ```
 /// use phm_nn::PhmShape;
-/// let shape = PhmShape::new(4, 1024, 512)?;
+/// let shape = PhmShape::new(1024, 512, 4)?; // in, out, n
 /// assert_eq!(shape.blocks_dim(), (4, 128, 256));
 /// assert_eq!(shape.num_weight_parameters(), 4 * 4 * 4 + 1024 * 512 / 4);
 /// # Ok::<(), phm_nn::PhmError>(())
@@ -59,12 +59,17 @@ pub struct PhmShape {
 }
 
 impl PhmShape {
-    /// Validates `n ≥ 1`, positive sizes, `n | in_features` and `n | out_features`.
+    /// Validates `n ≥ 1`, positive sizes, `n | in_features`, `n | out_features`, and that the
+    /// layer's tensors can exist (their sizes are computed without overflow).
+    ///
+    /// The argument order is the crate's one order for sizes: `(in_features, out_features, n)`,
+    /// as in [`PhmLinearConfig::new`](crate::PhmLinearConfig::new).
     ///
     /// # Errors
     /// [`PhmError::ZeroN`], [`PhmError::ZeroSize`] or [`PhmError::NotDivisible`], e.g.
-    /// `in_features 10 is not divisible by n = 4`.
-    pub fn new(n: usize, in_features: usize, out_features: usize) -> Result<Self> {
+    /// `in_features 10 is not divisible by n = 4`; [`PhmError::TooLarge`] if `n³` or
+    /// `k·d/n` does not fit in memory.
+    pub fn new(in_features: usize, out_features: usize, n: usize) -> Result<Self> {
         if n == 0 {
             return Err(PhmError::ZeroN);
         }
@@ -75,6 +80,18 @@ impl PhmShape {
             if size % n != 0 {
                 return Err(PhmError::NotDivisible { what, size, n });
             }
+        }
+        // Sizes in u128: n³ and k·d/n must be addressable (as f64 elements, the larger type).
+        let limit = isize::MAX as u128 / 8;
+        let rules = (n as u128).pow(3);
+        let blocks = out_features as u128 * in_features as u128 / n as u128;
+        if rules > limit || blocks > limit || rules + blocks + out_features as u128 > limit {
+            return Err(PhmError::TooLarge {
+                what: "PHM layer",
+                reason: format!(
+                    "{in_features} → {out_features} with n = {n} needs {rules} rule and {blocks} block entries"
+                ),
+            });
         }
         Ok(PhmShape {
             n,
@@ -104,7 +121,13 @@ impl PhmShape {
                 });
             }
         };
-        PhmShape::new(n, q * n, p * n)
+        let size = |what, s: usize| {
+            s.checked_mul(n).ok_or_else(|| PhmError::TooLarge {
+                what,
+                reason: format!("{s}·{n} overflows"),
+            })
+        };
+        PhmShape::new(size("in_features", q)?, size("out_features", p)?, n)
     }
 
     /// The hypercomplex dimension `n`.
@@ -139,9 +162,11 @@ impl PhmShape {
     pub fn weight_dim(&self) -> (usize, usize) {
         (self.out_features, self.in_features)
     }
-    /// `n³ + k·d/n`: rules plus blocks, without bias.
+    /// `n³ + k·d/n`: rules plus blocks, without bias (never overflows: [`new`](Self::new)
+    /// checked it).
     pub fn num_weight_parameters(&self) -> usize {
-        self.n.pow(3) + self.out_features * self.in_features / self.n
+        let blocks = self.out_features as u128 * self.in_features as u128 / self.n as u128;
+        self.n.pow(3) + blocks as usize
     }
 }
 

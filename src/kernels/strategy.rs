@@ -36,7 +36,7 @@
 //! ```
 //! use phm_nn::kernels::strategy::{Kernel, Mode, Strategy};
 //! use phm_nn::PhmShape;
-//! let shape = PhmShape::new(4, 4096, 4096)?;
+//! let shape = PhmShape::new(4096, 4096, 4)?;
 //! // Batch-1 inference never builds the 4096 × 4096 weight:
 //! assert_eq!(Strategy::Auto.resolve(shape, 1, false, Mode::Inference), Kernel::Factored);
 //! // A forced strategy is obeyed (but inference never builds W):

@@ -1,211 +1,284 @@
-//! The [`Module`] trait every layer implements, and [`Param`], a named trainable tensor.
+//! The layer contract: the [`Module`] trait, parameters with identity ([`Param`]), paths,
+//! and containers ([`Sequential`](sequential::Sequential)).
 //!
-//! A module maps a batch `X ∈ R^{B×d}` (rows are samples) to `Y ∈ R^{B×k}`:
+//! # The contract
+//! A module maps a tensor of any rank to another (`(…, in) → (…, out)` for the linear family,
+//! element-wise for activations):
 //!
-//! - [`Module::forward`] computes `Y` and caches what the backward pass needs;
-//! - [`Module::backward`] takes `dL/dY`, **adds** `dL/dθ` into each parameter's gradient
-//!   (gradients accumulate until [`Module::zero_grad`]) and returns `dL/dX`;
-//! - [`Module::infer`] computes `Y` through `&self`, caching nothing (inference);
-//! - [`Module::visit_params`] / [`Module::visit_params_mut`] walk the parameters with stable
-//!   names (`"weight"`, `"0.rules"`, …): optimizers and serialization use these names.
+//! - [`Module::forward`] computes `Y` and **pushes** what the backward pass needs on the
+//!   module's own stack of saved states;
+//! - [`Module::backward`] takes `dL/dY`, **pops** the most recent saved state, **adds**
+//!   `dL/dθ` into each parameter's gradient (gradients accumulate until
+//!   [`Module::zero_grad`]) and returns `dL/dX`;
+//! - [`Module::infer`] computes `Y` through `&self`, saving nothing: inference, also from
+//!   several threads at once.
+//!
+//! So a module can be applied several times before the backward pass — a layer tied to
+//! itself, a recurrence, one block used by two branches — as long as the backward calls come
+//! in the reverse order of the forward calls, which is the order reverse-mode
+//! differentiation runs in anyway. Why a stack and not a tape or a returned context: the
+//! manual `forward`/`backward` pair users know from PyTorch tutorials stays as it is, a
+//! layer's saved state stays next to the code that reads it (typed, no `Box<dyn Any>`), and
+//! the cost is one `Vec` push per call. [`Module::zero_grad`] starts a new step: it zeros the
+//! gradients and drops saved states that no backward consumed (e.g. a `forward` used for
+//! evaluation), so they cannot pile up; [`Module::pending`] tells how many are held.
+//!
+//! # Parameters: identity and paths
+//! Every [`Param`] has a [`ParamId`] and is reached by a path such as
+//! `"encoder.0.blocks"`: containers prefix the paths of their children with the child's
+//! name ([`Module::visit_children`]). A tensor shared by several layers ([`Param::share`])
+//! is visited at each place it is used, but [`params`] (and with it `num_parameters`,
+//! optimizers and checkpoints) lists it once, under its first path.
 //!
 //! ```
-//! use ndarray::array;
-//! use phm_nn::{Linear, Module};
+//! use phm_nn::prelude::*;
 //!
-//! let mut layer = Linear::from_parts(array![[1.0, 2.0], [0.0, -1.0]], Some(array![0.5, 0.0]))?;
-//! let y = layer.forward(array![[1.0, 1.0]].view());
-//! assert_eq!(y, array![[3.5, -1.0]]);
-//! let dx = layer.backward(array![[1.0, 0.0]].view());
-//! assert_eq!(dx, array![[1.0, 2.0]]);
-//! let mut names = Vec::new();
-//! layer.visit_params(&mut |name, p| names.push((name.to_string(), p.grad().sum())));
-//! assert_eq!(names, [("weight".to_string(), 2.0), ("bias".to_string(), 1.0)]);
+//! let mut rng = StdRng::seed_from_u64(0);
+//! let first = PhmLinearConfig::new(8, 8, 2).init::<f64, _>(&mut rng)?;
+//! // A second layer that shares the first one's rules (Compacter-style):
+//! let second = PhmLinearConfig::new(8, 4, 2).init_shared::<f64, _>(first.rules_param(), &mut rng)?;
+//! let model = Sequential::new().add(first).add(Tanh::new()).add(second);
+//! let paths: Vec<String> = params(&model).into_iter().map(|(path, _)| path).collect();
+//! assert_eq!(paths, ["0.rules", "0.blocks", "0.bias", "2.blocks", "2.bias"]);
+//! assert_eq!(model.num_parameters(), 8 + 32 + 8 + 16 + 4); // the rules counted once
 //! # Ok::<(), phm_nn::PhmError>(())
 //! ```
+//!
+//! # Models of your own
+//! A model is a plain struct of modules: implement `forward`, `backward` and `infer` by
+//! calling the children, and list them in `visit_children` (and `visit_children_mut`);
+//! parameters, paths, counting, `zero_grad`, summaries and typed access follow. See
+//! `examples/residual.rs` for a residual block and a two-branch model.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::any::Any;
+use std::collections::HashSet;
+use std::fmt::Debug;
 
-use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMutD};
+use ndarray::{ArrayD, ArrayViewD};
 
-use crate::error::{check_shape, Result};
 use crate::Float;
 
-static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
+mod param;
+pub mod sequential;
+mod summary;
 
-fn next_version() -> u64 {
-    NEXT_VERSION.fetch_add(1, Ordering::Relaxed)
-}
+pub use param::{clone_model, Param, ParamId, ParamMut, ParamRef};
+pub use sequential::Sequential;
+pub use summary::{summary, Summary, SummaryRow};
 
-/// A parameter tensor with its accumulated gradient.
+/// A differentiable layer or model with a manual forward/backward pass; see the
+/// [module docs](self) for the contract.
 ///
-/// A *frozen* parameter (`is_trainable() == false`, e.g. the fixed rules of a quaternion
-/// layer) takes no gradient and is skipped by optimizers, but is still visited (and so saved).
-///
-/// Every mutable access to the value stamps the parameter with a new, globally unique
-/// [`version`](Param::version); layers use it to know when a cached weight is stale.
-#[derive(Debug, Clone)]
-pub struct Param<F> {
-    value: ArrayD<F>,
-    grad: ArrayD<F>,
-    trainable: bool,
-    version: u64,
-}
-
-impl<F: Float> Param<F> {
-    /// A trainable parameter with a zero gradient.
-    pub fn new(value: ArrayD<F>) -> Self {
-        // Kernels view parameters as matrices: keep them in standard (row-major) layout.
-        let value = if value.is_standard_layout() {
-            value
-        } else {
-            value.as_standard_layout().into_owned()
-        };
-        let grad = ArrayD::zeros(value.raw_dim());
-        Param {
-            value,
-            grad,
-            trainable: true,
-            version: next_version(),
-        }
-    }
-
-    /// A frozen parameter: never given a gradient, never changed by an optimizer.
-    pub fn frozen(value: ArrayD<F>) -> Self {
-        let mut p = Param::new(value);
-        p.trainable = false;
-        p
-    }
-
-    /// The current value.
-    pub fn value(&self) -> ArrayViewD<'_, F> {
-        self.value.view()
-    }
-
-    /// Mutable access to the value (its shape cannot change). Marks the parameter as changed.
-    pub fn value_mut(&mut self) -> ArrayViewMutD<'_, F> {
-        self.version = next_version();
-        self.value.view_mut()
-    }
-
-    /// Replaces the value by a copy of `value`.
-    ///
-    /// # Errors
-    /// [`PhmError::ShapeMismatch`](crate::PhmError::ShapeMismatch) if the shapes differ;
-    /// the parameter is unchanged then.
-    pub fn set_value(&mut self, value: ArrayViewD<'_, F>) -> Result<()> {
-        check_shape("parameter value", self.value.shape(), value.shape())?;
-        self.value_mut().assign(&value);
-        Ok(())
-    }
-
-    /// The accumulated gradient (zeros for a frozen parameter).
-    pub fn grad(&self) -> ArrayViewD<'_, F> {
-        self.grad.view()
-    }
-
-    /// Mutable access to the accumulated gradient.
-    pub fn grad_mut(&mut self) -> ArrayViewMutD<'_, F> {
-        self.grad.view_mut()
-    }
-
-    /// The value (marked as changed) and the gradient at once, for optimizers.
-    pub fn value_mut_and_grad(&mut self) -> (ArrayViewMutD<'_, F>, ArrayViewD<'_, F>) {
-        self.version = next_version();
-        (self.value.view_mut(), self.grad.view())
-    }
-
-    /// The value (read-only) and the gradient (mutable) at once, for backward passes.
-    pub fn value_and_grad_mut(&mut self) -> (ArrayViewD<'_, F>, ArrayViewMutD<'_, F>) {
-        (self.value.view(), self.grad.view_mut())
-    }
-
-    /// Sets the gradient to zero.
-    pub fn zero_grad(&mut self) {
-        self.grad.fill(F::zero());
-    }
-
-    /// Whether optimizers update this parameter and backward passes give it a gradient.
-    pub fn is_trainable(&self) -> bool {
-        self.trainable
-    }
-
-    /// Freezes (`false`) or unfreezes (`true`) the parameter. Freezing clears its gradient.
-    pub fn set_trainable(&mut self, trainable: bool) {
-        self.trainable = trainable;
-        if !trainable {
-            self.zero_grad();
-        }
-    }
-
-    /// A stamp that changes on every mutable access to the value.
-    pub fn version(&self) -> u64 {
-        self.version
-    }
-
-    /// Shape of the value.
-    pub fn shape(&self) -> &[usize] {
-        self.value.shape()
-    }
-
-    /// Number of scalars in the value.
-    pub fn len(&self) -> usize {
-        self.value.len()
-    }
-
-    /// Whether the value holds no scalars.
-    pub fn is_empty(&self) -> bool {
-        self.value.is_empty()
-    }
-}
-
-/// A differentiable layer or model with a manual forward/backward pass.
-///
-/// # Shapes
-/// Inputs are `(batch, in_features)`, outputs `(batch, out_features)`.
-pub trait Module<F: Float> {
-    /// Training forward pass: returns the output and caches what [`backward`](Module::backward)
-    /// needs.
+/// Every module is `Clone + Send + Sync + Debug + 'static`, so a model can be snapshotted,
+/// printed, sent to another thread and served from several threads through `&model`.
+pub trait Module<F: Float>: CloneModule<F> + Any + Send + Sync + Debug {
+    /// Training forward pass: returns the output and pushes what
+    /// [`backward`](Module::backward) needs on the module's stack of saved states.
     ///
     /// # Panics
-    /// If `x` does not have the module's input width; the message names both shapes.
-    fn forward(&mut self, x: ArrayView2<'_, F>) -> Array2<F>;
+    /// If `x` does not fit the module (e.g. its last axis is not the input width); the
+    /// message names both shapes.
+    fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F>;
 
-    /// Backward pass for the most recent [`forward`](Module::forward): adds the parameter
-    /// gradients into [`Param::grad`] and returns `dL/dX`.
+    /// Backward pass for the most recent [`forward`](Module::forward) not yet gone back
+    /// through: adds the parameter gradients into each trainable [`Param`] and returns
+    /// `dL/dX`.
     ///
     /// # Panics
-    /// If no forward pass was run since the last backward, or if `grad_output` does not have
-    /// the shape of the last output; the message names both shapes.
-    fn backward(&mut self, grad_output: ArrayView2<'_, F>) -> Array2<F>;
+    /// If no saved forward state is left, or `grad_output` does not have the shape of that
+    /// forward's output; the message names both shapes.
+    fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F>;
 
-    /// Inference forward pass through `&self`: same output as `forward`, nothing cached.
+    /// Inference forward pass through `&self`: the same output as `forward`, nothing saved.
     ///
     /// # Panics
-    /// If `x` does not have the module's input width.
-    fn infer(&self, x: ArrayView2<'_, F>) -> Array2<F>;
+    /// As [`forward`](Module::forward).
+    fn infer(&self, x: ArrayViewD<'_, F>) -> ArrayD<F>;
 
-    /// Calls `f(name, param)` for every parameter, trainable or frozen, in a stable order.
-    fn visit_params(&self, _f: &mut dyn FnMut(&str, &Param<F>)) {}
-
-    /// Calls `f(name, param)` for every parameter with mutable access, in the same order and
-    /// with the same names as [`visit_params`](Module::visit_params).
-    fn visit_params_mut(&mut self, _f: &mut dyn FnMut(&str, &mut Param<F>)) {}
-
-    /// Sets every gradient to zero.
-    fn zero_grad(&mut self) {
-        self.visit_params_mut(&mut |_, p| p.zero_grad());
-    }
-
-    /// Number of trainable scalars (frozen parameters are not counted).
-    fn num_parameters(&self) -> usize {
-        let mut count = 0;
-        self.visit_params(&mut |_, p| {
-            if p.is_trainable() {
-                count += p.len();
-            }
+    /// Calls `f(path, param)` for every parameter of this module and its children, trainable
+    /// or frozen, in a stable order; a shared tensor is visited at every place it is used
+    /// ([`params`] lists each once). Leaf layers list their own tensors; the default walks
+    /// [`visit_children`](Module::visit_children) and prefixes each child's paths with its
+    /// name.
+    fn visit_params(&self, f: &mut dyn FnMut(&str, &Param<F>)) {
+        self.visit_children(&mut |name, child| {
+            child.visit_params(&mut |path, p| f(&format!("{name}.{path}"), p));
         });
+    }
+
+    /// Calls `f(name, child)` for every direct child module, in order (containers and models
+    /// of your own; leaf layers have none).
+    fn visit_children<'a>(&'a self, _f: &mut dyn FnMut(&str, &'a dyn Module<F>)) {}
+
+    /// [`visit_children`](Module::visit_children) with mutable access, same order and names.
+    fn visit_children_mut<'a>(&'a mut self, _f: &mut dyn FnMut(&str, &'a mut dyn Module<F>)) {}
+
+    /// Drops every saved forward state (of this module and its children).
+    fn clear_saved(&mut self) {
+        self.visit_children_mut(&mut |_, child| child.clear_saved());
+    }
+
+    /// Number of saved forward states not yet consumed by a backward pass, over this module
+    /// and its children.
+    fn pending(&self) -> usize {
+        let mut count = 0;
+        self.visit_children(&mut |_, child| count += child.pending());
         count
     }
+
+    /// A one-line description for summaries, e.g. `PhmLinear(64 → 32, n = 4, learned rules)`.
+    fn describe(&self) -> String {
+        let full = std::any::type_name::<Self>();
+        let base = full.split('<').next().unwrap_or(full);
+        base.rsplit("::").next().unwrap_or(base).to_string()
+    }
+
+    /// The output shape for an input of `input` shape, when the module can tell without
+    /// computing (`None` if it cannot, or the input does not fit).
+    fn output_shape(&self, _input: &[usize]) -> Option<Vec<usize>> {
+        None
+    }
+
+    /// Whether the children run one after another on the output of the previous one (as in
+    /// [`Sequential`](sequential::Sequential)); summaries then chain their shapes.
+    fn is_chain(&self) -> bool {
+        false
+    }
+
+    /// Starts a new step: sets every gradient to zero (once per shared tensor) and drops
+    /// saved forward states that no backward consumed.
+    fn zero_grad(&mut self) {
+        for (_, p) in params(self) {
+            p.zero_grad();
+        }
+        self.clear_saved();
+    }
+
+    /// Number of trainable scalars, each shared tensor counted once (frozen parameters are
+    /// not counted).
+    fn num_parameters(&self) -> usize {
+        params(self)
+            .iter()
+            .filter(|(_, p)| p.is_trainable())
+            .map(|(_, p)| p.len())
+            .sum()
+    }
+
+    /// Number of frozen scalars (e.g. fixed algebra rules), each shared tensor counted once.
+    fn num_frozen_parameters(&self) -> usize {
+        params(self)
+            .iter()
+            .filter(|(_, p)| !p.is_trainable())
+            .map(|(_, p)| p.len())
+            .sum()
+    }
 }
-pub mod sequential;
+
+/// Object-safe cloning of modules (`Box<dyn Module<F>>: Clone`); implemented for every
+/// `Module + Clone`, nothing to write by hand.
+pub trait CloneModule<F: Float> {
+    /// A deep copy of the module, boxed.
+    fn clone_box(&self) -> Box<dyn Module<F>>;
+}
+
+impl<F: Float, M: Module<F> + Clone> CloneModule<F> for M {
+    fn clone_box(&self) -> Box<dyn Module<F>> {
+        Box::new(self.clone())
+    }
+}
+
+impl<F: Float> Clone for Box<dyn Module<F>> {
+    fn clone(&self) -> Self {
+        self.clone_box()
+    }
+}
+
+/// Every distinct parameter tensor of `model` with its first path, in visiting order: the
+/// list optimizers, `num_parameters` and checkpoints use. The handles share the model's
+/// tensors ([`Param::share`]).
+pub fn params<F: Float, M: Module<F> + ?Sized>(model: &M) -> Vec<(String, Param<F>)> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    model.visit_params(&mut |path, p| {
+        if seen.insert(p.id()) {
+            out.push((path.to_string(), p.share()));
+        }
+    });
+    out
+}
+
+/// Every module of type `T` inside `model` (the model itself included), with its path
+/// (`""` for the model itself), in visiting order.
+///
+/// ```
+/// use phm_nn::prelude::*;
+/// use phm_nn::module::find_all;
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let model = Sequential::<f32>::new()
+///     .add(PhmLinearConfig::new(8, 8, 4).init(&mut rng)?)
+///     .add(Relu::new())
+///     .add(PhmLinearConfig::new(8, 2, 2).init(&mut rng)?);
+/// let n: Vec<(String, usize)> = find_all::<f32, PhmLinear<f32>>(&model)
+///     .into_iter().map(|(path, l)| (path, l.shape().n())).collect();
+/// assert_eq!(n, [("0".to_string(), 4), ("2".to_string(), 2)]);
+/// # Ok::<(), phm_nn::PhmError>(())
+/// ```
+pub fn find_all<F: Float, T: Module<F>>(model: &dyn Module<F>) -> Vec<(String, &T)> {
+    let mut out = Vec::new();
+    collect(model, String::new(), &mut out);
+    out
+}
+
+fn collect<'a, F: Float, T: Module<F>>(
+    m: &'a dyn Module<F>,
+    path: String,
+    out: &mut Vec<(String, &'a T)>,
+) {
+    if let Some(t) = (m as &dyn Any).downcast_ref::<T>() {
+        out.push((path.clone(), t));
+    }
+    m.visit_children(&mut |name, child| collect(child, join(&path, name), out));
+}
+
+/// Calls `f(path, layer)` for every module of type `T` inside `model` (the model itself
+/// included), with mutable access: e.g. `cache_weight()` on every PHM layer of a trained
+/// model before serving it.
+///
+/// ```
+/// use phm_nn::prelude::*;
+/// use phm_nn::module::for_each_mut;
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let mut model = Sequential::<f32>::new()
+///     .add(PhmLinearConfig::new(8, 8, 4).init(&mut rng)?)
+///     .add(Relu::new());
+/// for_each_mut::<f32, PhmLinear<f32>>(&mut model, &mut |_, layer| layer.cache_weight());
+/// assert!(model.get::<PhmLinear<f32>>(0).unwrap().weight_is_current());
+/// # Ok::<(), phm_nn::PhmError>(())
+/// ```
+pub fn for_each_mut<F: Float, T: Module<F>>(
+    model: &mut dyn Module<F>,
+    f: &mut dyn FnMut(&str, &mut T),
+) {
+    visit_mut(model, String::new(), f);
+}
+
+fn visit_mut<F: Float, T: Module<F>>(
+    m: &mut dyn Module<F>,
+    path: String,
+    f: &mut dyn FnMut(&str, &mut T),
+) {
+    if let Some(t) = (m as &mut dyn Any).downcast_mut::<T>() {
+        f(&path, t);
+        return;
+    }
+    m.visit_children_mut(&mut |name, child| visit_mut(child, join(&path, name), f));
+}
+
+/// `prefix.name`, or `name` at the root.
+pub(crate) fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}

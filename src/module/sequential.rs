@@ -19,18 +19,26 @@
 //!
 //! let mut model = Sequential::new().add(Relu::new()).add(Tanh::new());
 //! assert_eq!(model.len(), 2);
-//! let y = model.forward(array![[-1.0, 0.5]].view());
-//! assert_eq!(y, array![[0.0, 0.5f64.tanh()]]);
+//! let y = model.forward(array![[-1.0, 0.5]].into_dyn().view());
+//! assert_eq!(y, array![[0.0, 0.5f64.tanh()]].into_dyn());
 //! // dL/dX = relu'(x) · tanh'(relu(x)) · dL/dY
-//! let dx = model.backward(array![[1.0, 1.0]].view());
-//! assert_eq!(dx, array![[0.0, 1.0 - 0.5f64.tanh().powi(2)]]);
+//! let dx = model.backward(array![[1.0, 1.0]].into_dyn().view());
+//! assert_eq!(dx, array![[0.0, 1.0 - 0.5f64.tanh().powi(2)]].into_dyn());
+//! // Typed access to a layer inside:
+//! assert!(model.get::<Tanh<f64>>(1).is_some());
+//! assert!(model.get::<Relu<f64>>(1).is_none());
 //! ```
+//!
+//! Cloning a `Sequential` deep-copies its layers and keeps the tensors shared between them
+//! shared in the copy ([`clone_model`]).
 
+use std::any::Any;
 use std::fmt;
 
-use ndarray::{Array2, ArrayView2};
+use ndarray::{ArrayD, ArrayViewD};
 
-use crate::{Float, Module, Param};
+use crate::module::{clone_model, summary, Module};
+use crate::Float;
 
 /// Layers applied in order; itself a [`Module`].
 pub struct Sequential<F: Float> {
@@ -39,21 +47,37 @@ pub struct Sequential<F: Float> {
 
 impl<F: Float> Sequential<F> {
     /// An empty chain (the identity).
+    #[must_use]
     pub fn new() -> Self {
         Sequential { layers: Vec::new() }
     }
 
     /// Appends `layer` at the end.
-    pub fn push<M: Module<F> + 'static>(&mut self, layer: M) {
+    pub fn push<M: Module<F>>(&mut self, layer: M) {
         self.layers.push(Box::new(layer));
     }
 
     /// Appends `layer` at the end and returns the chain (builder style, as candle-nn's
     /// `seq().add(layer)`).
     #[allow(clippy::should_implement_trait)] // a builder, not `std::ops::Add`
-    pub fn add<M: Module<F> + 'static>(mut self, layer: M) -> Self {
+    #[must_use]
+    pub fn add<M: Module<F>>(mut self, layer: M) -> Self {
         self.push(layer);
         self
+    }
+
+    /// Inserts `layer` at position `index` (e.g. an adapter after a layer of a trained model).
+    ///
+    /// # Panics
+    /// If `index > len()`.
+    #[track_caller]
+    pub fn insert<M: Module<F>>(&mut self, index: usize, layer: M) {
+        assert!(
+            index <= self.layers.len(),
+            "Sequential::insert: index {index} is past the end ({} layers)",
+            self.layers.len()
+        );
+        self.layers.insert(index, Box::new(layer));
     }
 
     /// Number of layers.
@@ -70,6 +94,18 @@ impl<F: Float> Sequential<F> {
     pub fn layers(&self) -> &[Box<dyn Module<F>>] {
         &self.layers
     }
+
+    /// Layer `index` as a `T`, or `None` if there is no such layer or it is not a `T`.
+    pub fn get<T: Module<F>>(&self, index: usize) -> Option<&T> {
+        let layer: &dyn Module<F> = self.layers.get(index)?.as_ref();
+        (layer as &dyn Any).downcast_ref::<T>()
+    }
+
+    /// Layer `index` as a mutable `T`, or `None` if there is no such layer or it is not a `T`.
+    pub fn get_mut<T: Module<F>>(&mut self, index: usize) -> Option<&mut T> {
+        let layer: &mut dyn Module<F> = self.layers.get_mut(index)?.as_mut();
+        (layer as &mut dyn Any).downcast_mut::<T>()
+    }
 }
 
 impl<F: Float> Default for Sequential<F> {
@@ -78,11 +114,22 @@ impl<F: Float> Default for Sequential<F> {
     }
 }
 
+impl<F: Float> Clone for Sequential<F> {
+    fn clone(&self) -> Self {
+        clone_model(&self.layers).into()
+    }
+}
+
+impl<F: Float> From<Vec<Box<dyn Module<F>>>> for Sequential<F> {
+    fn from(layers: Vec<Box<dyn Module<F>>>) -> Self {
+        Sequential { layers }
+    }
+}
+
 impl<F: Float> fmt::Debug for Sequential<F> {
+    /// The summary table without shapes (see [`summary`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sequential")
-            .field("layers", &self.layers.len())
-            .finish()
+        write!(f, "{}", summary(self, &[]))
     }
 }
 
@@ -91,7 +138,7 @@ impl<F: Float> Module<F> for Sequential<F> {
     ///
     /// # Panics
     /// If a layer rejects its input's shape (the panic names the layer's own context).
-    fn forward(&mut self, x: ArrayView2<'_, F>) -> Array2<F> {
+    fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         match self.layers.split_first_mut() {
             None => x.to_owned(),
             Some((first, rest)) => rest
@@ -104,7 +151,7 @@ impl<F: Float> Module<F> for Sequential<F> {
     ///
     /// # Panics
     /// If a layer has no forward pass to go back through, or rejects the gradient's shape.
-    fn backward(&mut self, grad_output: ArrayView2<'_, F>) -> Array2<F> {
+    fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
         match self.layers.split_last_mut() {
             None => grad_output.to_owned(),
             Some((last, rest)) => rest
@@ -116,7 +163,7 @@ impl<F: Float> Module<F> for Sequential<F> {
         }
     }
 
-    fn infer(&self, x: ArrayView2<'_, F>) -> Array2<F> {
+    fn infer(&self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         match self.layers.split_first() {
             None => x.to_owned(),
             Some((first, rest)) => rest
@@ -125,15 +172,29 @@ impl<F: Float> Module<F> for Sequential<F> {
         }
     }
 
-    fn visit_params(&self, f: &mut dyn FnMut(&str, &Param<F>)) {
+    fn visit_children<'a>(&'a self, f: &mut dyn FnMut(&str, &'a dyn Module<F>)) {
         for (i, layer) in self.layers.iter().enumerate() {
-            layer.visit_params(&mut |name, p| f(&format!("{i}.{name}"), p));
+            f(&i.to_string(), layer.as_ref());
         }
     }
 
-    fn visit_params_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param<F>)) {
+    fn visit_children_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut dyn Module<F>)) {
         for (i, layer) in self.layers.iter_mut().enumerate() {
-            layer.visit_params_mut(&mut |name, p| f(&format!("{i}.{name}"), p));
+            f(&i.to_string(), layer.as_mut());
         }
+    }
+
+    fn describe(&self) -> String {
+        format!("Sequential({} layers)", self.layers.len())
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Option<Vec<usize>> {
+        self.layers
+            .iter()
+            .try_fold(input.to_vec(), |shape, layer| layer.output_shape(&shape))
+    }
+
+    fn is_chain(&self) -> bool {
+        true
     }
 }

@@ -1,8 +1,11 @@
 //! Dense fully connected layer, the baseline PHM is measured against.
 //!
 //! ```text
-//!     Y = X Wᵀ + 1 bᵀ        X: (B, d)   W: (k, d) (out × in)   b: (k)   Y: (B, k)
+//!     Y = X Wᵀ + 1 bᵀ        X: (…, d)   W: (k, d) (out × in)   b: (k)   Y: (…, k)
 //! ```
+//!
+//! The layer acts on the last axis: any leading axes (batch, time, …) are flattened into the
+//! rows of one matrix product, as in PyTorch's `nn.Linear`.
 //!
 //! Backward: `dW += Gᵀ X`, `db += Σ_rows G`, `dX = G W`, for `G = dL/dY`.
 //! The default init is PyTorch's `nn.Linear` default, `U(−1/√d, 1/√d)` for `W` and `b`.
@@ -11,20 +14,21 @@
 //! use phm_nn::{LinearConfig, Module};
 //! let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
 //! let mut layer = LinearConfig::new(8, 3).init::<f32, _>(&mut rng)?;
-//! let y = layer.forward(ndarray::Array2::ones((5, 8)).view());
-//! assert_eq!(y.dim(), (5, 3));
+//! let y = layer.forward(ndarray::ArrayD::ones(vec![5, 8]).view());
+//! assert_eq!(y.shape(), &[5, 3]);
+//! let y = layer.infer(ndarray::ArrayD::ones(vec![2, 7, 8]).view()); // (B, T, d)
+//! assert_eq!(y.shape(), &[2, 7, 3]);
 //! assert_eq!(layer.num_parameters(), 8 * 3 + 3);
 //! # Ok::<(), phm_nn::PhmError>(())
 //! ```
 
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Ix1, Ix2};
+use ndarray::{Array1, Array2, ArrayD, ArrayView1, ArrayView2, ArrayViewD, Ix1, Ix2};
 use rand::Rng;
 
 use crate::error::{check_shape, PhmError, Result};
 use crate::init::{Fans, Init};
-use crate::kernels::gemm::{
-    add_bias_grad, affine_backward, affine_forward, assert_cols, assert_same_shape,
-};
+use crate::kernels::gemm::{add_bias_grad, affine_backward, affine_forward, assert_same_shape};
+use crate::kernels::shapes::{as_matrix, linear_output_shape, unflatten};
 use crate::module::{Module, Param};
 use crate::Float;
 
@@ -45,6 +49,7 @@ pub struct LinearConfig {
 
 impl LinearConfig {
     /// A `d → k` layer with bias and PyTorch's default init.
+    #[must_use]
     pub fn new(in_features: usize, out_features: usize) -> Self {
         LinearConfig {
             in_features,
@@ -56,18 +61,21 @@ impl LinearConfig {
     }
 
     /// Sets whether the layer has a bias.
+    #[must_use]
     pub fn with_bias(mut self, bias: bool) -> Self {
         self.bias = bias;
         self
     }
 
     /// Sets the weight init.
+    #[must_use]
     pub fn with_weight_init(mut self, init: Init) -> Self {
         self.weight_init = init;
         self
     }
 
     /// Sets the bias init.
+    #[must_use]
     pub fn with_bias_init(mut self, init: Init) -> Self {
         self.bias_init = init;
         self
@@ -94,7 +102,7 @@ impl LinearConfig {
         Ok(Linear {
             weight: Param::new(weight),
             bias,
-            input: None,
+            saved: Vec::new(),
         })
     }
 }
@@ -104,7 +112,8 @@ impl LinearConfig {
 pub struct Linear<F: Float> {
     weight: Param<F>,
     bias: Option<Param<F>>,
-    input: Option<Array2<F>>,
+    /// Per forward call: the input as a matrix and its leading axes.
+    saved: Vec<(Array2<F>, Vec<usize>)>,
 }
 
 impl<F: Float> Linear<F> {
@@ -131,7 +140,37 @@ impl<F: Float> Linear<F> {
         Ok(Linear {
             weight: Param::new(weight.into_dyn()),
             bias: bias.map(|b| Param::new(b.into_dyn())),
-            input: None,
+            saved: Vec::new(),
+        })
+    }
+
+    /// A layer from parameter handles: `weight` `(out, in)` and `bias` `(out)`, e.g. the
+    /// [`share`](Param::share)d weight of another layer (weight tying).
+    ///
+    /// # Errors
+    /// [`PhmError::ShapeMismatch`] if `weight` is not 2-D or the bias length is not `out`;
+    /// [`PhmError::ZeroSize`] for an empty weight.
+    pub fn from_params(weight: Param<F>, bias: Option<Param<F>>) -> Result<Self> {
+        let shape = weight.shape();
+        if shape.len() != 2 {
+            return Err(PhmError::ShapeMismatch {
+                what: "weight",
+                expected: vec![0, 0],
+                got: shape,
+            });
+        }
+        for (what, size) in [("out_features", shape[0]), ("in_features", shape[1])] {
+            if size == 0 {
+                return Err(PhmError::ZeroSize { what });
+            }
+        }
+        if let Some(b) = &bias {
+            check_shape("bias", &[shape[0]], &b.shape())?;
+        }
+        Ok(Linear {
+            weight,
+            bias,
+            saved: Vec::new(),
         })
     }
 
@@ -145,74 +184,98 @@ impl<F: Float> Linear<F> {
         self.weight.shape()[0]
     }
 
-    /// The weight `(out, in)`.
-    pub fn weight(&self) -> ArrayView2<'_, F> {
-        weight_view(&self.weight)
+    /// A copy of the weight `(out, in)`.
+    pub fn weight(&self) -> Array2<F> {
+        weight_view(self.weight.read().value()).to_owned()
     }
 
-    /// The bias, if any.
-    pub fn bias(&self) -> Option<ArrayView1<'_, F>> {
-        self.bias.as_ref().map(bias_view)
+    /// A copy of the bias, if any.
+    pub fn bias(&self) -> Option<Array1<F>> {
+        self.bias
+            .as_ref()
+            .map(|b| bias_view(b.read().value()).to_owned())
     }
 
-    #[track_caller]
-    fn check_input(&self, context: &str, x: &ArrayView2<'_, F>) {
-        assert_cols(context, "input", x.shape(), self.in_features());
+    /// The weight's handle (share it to tie another layer to this weight).
+    pub fn weight_param(&self) -> &Param<F> {
+        &self.weight
+    }
+
+    /// The bias's handle, if any.
+    pub fn bias_param(&self) -> Option<&Param<F>> {
+        self.bias.as_ref()
+    }
+
+    /// `Y = X Wᵀ + b` for a matrix `x` `(M, d)`.
+    fn affine(&self, x: &ArrayView2<'_, F>) -> Array2<F> {
+        let w = self.weight.read();
+        let b = self.bias.as_ref().map(|b| b.read());
+        let b = b.as_ref().map(|b| bias_view(b.value()));
+        affine_forward(x, &weight_view(w.value()), b.as_ref())
     }
 }
 
-fn weight_view<F: Float>(p: &Param<F>) -> ArrayView2<'_, F> {
-    p.value()
-        .into_dimensionality::<Ix2>()
-        .expect("weight is 2-D")
+fn weight_view<F: Float>(v: ArrayViewD<'_, F>) -> ArrayView2<'_, F> {
+    v.into_dimensionality::<Ix2>().expect("weight is 2-D")
 }
 
-pub(crate) fn bias_view<F: Float>(p: &Param<F>) -> ArrayView1<'_, F> {
-    p.value().into_dimensionality::<Ix1>().expect("bias is 1-D")
+pub(crate) fn bias_view<F: Float>(v: ArrayViewD<'_, F>) -> ArrayView1<'_, F> {
+    v.into_dimensionality::<Ix1>().expect("bias is 1-D")
 }
 
 impl<F: Float> Module<F> for Linear<F> {
     /// # Panics
-    /// If `x` is not `(batch, in_features)`.
+    /// If the last axis of `x` is not `in_features`.
     #[track_caller]
-    fn forward(&mut self, x: ArrayView2<'_, F>) -> Array2<F> {
-        self.check_input("Linear::forward", &x);
-        let y = self.infer(x.view());
-        self.input = Some(x.to_owned());
-        y
+    fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
+        let (x, lead) = as_matrix("Linear::forward", "input", x, self.in_features());
+        let y = self.affine(&x.view());
+        self.saved.push((x.into_owned(), lead.clone()));
+        unflatten(y, &lead)
     }
 
     /// # Panics
-    /// If no forward pass preceded it, or `grad_output` is not `(batch, out_features)`.
+    /// If no forward pass is left to go back through, or `grad_output` is not
+    /// `(…, out_features)` with the leading axes of that forward's input.
     #[track_caller]
-    fn backward(&mut self, grad_output: ArrayView2<'_, F>) -> Array2<F> {
-        let x = self
-            .input
-            .take()
+    fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
+        let (x, lead) = self
+            .saved
+            .pop()
             .expect("Linear::backward called before forward");
+        let k = self.out_features();
         assert_same_shape(
             "Linear::backward",
             "grad_output",
             grad_output.shape(),
-            &[x.nrows(), self.out_features()],
+            &crate::kernels::shapes::with_last(&lead, k),
         );
-        let trainable = self.weight.is_trainable();
-        let (w, dw) = self.weight.value_and_grad_mut();
+        let (g, _) = as_matrix("Linear::backward", "grad_output", grad_output, k);
+        if let Some(b) = &self.bias {
+            let mut b = b.write();
+            if b.is_trainable() {
+                let db = b
+                    .grad_mut()
+                    .into_dimensionality::<Ix1>()
+                    .expect("bias is 1-D");
+                add_bias_grad(Some(db), &g.view());
+            }
+        }
+        let mut w = self.weight.write();
+        let trainable = w.is_trainable();
+        let (w, dw) = w.value_and_grad_mut();
         let w = w.into_dimensionality::<Ix2>().expect("weight is 2-D");
         let dw = trainable.then(|| dw.into_dimensionality::<Ix2>().expect("weight is 2-D"));
-        let db = self.bias.as_mut().filter(|b| b.is_trainable()).map(|b| {
-            b.grad_mut()
-                .into_dimensionality::<Ix1>()
-                .expect("bias is 1-D")
-        });
-        add_bias_grad(db, &grad_output);
-        affine_backward(&x.view(), &w, &grad_output, dw, F::one())
+        let dx = affine_backward(&x.view(), &w, &g.view(), dw, F::one());
+        unflatten(dx, &lead)
     }
 
+    /// # Panics
+    /// If the last axis of `x` is not `in_features`.
     #[track_caller]
-    fn infer(&self, x: ArrayView2<'_, F>) -> Array2<F> {
-        self.check_input("Linear::infer", &x);
-        affine_forward(&x, &self.weight(), self.bias().as_ref())
+    fn infer(&self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
+        let (x, lead) = as_matrix("Linear::infer", "input", x, self.in_features());
+        unflatten(self.affine(&x.view()), &lead)
     }
 
     fn visit_params(&self, f: &mut dyn FnMut(&str, &Param<F>)) {
@@ -222,10 +285,24 @@ impl<F: Float> Module<F> for Linear<F> {
         }
     }
 
-    fn visit_params_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param<F>)) {
-        f("weight", &mut self.weight);
-        if let Some(b) = &mut self.bias {
-            f("bias", b);
-        }
+    fn clear_saved(&mut self) {
+        self.saved.clear();
+    }
+
+    fn pending(&self) -> usize {
+        self.saved.len()
+    }
+
+    fn describe(&self) -> String {
+        let bias = if self.bias.is_some() { "" } else { ", no bias" };
+        format!(
+            "Linear({} → {}{bias})",
+            self.in_features(),
+            self.out_features()
+        )
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Option<Vec<usize>> {
+        linear_output_shape(input, self.in_features(), self.out_features())
     }
 }

@@ -5,11 +5,11 @@
 //! rank.
 //!
 //! ```
-//! use phm_nn::{Module, PhmLinearConfig};
-//! let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+//! use phm_nn::prelude::*;
+//! let mut rng = StdRng::seed_from_u64(0);
 //! let layer = PhmLinearConfig::new(8, 4, 2).init::<f64, _>(&mut rng)?;
-//! let y = layer.infer(ndarray::Array2::zeros((3, 8)).view());
-//! assert_eq!(y.dim(), (3, 4));
+//! let y = layer.infer(ArrayD::zeros(IxDyn(&[3, 5, 8])).view()); // (B, T, in)
+//! assert_eq!(y.shape(), &[3, 5, 4]);
 //! # Ok::<(), phm_nn::PhmError>(())
 //! ```
 

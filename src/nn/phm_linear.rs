@@ -2,8 +2,13 @@
 //!
 //! ```text
 //!     Y = X Wᵀ + 1 bᵀ,     W = Σ_{i=1..n} A_i ⊗ S_i
-//!     X: (B, d)   A: (n, n, n)   S: (n, k/n, d/n)   W: (k, d)   b: (k)   Y: (B, k)
+//!     X: (…, d)   A: (n, n, n)   S: (n, k/n, d/n)   W: (k, d)   b: (k)   Y: (…, k)
 //! ```
+//!
+//! The layer acts on the last axis; leading axes (batch, time, …) become the rows `B` of the
+//! products. The rules can be shared with other PHM layers of the same `n`
+//! ([`PhmLinearConfig::init_shared`]): gradients from every layer accumulate into the one
+//! tensor, which is counted, optimized and saved once.
 //!
 //! Trainable parameters: `n³ + k·d/n + k` (rules + blocks + bias) instead of `k·d + k`; with
 //! fixed rules (an [`Algebra`]) the `n³` rule entries are frozen and not counted. `n = 1` is a
@@ -32,13 +37,15 @@
 //!     .with_rule(Rule::Fixed(Algebra::Quaternion))
 //!     .init::<f64, _>(&mut rng)?;
 //! assert_eq!(quat.num_parameters(), 8 * 4 / 4 + 4);
-//! let y = quat.forward(ndarray::Array2::ones((2, 8)).view());
-//! assert_eq!(y.dim(), (2, 4));
+//! let y = quat.forward(ndarray::ArrayD::ones(vec![2, 8]).view());
+//! assert_eq!(y.shape(), &[2, 4]);
+//! // Any leading axes: (B, T, in) → (B, T, out).
+//! assert_eq!(quat.infer(ndarray::ArrayD::ones(vec![2, 3, 8]).view()).shape(), &[2, 3, 4]);
 //! # Ok::<(), phm_nn::PhmError>(())
 //! ```
 
 use ndarray::{
-    Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, ArrayViewD, ArrayViewMut2,
+    Array1, Array2, Array3, ArrayD, ArrayView2, ArrayView3, ArrayViewD, ArrayViewMut2,
     ArrayViewMut3, ArrayViewMutD, Ix1, Ix3,
 };
 use rand::Rng;
@@ -52,6 +59,7 @@ use crate::kernels::gemm::{
     init_output, reuse,
 };
 use crate::kernels::phm::{accumulate_parts_grad, build_weight, build_weight_into, PhmShape};
+use crate::kernels::shapes::{as_matrix, linear_output_shape, unflatten, with_last};
 use crate::kernels::strategy::{Kernel, Mode, Strategy};
 use crate::module::{Module, Param};
 use crate::nn::linear::bias_view;
@@ -89,6 +97,7 @@ pub struct PhmLinearConfig {
 impl PhmLinearConfig {
     /// A `d → k` PHM layer with dimension `n`, learned rules, bias, and an init whose built `W`
     /// has the variance of PyTorch's `nn.Linear` default, `1/(3d)` (see [`crate::init`]).
+    #[must_use]
     pub fn new(in_features: usize, out_features: usize, n: usize) -> Self {
         PhmLinearConfig {
             in_features,
@@ -102,24 +111,28 @@ impl PhmLinearConfig {
     }
 
     /// Sets whether the layer has a bias.
+    #[must_use]
     pub fn with_bias(mut self, bias: bool) -> Self {
         self.bias = bias;
         self
     }
 
     /// Sets the rule source (learned with an init, or fixed to an algebra).
+    #[must_use]
     pub fn with_rule(mut self, rule: Rule) -> Self {
         self.rule = rule;
         self
     }
 
     /// Sets the block init.
+    #[must_use]
     pub fn with_block_init(mut self, init: Init) -> Self {
         self.block_init = init;
         self
     }
 
     /// Sets the bias init.
+    #[must_use]
     pub fn with_bias_init(mut self, init: Init) -> Self {
         self.bias_init = init;
         self
@@ -133,9 +146,39 @@ impl PhmLinearConfig {
     /// - [`PhmError::InvalidArgument`] for a fixed algebra whose dimension is not `n`, or an
     ///   invalid init.
     pub fn init<F: Float, R: Rng + ?Sized>(&self, rng: &mut R) -> Result<PhmLinear<F>> {
-        let shape = PhmShape::new(self.n, self.in_features, self.out_features)?;
-        let n = shape.n();
-        let rules = match self.rule {
+        let shape = PhmShape::new(self.in_features, self.out_features, self.n)?;
+        let rules = self.new_rules(rng)?;
+        self.init_rest(shape, rules, rng)
+    }
+
+    /// Builds a layer that **shares** `rules` (a handle from another layer's
+    /// [`PhmLinear::rules_param`], or a tensor of your own, learned or frozen): gradients from
+    /// every layer that shares it accumulate into it, and optimizers, counts and checkpoints
+    /// see it once. [`rule`](Self::rule) is ignored; blocks and bias are drawn from `rng`.
+    ///
+    /// # Errors
+    /// As [`init`](Self::init), and [`PhmError::ShapeMismatch`] if `rules` is not
+    /// `(n, n, n)`.
+    pub fn init_shared<F: Float, R: Rng + ?Sized>(
+        &self,
+        rules: &Param<F>,
+        rng: &mut R,
+    ) -> Result<PhmLinear<F>> {
+        let shape = PhmShape::new(self.in_features, self.out_features, self.n)?;
+        let (n, _, _) = shape.rules_dim();
+        check_shape("rules", &[n, n, n], &rules.shape())?;
+        self.init_rest(shape, rules.share(), rng)
+    }
+
+    /// A new rule tensor `(n, n, n)` for this config: learned (drawn with the rule init) or
+    /// the fixed rules of an algebra (frozen); pass it to [`init_shared`](Self::init_shared)
+    /// of every layer that should share it.
+    ///
+    /// # Errors
+    /// As [`init`](Self::init).
+    pub fn new_rules<F: Float, R: Rng + ?Sized>(&self, rng: &mut R) -> Result<Param<F>> {
+        let n = PhmShape::new(self.in_features, self.out_features, self.n)?.n();
+        Ok(match self.rule {
             Rule::Learned(init) => Param::new(init.sample(&[n, n, n], Fans::new(n, n), rng)?),
             Rule::Fixed(algebra) => {
                 if algebra.dim() != n {
@@ -149,8 +192,16 @@ impl PhmLinearConfig {
                 }
                 Param::frozen(algebra.rules::<F>()?.into_dyn())
             }
-        };
-        let (_, p, q) = shape.blocks_dim();
+        })
+    }
+
+    fn init_rest<F: Float, R: Rng + ?Sized>(
+        &self,
+        shape: PhmShape,
+        rules: Param<F>,
+        rng: &mut R,
+    ) -> Result<PhmLinear<F>> {
+        let (n, p, q) = shape.blocks_dim();
         let fans = Fans::new(self.in_features, self.out_features);
         let blocks = Param::new(self.block_init.sample(&[n, p, q], fans, rng)?);
         let bias = if self.bias {
@@ -173,41 +224,65 @@ struct WeightCache<F> {
     weight: Array2<F>,
 }
 
-/// Which kernel the last training forward used (its input and `T` are in [`Buffers`]).
+/// What one training forward saved for its backward pass.
 #[derive(Debug, Clone)]
-enum Saved<F> {
-    Materialized {
-        batch: usize,
-    },
+struct Saved<F> {
+    /// The input as a matrix `(B, d)` (standard layout) and its leading axes.
+    x: Array2<F>,
+    lead: Vec<usize>,
+    kernel: SavedKernel<F>,
+}
+
+/// The kernel a training forward used, with what only that kernel needs.
+#[derive(Debug, Clone)]
+enum SavedKernel<F> {
+    Materialized,
     Factored {
-        batch: usize,
         order: factored::Order,
         mixing: Array2<F>,
+        /// The intermediate, `T` `(B·n, k)` or `Z` `(B·n, d)`.
+        t: Array2<F>,
     },
 }
 
-/// Arrays reused from one training step to the next, so a step allocates only its outputs.
+/// Scratch arrays reused from one backward pass to the next, so a step allocates little
+/// beyond its outputs; spent inputs and intermediates go back to `pool`.
 #[derive(Debug, Clone)]
 struct Buffers<F> {
-    /// The last forward's input (standard layout).
-    x: Array2<F>,
-    /// Factored: the intermediate, `T` `(B·n, k)` or `Z` `(B·n, d)`, and its gradient.
-    t: Array2<F>,
+    /// Factored: the gradient of the intermediate.
     dt: Array2<F>,
     /// Materialized: `dW` `(k, d)` and the rearrangement scratch `(n², k·d/n²)`.
     dw: Array2<F>,
     rearranged: Array2<F>,
+    /// Arrays of finished steps, reused by the next forward passes.
+    pool: Vec<Array2<F>>,
 }
 
 impl<F: Float> Default for Buffers<F> {
     fn default() -> Self {
         let empty = || Array2::zeros((0, 0));
         Buffers {
-            x: empty(),
-            t: empty(),
             dt: empty(),
             dw: empty(),
             rearranged: empty(),
+            pool: Vec::new(),
+        }
+    }
+}
+
+impl<F: Float> Buffers<F> {
+    /// An array of `dim` from the pool (contents unspecified), or a new one.
+    fn take(&mut self, dim: (usize, usize)) -> Array2<F> {
+        match self.pool.iter().position(|a| a.dim() == dim) {
+            Some(i) => self.pool.swap_remove(i),
+            None => Array2::zeros(dim),
+        }
+    }
+
+    /// Returns an array to the pool (at most a few are kept).
+    fn give(&mut self, a: Array2<F>) {
+        if self.pool.len() < 4 {
+            self.pool.push(a);
         }
     }
 }
@@ -222,6 +297,7 @@ pub struct Workspace<F> {
 
 impl<F: Float> Workspace<F> {
     /// An empty workspace.
+    #[must_use]
     pub fn new() -> Self {
         Workspace {
             t: Vec::new(),
@@ -252,7 +328,7 @@ pub struct PhmLinear<F: Float> {
     bias: Option<Param<F>>,
     strategy: Strategy,
     cache: Option<WeightCache<F>>,
-    saved: Option<Saved<F>>,
+    saved: Vec<Saved<F>>,
     buffers: Buffers<F>,
 }
 
@@ -270,7 +346,7 @@ impl<F: Float> PhmLinear<F> {
             bias,
             strategy: Strategy::Auto,
             cache: None,
-            saved: None,
+            saved: Vec::new(),
             buffers: Buffers::default(),
         }
     }
@@ -287,16 +363,24 @@ impl<F: Float> PhmLinear<F> {
         blocks: Array3<F>,
         bias: Option<Array1<F>>,
     ) -> Result<Self> {
-        let shape = PhmShape::from_parts(rules.shape(), blocks.shape())?;
-        if let Some(b) = &bias {
-            check_shape("bias", &[shape.out_features()], b.shape())?;
-        }
-        Ok(PhmLinear::assemble(
-            shape,
+        Self::from_params(
             Param::new(rules.into_dyn()),
             Param::new(blocks.into_dyn()),
             bias.map(|b| Param::new(b.into_dyn())),
-        ))
+        )
+    }
+
+    /// A layer from parameter handles (e.g. rules [`share`](Param::share)d with other layers):
+    /// rules `(n, n, n)`, blocks `(n, k/n, d/n)`, optional bias `(k)`.
+    ///
+    /// # Errors
+    /// As [`from_parts`](Self::from_parts).
+    pub fn from_params(rules: Param<F>, blocks: Param<F>, bias: Option<Param<F>>) -> Result<Self> {
+        let shape = PhmShape::from_parts(&rules.shape(), &blocks.shape())?;
+        if let Some(b) = &bias {
+            check_shape("bias", &[shape.out_features()], &b.shape())?;
+        }
+        Ok(PhmLinear::assemble(shape, rules, blocks, bias))
     }
 
     /// The layer's sizes (`n`, `in_features`, `out_features`).
@@ -304,19 +388,37 @@ impl<F: Float> PhmLinear<F> {
         self.shape
     }
 
-    /// The rules `A`, shape `(n, n, n)`.
-    pub fn rules(&self) -> ArrayView3<'_, F> {
-        view3(&self.rules)
+    /// A copy of the rules `A`, shape `(n, n, n)`.
+    pub fn rules(&self) -> Array3<F> {
+        dim3(self.rules.read().value()).to_owned()
     }
 
-    /// The blocks `S`, shape `(n, k/n, d/n)`.
-    pub fn blocks(&self) -> ArrayView3<'_, F> {
-        view3(&self.blocks)
+    /// A copy of the blocks `S`, shape `(n, k/n, d/n)`.
+    pub fn blocks(&self) -> Array3<F> {
+        dim3(self.blocks.read().value()).to_owned()
     }
 
-    /// The bias, if any.
-    pub fn bias(&self) -> Option<ArrayView1<'_, F>> {
-        self.bias.as_ref().map(bias_view)
+    /// A copy of the bias, if any.
+    pub fn bias(&self) -> Option<Array1<F>> {
+        self.bias
+            .as_ref()
+            .map(|b| bias_view(b.read().value()).to_owned())
+    }
+
+    /// The rules' handle: [`share`](Param::share) it, or pass it to
+    /// [`PhmLinearConfig::init_shared`], to let other layers use the same rules.
+    pub fn rules_param(&self) -> &Param<F> {
+        &self.rules
+    }
+
+    /// The blocks' handle.
+    pub fn blocks_param(&self) -> &Param<F> {
+        &self.blocks
+    }
+
+    /// The bias's handle, if any.
+    pub fn bias_param(&self) -> Option<&Param<F>> {
+        self.bias.as_ref()
     }
 
     /// Whether the rules are learned (`true`) or fixed.
@@ -324,13 +426,13 @@ impl<F: Float> PhmLinear<F> {
         self.rules.is_trainable()
     }
 
-    /// Makes the rules learned (`true`) or fixed (`false`).
-    pub fn set_rules_trainable(&mut self, trainable: bool) {
+    /// Makes the rules learned (`true`) or fixed (`false`) — for every layer sharing them.
+    pub fn set_rules_trainable(&self, trainable: bool) {
         self.rules.set_trainable(trainable);
     }
 
     /// Makes the blocks learned (`true`) or fixed (`false`).
-    pub fn set_blocks_trainable(&mut self, trainable: bool) {
+    pub fn set_blocks_trainable(&self, trainable: bool) {
         self.blocks.set_trainable(trainable);
     }
 
@@ -345,6 +447,7 @@ impl<F: Float> PhmLinear<F> {
     }
 
     /// Builder form of [`set_strategy`](Self::set_strategy).
+    #[must_use]
     pub fn with_strategy(mut self, strategy: Strategy) -> Self {
         self.strategy = strategy;
         self
@@ -373,16 +476,17 @@ impl<F: Float> PhmLinear<F> {
     /// it: `infer` never builds `W` itself, and after a training forward that Auto ran
     /// factored there is no cached `W`. Worth it before large-batch inference, where one plain
     /// GEMM with `W` is the fastest kernel (see `BENCHMARKS.md`); at small batch Auto keeps
-    /// using the factored kernel anyway.
+    /// using the factored kernel anyway. On a whole model:
+    /// `module::for_each_mut::<F, PhmLinear<F>>(&mut model, &mut |_, l| l.cache_weight())`.
     pub fn cache_weight(&mut self) {
         self.current_weight();
     }
 
-    /// Drops the cached `W`, the saved forward state and the reusable training buffers,
+    /// Drops the cached `W`, the saved forward states and the reusable training buffers,
     /// releasing their memory (`W` and `dW` hold `k·d` values each).
     pub fn clear_cache(&mut self) {
         self.cache = None;
-        self.saved = None;
+        self.saved.clear();
         self.buffers = Buffers::default();
     }
 
@@ -391,8 +495,11 @@ impl<F: Float> PhmLinear<F> {
     pub fn weight(&self) -> Array2<F> {
         match self.cached_weight() {
             Some(w) => w.clone(),
-            None => build_weight(self.rules(), self.blocks())
-                .expect("a layer's rules and blocks fit together"),
+            None => {
+                let (a, s) = (self.rules.read(), self.blocks.read());
+                build_weight(dim3(a.value()), dim3(s.value()))
+                    .expect("a layer's rules and blocks fit together")
+            }
         }
     }
 
@@ -409,10 +516,11 @@ impl<F: Float> PhmLinear<F> {
             weight: Array2::zeros(shape.weight_dim()),
         });
         if cache.versions != versions {
+            let (a, s) = (self.rules.read(), self.blocks.read());
             build_weight_into(
                 shape,
-                view3(&self.rules),
-                view3(&self.blocks),
+                dim3(a.value()),
+                dim3(s.value()),
                 cache.weight.view_mut(),
                 &mut self.buffers.rearranged,
             );
@@ -421,10 +529,10 @@ impl<F: Float> PhmLinear<F> {
         &cache.weight
     }
 
-    /// Inference into a caller's buffer: `y ← X Wᵀ + b`, allocating nothing once `workspace`
-    /// has grown to this batch size (for `x` in standard layout; other layouts are copied).
-    /// Never allocates `k × d` values: it uses the cached `W` only when it is current and the
-    /// cost model prefers it, and the factored kernel otherwise.
+    /// Inference into a caller's buffer: `y ← X Wᵀ + b` for a matrix `x` `(B, d)`, allocating
+    /// nothing once `workspace` has grown to this batch size (for `x` in standard layout;
+    /// other layouts are copied). Never allocates `k × d` values: it uses the cached `W` only
+    /// when it is current and the cost model prefers it, and the factored kernel otherwise.
     ///
     /// # Panics
     /// If `x` is not `(batch, in_features)`, or `y` is not `(batch, out_features)` in standard
@@ -436,7 +544,12 @@ impl<F: Float> PhmLinear<F> {
         mut y: ArrayViewMut2<'_, F>,
         workspace: &mut Workspace<F>,
     ) {
-        self.check_input("PhmLinear::infer_into", &x);
+        assert_cols(
+            "PhmLinear::infer_into",
+            "input",
+            x.shape(),
+            self.shape.in_features(),
+        );
         assert_same_shape(
             "PhmLinear::infer_into",
             "output",
@@ -447,7 +560,9 @@ impl<F: Float> PhmLinear<F> {
             y.is_standard_layout(),
             "PhmLinear::infer_into: output must be in standard (row-major) layout"
         );
-        let bias = self.bias();
+        let bias = self.bias.as_ref().map(|b| b.read());
+        let bias = bias.as_ref().map(|b| bias_view(b.value()).to_owned());
+        let bias = bias.as_ref().map(|b| b.view());
         match (
             self.cached_weight(),
             self.kernel_for(x.nrows(), Mode::Inference),
@@ -463,7 +578,8 @@ impl<F: Float> PhmLinear<F> {
                     scratch(&mut workspace.mixing, n.pow(3)),
                 )
                 .expect("scratch has n³ entries");
-                factored::mixing_matrix_into(order, self.rules(), mixing.view_mut());
+                let (a, s) = (self.rules.read(), self.blocks.read());
+                factored::mixing_matrix_into(order, dim3(a.value()), mixing.view_mut());
                 let dim = order.intermediate_dim(self.shape, x.nrows());
                 let t = ArrayViewMut2::from_shape(dim, scratch(&mut workspace.t, dim.0 * dim.1))
                     .expect("scratch has room for the intermediate");
@@ -473,7 +589,7 @@ impl<F: Float> PhmLinear<F> {
                     self.shape,
                     order,
                     mixing.view(),
-                    self.blocks(),
+                    dim3(s.value()),
                     x.view(),
                     t,
                     y,
@@ -483,14 +599,116 @@ impl<F: Float> PhmLinear<F> {
         }
     }
 
-    #[track_caller]
-    fn check_input(&self, context: &str, x: &ArrayView2<'_, F>) {
-        assert_cols(context, "input", x.shape(), self.shape.in_features());
+    /// Training forward on a matrix `x` `(B, d)` (standard layout): returns `Y` and what the
+    /// backward pass needs.
+    fn forward_matrix(&mut self, x: Array2<F>, lead: Vec<usize>) -> (Array2<F>, Saved<F>) {
+        let (batch, k) = (x.nrows(), self.shape.out_features());
+        let mut y = Array2::zeros((batch, k));
+        let bias = self.bias();
+        let kernel = match self.kernel_for(batch, Mode::Training) {
+            Kernel::Materialized => {
+                let w = self.current_weight();
+                affine_forward_into(
+                    &x.view(),
+                    &w.view(),
+                    bias.as_ref().map(|b| b.view()).as_ref(),
+                    y.view_mut(),
+                );
+                SavedKernel::Materialized
+            }
+            Kernel::Factored => {
+                let order = factored::Order::for_shape(self.shape);
+                let (a, s) = (self.rules.read(), self.blocks.read());
+                let mixing = factored::mixing_matrix(order, dim3(a.value()));
+                let beta = init_output(&mut y.view_mut(), bias.as_ref().map(|b| b.view()).as_ref());
+                let mut t = self.buffers.take(order.intermediate_dim(self.shape, batch));
+                factored::forward(
+                    self.shape,
+                    order,
+                    mixing.view(),
+                    dim3(s.value()),
+                    x.view(),
+                    t.view_mut(),
+                    y.view_mut(),
+                    beta,
+                );
+                SavedKernel::Factored { order, mixing, t }
+            }
+        };
+        (y, Saved { x, lead, kernel })
     }
-}
 
-fn view3<F: Float>(p: &Param<F>) -> ArrayView3<'_, F> {
-    dim3(p.value())
+    /// Backward for one saved forward; `g` is `(B, k)`.
+    fn backward_matrix(&mut self, saved: Saved<F>, g: ArrayView2<'_, F>) -> Array2<F> {
+        let shape = self.shape;
+        if let Some(b) = &self.bias {
+            let mut b = b.write();
+            if b.is_trainable() {
+                let db = b
+                    .grad_mut()
+                    .into_dimensionality::<Ix1>()
+                    .expect("bias is 1-D");
+                add_bias_grad(Some(db), &g);
+            }
+        }
+        let rules_trainable = self.rules.is_trainable();
+        let blocks_trainable = self.blocks.is_trainable();
+        let needs_parts = rules_trainable || blocks_trainable;
+        let Saved { x, kernel, .. } = saved;
+        let dx = match kernel {
+            SavedKernel::Materialized => {
+                self.current_weight();
+                let w = &self.cache.as_ref().expect("weight was just built").weight;
+                let buffers = &mut self.buffers;
+                let dw = needs_parts.then(|| reuse(&mut buffers.dw, shape.weight_dim()).view_mut());
+                // dW is scratch here: overwrite it (beta 0) instead of accumulating.
+                let dx = affine_backward(&x.view(), &w.view(), &g, dw, F::zero());
+                if needs_parts {
+                    let mut a = self.rules.write();
+                    let mut s = self.blocks.write();
+                    let (a, da) = a.value_and_grad_mut();
+                    let (s, ds) = s.value_and_grad_mut();
+                    accumulate_parts_grad(
+                        shape,
+                        dim3(a),
+                        dim3(s),
+                        buffers.dw.view(),
+                        rules_trainable.then(|| dim3_mut(da)),
+                        blocks_trainable.then(|| dim3_mut(ds)),
+                        &mut buffers.rearranged,
+                    );
+                }
+                dx
+            }
+            SavedKernel::Factored { order, mixing, t } => {
+                let buffers = &mut self.buffers;
+                let dt = reuse(&mut buffers.dt, t.dim());
+                let mut dx = Array2::zeros(x.raw_dim());
+                let mut a = self.rules.write();
+                let mut s = self.blocks.write();
+                let (_, da) = a.value_and_grad_mut();
+                let (s_value, ds) = s.value_and_grad_mut();
+                factored::backward(
+                    shape,
+                    order,
+                    mixing.view(),
+                    dim3(s_value),
+                    x.view(),
+                    t.view(),
+                    g,
+                    dt.view_mut(),
+                    dx.view_mut(),
+                    rules_trainable.then(|| dim3_mut(da)),
+                    blocks_trainable.then(|| dim3_mut(ds)),
+                );
+                drop((a, s));
+                self.buffers.give(t);
+                dx
+            }
+        };
+        self.buffers.give(x);
+        dx
+    }
 }
 
 fn dim3<F>(v: ArrayViewD<'_, F>) -> ArrayView3<'_, F> {
@@ -505,136 +723,52 @@ impl<F: Float> Module<F> for PhmLinear<F> {
     /// Training forward with the kernel [`Strategy`] picks for [`Mode::Training`].
     ///
     /// # Panics
-    /// If `x` is not `(batch, in_features)`.
+    /// If the last axis of `x` is not `in_features`.
     #[track_caller]
-    fn forward(&mut self, x: ArrayView2<'_, F>) -> Array2<F> {
-        self.check_input("PhmLinear::forward", &x);
-        let (batch, k) = (x.nrows(), self.shape.out_features());
-        let mut y = Array2::zeros((batch, k));
-        reuse(&mut self.buffers.x, x.dim()).assign(&x);
-        self.saved = Some(match self.kernel_for(batch, Mode::Training) {
-            Kernel::Materialized => {
-                self.current_weight();
-                let w = &self.cache.as_ref().expect("weight was just built").weight;
-                let x = &self.buffers.x;
-                affine_forward_into(&x.view(), &w.view(), self.bias().as_ref(), y.view_mut());
-                Saved::Materialized { batch }
-            }
-            Kernel::Factored => {
-                let order = factored::Order::for_shape(self.shape);
-                let mixing = factored::mixing_matrix(order, self.rules());
-                let beta = init_output(&mut y.view_mut(), self.bias().as_ref());
-                let t = reuse(
-                    &mut self.buffers.t,
-                    order.intermediate_dim(self.shape, batch),
-                );
-                factored::forward(
-                    self.shape,
-                    order,
-                    mixing.view(),
-                    view3(&self.blocks),
-                    self.buffers.x.view(),
-                    t.view_mut(),
-                    y.view_mut(),
-                    beta,
-                );
-                Saved::Factored {
-                    batch,
-                    order,
-                    mixing,
-                }
-            }
-        });
-        y
+    fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
+        let (xm, lead) = as_matrix("PhmLinear::forward", "input", x, self.shape.in_features());
+        let mut owned = self.buffers.take(xm.dim());
+        owned.assign(&xm);
+        let (y, saved) = self.forward_matrix(owned, lead.clone());
+        self.saved.push(saved);
+        unflatten(y, &lead)
     }
 
-    /// Backward through the kernel the last forward used.
+    /// Backward through the kernel that forward used.
     ///
     /// # Panics
-    /// If no forward pass preceded it, or `grad_output` is not `(batch, out_features)`.
+    /// If no forward pass is left to go back through, or `grad_output` is not
+    /// `(…, out_features)` with the leading axes of that forward's input.
     #[track_caller]
-    fn backward(&mut self, grad_output: ArrayView2<'_, F>) -> Array2<F> {
+    fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
         let saved = self
             .saved
-            .take()
+            .pop()
             .expect("PhmLinear::backward called before forward");
-        let batch = match &saved {
-            Saved::Materialized { batch } | Saved::Factored { batch, .. } => *batch,
-        };
+        let k = self.shape.out_features();
         assert_same_shape(
             "PhmLinear::backward",
             "grad_output",
             grad_output.shape(),
-            &[batch, self.shape.out_features()],
+            &with_last(&saved.lead, k),
         );
-        let shape = self.shape;
-        let db = self.bias.as_mut().filter(|b| b.is_trainable()).map(|b| {
-            b.grad_mut()
-                .into_dimensionality::<Ix1>()
-                .expect("bias is 1-D")
-        });
-        add_bias_grad(db, &grad_output);
-        let rules_trainable = self.rules.is_trainable();
-        let blocks_trainable = self.blocks.is_trainable();
-        let needs_parts = rules_trainable || blocks_trainable;
-        match saved {
-            Saved::Materialized { .. } => {
-                self.current_weight();
-                let w = &self.cache.as_ref().expect("weight was just built").weight;
-                let buffers = &mut self.buffers;
-                let dw = needs_parts.then(|| reuse(&mut buffers.dw, shape.weight_dim()).view_mut());
-                // dW is scratch here: overwrite it (beta 0) instead of accumulating.
-                let dx = affine_backward(&buffers.x.view(), &w.view(), &grad_output, dw, F::zero());
-                if needs_parts {
-                    let (a, da) = self.rules.value_and_grad_mut();
-                    let (s, ds) = self.blocks.value_and_grad_mut();
-                    accumulate_parts_grad(
-                        shape,
-                        dim3(a),
-                        dim3(s),
-                        buffers.dw.view(),
-                        rules_trainable.then(|| dim3_mut(da)),
-                        blocks_trainable.then(|| dim3_mut(ds)),
-                        &mut buffers.rearranged,
-                    );
-                }
-                dx
-            }
-            Saved::Factored { order, mixing, .. } => {
-                let buffers = &mut self.buffers;
-                let dt = reuse(&mut buffers.dt, buffers.t.dim());
-                let mut dx = Array2::zeros(buffers.x.raw_dim());
-                let (_, da) = self.rules.value_and_grad_mut();
-                let (s, ds) = self.blocks.value_and_grad_mut();
-                factored::backward(
-                    shape,
-                    order,
-                    mixing.view(),
-                    dim3(s),
-                    buffers.x.view(),
-                    buffers.t.view(),
-                    grad_output,
-                    dt.view_mut(),
-                    dx.view_mut(),
-                    rules_trainable.then(|| dim3_mut(da)),
-                    blocks_trainable.then(|| dim3_mut(ds)),
-                );
-                dx
-            }
-        }
+        let lead = saved.lead.clone();
+        let (g, _) = as_matrix("PhmLinear::backward", "grad_output", grad_output, k);
+        let dx = self.backward_matrix(saved, g.view());
+        unflatten(dx, &lead)
     }
 
     /// Inference through `&self`; never allocates `k × d` values (see
     /// [`infer_into`](PhmLinear::infer_into)).
     ///
     /// # Panics
-    /// If `x` is not `(batch, in_features)`.
+    /// If the last axis of `x` is not `in_features`.
     #[track_caller]
-    fn infer(&self, x: ArrayView2<'_, F>) -> Array2<F> {
-        self.check_input("PhmLinear::infer", &x);
-        let mut y = Array2::zeros((x.nrows(), self.shape.out_features()));
-        self.infer_into(x, y.view_mut(), &mut Workspace::new());
-        y
+    fn infer(&self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
+        let (xm, lead) = as_matrix("PhmLinear::infer", "input", x, self.shape.in_features());
+        let mut y = Array2::zeros((xm.nrows(), self.shape.out_features()));
+        self.infer_into(xm.view(), y.view_mut(), &mut Workspace::new());
+        unflatten(y, &lead)
     }
 
     fn visit_params(&self, f: &mut dyn FnMut(&str, &Param<F>)) {
@@ -645,11 +779,32 @@ impl<F: Float> Module<F> for PhmLinear<F> {
         }
     }
 
-    fn visit_params_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param<F>)) {
-        f("rules", &mut self.rules);
-        f("blocks", &mut self.blocks);
-        if let Some(b) = &mut self.bias {
-            f("bias", b);
+    fn clear_saved(&mut self) {
+        while let Some(s) = self.saved.pop() {
+            self.buffers.give(s.x);
         }
+    }
+
+    fn pending(&self) -> usize {
+        self.saved.len()
+    }
+
+    fn describe(&self) -> String {
+        let rules = if self.rules.is_trainable() {
+            "learned rules"
+        } else {
+            "fixed rules"
+        };
+        let bias = if self.bias.is_some() { "" } else { ", no bias" };
+        format!(
+            "PhmLinear({} → {}, n = {}, {rules}{bias})",
+            self.shape.in_features(),
+            self.shape.out_features(),
+            self.shape.n()
+        )
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Option<Vec<usize>> {
+        linear_output_shape(input, self.shape.in_features(), self.shape.out_features())
     }
 }

@@ -63,7 +63,7 @@
 //! use phm_nn::research::synthetic::{self, RuleTask, TrueRule};
 //!
 //! let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
-//! let task = RuleTask::new(4, 8, 8, TrueRule::Algebra(Algebra::Quaternion)).with_samples(16);
+//! let task = RuleTask::new(8, 8, 4, TrueRule::Algebra(Algebra::Quaternion)).with_samples(16);
 //! let data = task.generate::<f64, _>(&mut rng)?;
 //! assert_eq!((data.x.dim(), data.y.dim()), ((16, 8), (16, 8)));
 //! assert_eq!(data.true_rules, phm_nn::algebra::quaternion::<f64>());
@@ -90,6 +90,7 @@ use rand_distr::{Distribution, StandardNormal};
 use crate::algebra::Algebra;
 use crate::error::{check_shape, PhmError, Result};
 use crate::kernels::phm::{build_weight, PhmShape};
+use crate::linalg::{orthonormal_basis, solve, symmetric_eigen};
 use crate::Float;
 
 /// Where the true rules `A*` of a [`RuleTask`] come from.
@@ -148,8 +149,10 @@ pub struct Dataset<F> {
 }
 
 impl RuleTask {
-    /// A `d → k` task of dimension `n` with rule `rule`, no noise and 1024 samples.
-    pub fn new(n: usize, in_features: usize, out_features: usize, rule: TrueRule) -> Self {
+    /// A `d → k` task of dimension `n` with rule `rule`, no noise and 1024 samples (sizes in
+    /// the crate's one order: `in_features, out_features, n`).
+    #[must_use]
+    pub fn new(in_features: usize, out_features: usize, n: usize, rule: TrueRule) -> Self {
         RuleTask {
             n,
             in_features,
@@ -161,12 +164,14 @@ impl RuleTask {
     }
 
     /// Sets the standard deviation of the target noise.
+    #[must_use]
     pub fn with_noise_std(mut self, noise_std: f64) -> Self {
         self.noise_std = noise_std;
         self
     }
 
     /// Sets the number of samples.
+    #[must_use]
     pub fn with_samples(mut self, samples: usize) -> Self {
         self.samples = samples;
         self
@@ -181,7 +186,7 @@ impl RuleTask {
     /// - [`PhmError::InvalidArgument`] for a negative or non-finite `noise_std`, or an algebra
     ///   whose dimension is not `n` (or a Cayley–Dickson `n` that is not a power of two).
     pub fn validate(&self) -> Result<PhmShape> {
-        let shape = PhmShape::new(self.n, self.in_features, self.out_features)?;
+        let shape = PhmShape::new(self.in_features, self.out_features, self.n)?;
         if self.samples == 0 {
             return Err(PhmError::ZeroSize { what: "samples" });
         }
@@ -396,7 +401,8 @@ pub fn principal_angles<F: Float>(
     // part inside it: each accurate where the other is not, and atan2 takes the better one.
     let sines = outside_sines(small, big);
     let inside = big.t().dot(small);
-    let mut cosines: Vec<f64> = symmetric_eigenvalues(inside.t().dot(&inside))
+    let mut cosines: Vec<f64> = symmetric_eigen(&inside.t().dot(&inside))
+        .0
         .into_iter()
         .map(|e| e.max(0.0).sqrt().min(1.0))
         .collect();
@@ -472,7 +478,12 @@ pub fn align_rules<F: Float>(
     }
     let gram = l.t().dot(&l);
     let rhs = l.t().dot(&t);
-    let mixing = solve(gram, rhs)?;
+    let mixing = solve(gram, rhs).map_err(|e| PhmError::InvalidArgument {
+        what: "learned rules",
+        reason: format!(
+            "the learned rules are linearly dependent, so no unique mixing aligns them ({e})"
+        ),
+    })?;
     let fitted = l.dot(&mixing);
     let diff: f64 = fitted
         .iter()
@@ -531,140 +542,19 @@ fn rule_columns<F: Float>(
     Ok((columns(learned), columns(truth)))
 }
 
-/// An orthonormal basis (as columns) of the span of `a`'s columns: modified Gram–Schmidt, each
-/// vector orthogonalized twice; remainders below `1e-10 ·` the largest column norm are dropped.
-fn orthonormal_basis(a: &Array2<f64>) -> Array2<f64> {
-    let scale = a
-        .columns()
-        .into_iter()
-        .map(|c| c.dot(&c).sqrt())
-        .fold(0.0, f64::max);
-    let tol = 1e-10 * scale;
-    let mut basis: Vec<ndarray::Array1<f64>> = Vec::new();
-    for col in a.columns() {
-        let mut v = col.to_owned();
-        for _ in 0..2 {
-            for q in &basis {
-                let proj = q.dot(&v);
-                v.scaled_add(-proj, q);
-            }
-        }
-        let norm = v.dot(&v).sqrt();
-        if norm > tol && norm > 0.0 {
-            basis.push(v / norm);
-        }
-    }
-    let mut q = Array2::zeros((a.nrows(), basis.len()));
-    for (j, b) in basis.iter().enumerate() {
-        q.column_mut(j).assign(b);
-    }
-    q
-}
-
 /// Sines of the principal angles of `span(small)` to `span(big)` (both orthonormal columns,
 /// `small` with no more columns than `big`), ascending: singular values of
 /// `small − big (bigᵀ small)`.
 fn outside_sines(small: &Array2<f64>, big: &Array2<f64>) -> Vec<f64> {
     let outside = small - &big.dot(&big.t().dot(small));
     let gram = outside.t().dot(&outside);
-    let mut sines: Vec<f64> = symmetric_eigenvalues(gram)
+    let mut sines: Vec<f64> = symmetric_eigen(&gram)
+        .0
         .into_iter()
         .map(|e| e.max(0.0).sqrt().min(1.0))
         .collect();
     sines.sort_by(f64::total_cmp);
     sines
-}
-
-/// Eigenvalues of a small symmetric matrix by the cyclic Jacobi method.
-fn symmetric_eigenvalues(mut a: Array2<f64>) -> Vec<f64> {
-    let m = a.nrows();
-    for _sweep in 0..100 {
-        let off: f64 = (0..m)
-            .flat_map(|p| (0..m).filter(move |&q| q != p).map(move |q| (p, q)))
-            .map(|(p, q)| a[[p, q]].powi(2))
-            .sum();
-        let diag: f64 = (0..m).map(|p| a[[p, p]].powi(2)).sum();
-        if off <= 1e-30 * diag || off == 0.0 {
-            break;
-        }
-        for p in 0..m {
-            for q in p + 1..m {
-                let apq = a[[p, q]];
-                if apq == 0.0 {
-                    continue;
-                }
-                // Rotation that zeroes a[p, q] (Golub & Van Loan, Algorithm 8.5.1).
-                let tau = (a[[q, q]] - a[[p, p]]) / (2.0 * apq);
-                let t = tau.signum() / (tau.abs() + (1.0 + tau * tau).sqrt());
-                let t = if tau == 0.0 { 1.0 } else { t };
-                let c = 1.0 / (1.0 + t * t).sqrt();
-                let s = t * c;
-                for k in 0..m {
-                    let (akp, akq) = (a[[k, p]], a[[k, q]]);
-                    a[[k, p]] = c * akp - s * akq;
-                    a[[k, q]] = s * akp + c * akq;
-                }
-                for k in 0..m {
-                    let (apk, aqk) = (a[[p, k]], a[[q, k]]);
-                    a[[p, k]] = c * apk - s * aqk;
-                    a[[q, k]] = s * apk + c * aqk;
-                }
-            }
-        }
-    }
-    (0..m).map(|p| a[[p, p]]).collect()
-}
-
-/// Solves `g X = b` for square `g` by Gaussian elimination with partial pivoting.
-fn solve(mut g: Array2<f64>, mut b: Array2<f64>) -> Result<Array2<f64>> {
-    let n = g.nrows();
-    let scale = (0..n).map(|i| g[[i, i]].abs()).fold(0.0, f64::max);
-    for col in 0..n {
-        let pivot = (col..n)
-            .max_by(|&i, &j| g[[i, col]].abs().total_cmp(&g[[j, col]].abs()))
-            .expect("col < n");
-        let p = g[[pivot, col]];
-        if p.abs() <= 1e-12 * scale {
-            return Err(PhmError::InvalidArgument {
-                what: "learned rules",
-                reason: format!(
-                    "the learned rules are linearly dependent (pivot {p:e} in column {col} of the \
-                     {n}×{n} normal equations, largest diagonal entry {scale:e}), so no unique \
-                     mixing aligns them"
-                ),
-            });
-        }
-        if pivot != col {
-            for k in 0..n {
-                g.swap([pivot, k], [col, k]);
-            }
-            for k in 0..b.ncols() {
-                b.swap([pivot, k], [col, k]);
-            }
-        }
-        for row in col + 1..n {
-            let factor = g[[row, col]] / p;
-            if factor == 0.0 {
-                continue;
-            }
-            for k in col..n {
-                g[[row, k]] -= factor * g[[col, k]];
-            }
-            for k in 0..b.ncols() {
-                b[[row, k]] -= factor * b[[col, k]];
-            }
-        }
-    }
-    for col in (0..n).rev() {
-        for k in 0..b.ncols() {
-            let mut v = b[[col, k]];
-            for j in col + 1..n {
-                v -= g[[col, j]] * b[[j, k]];
-            }
-            b[[col, k]] = v / g[[col, col]];
-        }
-    }
-    Ok(b)
 }
 
 #[cfg(test)]
@@ -807,15 +697,15 @@ mod tests {
     #[test]
     fn task_validation() {
         let quat = TrueRule::Algebra(Algebra::Quaternion);
-        let err = RuleTask::new(4, 10, 8, quat).validate().unwrap_err();
+        let err = RuleTask::new(10, 8, 4, quat).validate().unwrap_err();
         assert_eq!(err.to_string(), "in_features 10 is not divisible by n = 4");
-        let err = RuleTask::new(3, 6, 6, quat).validate().unwrap_err();
+        let err = RuleTask::new(6, 6, 3, quat).validate().unwrap_err();
         assert!(
             err.to_string()
                 .contains("algebra quaternion has dimension 4, but the task has n = 3"),
             "{err}"
         );
-        let err = RuleTask::new(4, 8, 8, quat)
+        let err = RuleTask::new(8, 8, 4, quat)
             .with_noise_std(-0.1)
             .validate()
             .unwrap_err();
@@ -824,7 +714,7 @@ mod tests {
                 .contains("noise_std must be finite and >= 0, got -0.1"),
             "{err}"
         );
-        let err = RuleTask::new(4, 8, 8, quat)
+        let err = RuleTask::new(8, 8, 4, quat)
             .with_samples(0)
             .validate()
             .unwrap_err();
@@ -833,12 +723,12 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.to_string().contains("power of two"), "{err}");
-        assert!(RuleTask::new(0, 4, 4, TrueRule::Random).validate().is_err());
+        assert!(RuleTask::new(4, 4, 0, TrueRule::Random).validate().is_err());
     }
 
     #[test]
     fn generated_data_follow_the_teacher() {
-        let task = RuleTask::new(3, 6, 9, TrueRule::Random)
+        let task = RuleTask::new(6, 9, 3, TrueRule::Random)
             .with_samples(5)
             .with_noise_std(0.5);
         let data = task

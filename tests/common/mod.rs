@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 use ndarray::{Array2, ArrayD, IxDyn};
-use phm_nn::Module;
+use phm_nn::module::params;
+use phm_nn::{Module, Param};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -51,20 +52,30 @@ pub fn assert_close(a: f64, b: f64, tol: f64, what: &str) {
 }
 
 /// The scalar `L = Σ Y ⊙ C` whose gradient with respect to `Y` is `C`.
-fn probe_loss<M: Module<f64> + ?Sized>(m: &mut M, x: &Array2<f64>, c: &Array2<f64>) -> f64 {
+fn probe_loss<M: Module<f64> + ?Sized>(m: &mut M, x: &ArrayD<f64>, c: &ArrayD<f64>) -> f64 {
     let y = m.forward(x.view());
+    m.clear_saved();
     (&y * c).sum()
 }
 
-/// Checks `backward`'s input gradient and every trainable parameter gradient of `m` at `x`
-/// against central finite differences, and checks frozen parameters get no gradient.
-///
-/// Also checks that `infer` gives the same output as `forward` and that gradients accumulate.
+/// [`check_gradients_d`] for a matrix input.
 pub fn check_gradients<M: Module<f64> + ?Sized>(m: &mut M, x: &Array2<f64>, seed: u64, tol: f64) {
+    check_gradients_d(m, &x.clone().into_dyn(), seed, tol);
+}
+
+/// Checks `backward`'s input gradient and every trainable parameter gradient of `m` at `x`
+/// (any rank) against central finite differences, and checks frozen parameters get no
+/// gradient.
+///
+/// Also checks that `infer` gives the same output as `forward`, that gradients accumulate,
+/// and that backward consumes the saved state.
+pub fn check_gradients_d<M: Module<f64> + ?Sized>(m: &mut M, x: &ArrayD<f64>, seed: u64, tol: f64) {
     let mut r = rng(seed);
     let y = m.forward(x.view());
-    let c = uniform2(&mut r, y.nrows(), y.ncols());
+    m.clear_saved();
+    let c = uniform_d(&mut r, y.shape());
     let inferred = m.infer(x.view());
+    assert_eq!(inferred.shape(), y.shape(), "infer vs forward shape");
     for (a, b) in y.iter().zip(inferred.iter()) {
         assert_close(*a, *b, 1e-12, "infer vs forward");
     }
@@ -73,32 +84,30 @@ pub fn check_gradients<M: Module<f64> + ?Sized>(m: &mut M, x: &Array2<f64>, seed
     m.zero_grad();
     m.forward(x.view());
     let dx = m.backward(c.view());
-    assert_eq!(dx.dim(), x.dim(), "dX has the input's shape");
+    assert_eq!(m.pending(), 0, "backward consumes the saved state");
+    assert_eq!(dx.shape(), x.shape(), "dX has the input's shape");
 
     // Input gradient.
-    for i in 0..x.nrows() {
-        for j in 0..x.ncols() {
-            let mut xp = x.clone();
-            xp[[i, j]] += EPS;
-            let lp = probe_loss(m, &xp, &c);
-            xp[[i, j]] -= 2.0 * EPS;
-            let lm = probe_loss(m, &xp, &c);
-            assert_close(
-                dx[[i, j]],
-                (lp - lm) / (2.0 * EPS),
-                tol,
-                &format!("dX[{i},{j}]"),
-            );
-        }
+    for flat in 0..x.len() {
+        let mut xp = x.clone();
+        *xp.iter_mut().nth(flat).unwrap() += EPS;
+        let lp = probe_loss(m, &xp, &c);
+        *xp.iter_mut().nth(flat).unwrap() -= 2.0 * EPS;
+        let lm = probe_loss(m, &xp, &c);
+        let analytic = *dx.iter().nth(flat).unwrap();
+        assert_close(
+            analytic,
+            (lp - lm) / (2.0 * EPS),
+            tol,
+            &format!("dX[{flat}]"),
+        );
     }
 
-    // Parameter gradients.
-    let mut params: Vec<(String, ArrayD<f64>, bool)> = Vec::new();
-    m.visit_params(&mut |name, p| {
-        params.push((name.to_string(), p.grad().to_owned(), p.is_trainable()))
-    });
-    for (name, grad, trainable) in &params {
-        if !trainable {
+    // Parameter gradients, each distinct tensor once.
+    let ps = params(m);
+    for (name, p) in &ps {
+        let grad = p.grad();
+        if !p.is_trainable() {
             assert!(
                 grad.iter().all(|g| *g == 0.0),
                 "frozen {name} got a gradient"
@@ -108,10 +117,10 @@ pub fn check_gradients<M: Module<f64> + ?Sized>(m: &mut M, x: &Array2<f64>, seed
         for flat in 0..grad.len() {
             let mut numeric = 0.0;
             for (sign, step) in [(1.0, EPS), (-1.0, -2.0 * EPS)] {
-                perturb(m, name, flat, step);
+                perturb(p, flat, step);
                 numeric += sign * probe_loss(m, x, &c);
             }
-            perturb(m, name, flat, EPS);
+            perturb(p, flat, EPS);
             numeric /= 2.0 * EPS;
             let analytic = grad.iter().nth(flat).copied().unwrap();
             assert_close(analytic, numeric, tol, &format!("d{name}[{flat}]"));
@@ -119,26 +128,19 @@ pub fn check_gradients<M: Module<f64> + ?Sized>(m: &mut M, x: &Array2<f64>, seed
     }
 
     // Gradients accumulate until zero_grad.
+    let once: Vec<ArrayD<f64>> = ps.iter().map(|(_, p)| p.grad()).collect();
     m.forward(x.view());
     m.backward(c.view());
-    let mut doubled = Vec::new();
-    m.visit_params(&mut |_, p| doubled.push(p.grad().to_owned()));
-    for ((name, once, _), twice) in params.iter().zip(&doubled) {
-        for (a, b) in once.iter().zip(twice.iter()) {
+    for ((name, p), once) in ps.iter().zip(&once) {
+        for (a, b) in once.iter().zip(p.grad().iter()) {
             assert_close(2.0 * a, *b, 1e-12, &format!("{name} accumulates"));
         }
     }
     m.zero_grad();
 }
 
-fn perturb<M: Module<f64> + ?Sized>(m: &mut M, name: &str, flat: usize, step: f64) {
-    let mut found = false;
-    m.visit_params_mut(&mut |n, p| {
-        if n == name {
-            let mut v = p.value_mut();
-            *v.iter_mut().nth(flat).unwrap() += step;
-            found = true;
-        }
-    });
-    assert!(found, "parameter {name} not found");
+fn perturb(p: &Param<f64>, flat: usize, step: f64) {
+    let mut w = p.write();
+    let mut v = w.value_mut();
+    *v.iter_mut().nth(flat).unwrap() += step;
 }

@@ -1,0 +1,63 @@
+//! Shape checks for the linear family: inputs `(…, width)` viewed as matrices `(M, width)`.
+
+use ndarray::{ArrayD, ArrayViewD, CowArray, Ix2, IxDyn};
+
+use crate::Float;
+
+/// Views `x` of shape `(…, width)` as the matrix `(M, width)`, `M` the product of the leading
+/// axes (copied only when `x` is not in standard layout), and returns it with the leading
+/// axes.
+///
+/// # Panics
+/// If `x` has rank 0 or its last axis is not `width`; the message names both shapes.
+#[track_caller]
+pub(crate) fn as_matrix<'a, F: Float>(
+    context: &str,
+    what: &str,
+    x: ArrayViewD<'a, F>,
+    width: usize,
+) -> (CowArray<'a, F, Ix2>, Vec<usize>) {
+    let shape = x.shape().to_vec();
+    if shape.last() != Some(&width) {
+        panic!("{context}: {what} has shape {shape:?}, expected [.., {width}]");
+    }
+    let lead = shape[..shape.len() - 1].to_vec();
+    let rows = lead.iter().product();
+    let x = CowArray::from(x);
+    let x = if x.is_standard_layout() {
+        x
+    } else {
+        CowArray::from(x.as_standard_layout().into_owned())
+    };
+    let m = x
+        .into_shape_with_order((rows, width))
+        .expect("a standard-layout array reshapes");
+    (m, lead)
+}
+
+/// `lead` with `last` appended.
+pub(crate) fn with_last(lead: &[usize], last: usize) -> Vec<usize> {
+    let mut s = lead.to_vec();
+    s.push(last);
+    s
+}
+
+/// Reshapes a matrix `(M, width)` back to `(lead…, width)`.
+pub(crate) fn unflatten<F: Float>(m: ndarray::Array2<F>, lead: &[usize]) -> ArrayD<F> {
+    let width = m.ncols();
+    m.into_shape_with_order(IxDyn(&with_last(lead, width)))
+        .expect("rows are the product of the leading axes")
+}
+
+/// The output shape `(…, out)` of a linear-family layer for `input` `(…, in)`, or `None` if
+/// the last axis is not `in_features`.
+pub(crate) fn linear_output_shape(
+    input: &[usize],
+    in_features: usize,
+    out_features: usize,
+) -> Option<Vec<usize>> {
+    match input.split_last() {
+        Some((&last, lead)) if last == in_features => Some(with_last(lead, out_features)),
+        _ => None,
+    }
+}

@@ -1,0 +1,294 @@
+//! Adam and AdamW, as `torch.optim.Adam` and `torch.optim.AdamW`: one implementation, which
+//! applies the weight decay as an L2 penalty (Adam) or decoupled from the gradient (AdamW).
+//! The update rule is in the [`optim`](crate::optim) module docs.
+
+use ndarray::{ArrayD, Zip};
+
+use crate::error::{PhmError, Result};
+use crate::module::Module;
+use crate::optim::{check_hyper, Optimizer, OptimizerState, ParamState, States};
+use crate::Float;
+
+/// Hyperparameters of [`Adam`]; the defaults are PyTorch's `torch.optim.Adam`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamConfig {
+    /// Learning rate `γ` (default `1e-3`).
+    pub lr: f64,
+    /// Moment coefficients `(β₁, β₂)`, each in `[0, 1)` (default `(0.9, 0.999)`).
+    pub betas: (f64, f64),
+    /// Term `ε ≥ 0` added to the denominator (default `1e-8`).
+    pub eps: f64,
+    /// Weight decay `λ` (default `0`): an L2 penalty added to the gradient, or with
+    /// `decoupled_weight_decay`, `θ ← θ − γ λ θ` before the update (AdamW).
+    pub weight_decay: f64,
+    /// Use the running maximum of `v` (AMSGrad; default `false`).
+    pub amsgrad: bool,
+    /// Decoupled weight decay (AdamW; default `false`).
+    pub decoupled_weight_decay: bool,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        AdamConfig {
+            lr: 1e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            amsgrad: false,
+            decoupled_weight_decay: false,
+        }
+    }
+}
+
+/// Hyperparameters of [`AdamW`]; the defaults are PyTorch's `torch.optim.AdamW` (as
+/// [`AdamConfig`], except the weight decay, which is decoupled and `1e-2`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWConfig {
+    /// Learning rate `γ` (default `1e-3`).
+    pub lr: f64,
+    /// Moment coefficients `(β₁, β₂)`, each in `[0, 1)` (default `(0.9, 0.999)`).
+    pub betas: (f64, f64),
+    /// Term `ε ≥ 0` added to the denominator (default `1e-8`).
+    pub eps: f64,
+    /// Decoupled weight decay `λ`: `θ ← θ − γ λ θ` before the Adam update (default `1e-2`).
+    pub weight_decay: f64,
+    /// Use the running maximum of `v` (AMSGrad; default `false`).
+    pub amsgrad: bool,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig {
+            lr: 1e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 1e-2,
+            amsgrad: false,
+        }
+    }
+}
+
+impl From<AdamWConfig> for AdamConfig {
+    fn from(c: AdamWConfig) -> Self {
+        AdamConfig {
+            lr: c.lr,
+            betas: c.betas,
+            eps: c.eps,
+            weight_decay: c.weight_decay,
+            amsgrad: c.amsgrad,
+            decoupled_weight_decay: true,
+        }
+    }
+}
+
+impl AdamConfig {
+    /// Checks `lr`, `eps`, `weight_decay` (finite, ≥ 0) and the betas (in `[0, 1)`).
+    fn validate(&self) -> Result<()> {
+        check_hyper("lr", self.lr, 0.0)?;
+        check_beta("beta1", self.betas.0)?;
+        check_beta("beta2", self.betas.1)?;
+        check_hyper("eps", self.eps, 0.0)?;
+        check_hyper("weight_decay", self.weight_decay, 0.0)
+    }
+}
+
+/// Checks that a moment coefficient is in `[0, 1)`.
+fn check_beta(what: &'static str, value: f64) -> Result<()> {
+    if (0.0..1.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(PhmError::InvalidArgument {
+            what,
+            reason: format!("{what} must be in [0, 1), got {value}"),
+        })
+    }
+}
+
+/// Adam's state for one parameter.
+#[derive(Debug, Clone)]
+pub(crate) struct Moments<F> {
+    step: i32,
+    exp_avg: ArrayD<F>,
+    exp_avg_sq: ArrayD<F>,
+    max_exp_avg_sq: Option<ArrayD<F>>,
+}
+
+impl<F: Float> ParamState<F> for Moments<F> {
+    fn export(&self, path: &str, out: &mut OptimizerState<F>) {
+        out.scalars
+            .insert(format!("{path}.step"), f64::from(self.step));
+        out.tensors
+            .insert(format!("{path}.exp_avg"), self.exp_avg.clone());
+        out.tensors
+            .insert(format!("{path}.exp_avg_sq"), self.exp_avg_sq.clone());
+        if let Some(m) = &self.max_exp_avg_sq {
+            out.tensors
+                .insert(format!("{path}.max_exp_avg_sq"), m.clone());
+        }
+    }
+
+    fn import(path: &str, shape: &[usize], state: &OptimizerState<F>) -> Result<Option<Self>> {
+        let step_name = format!("{path}.step");
+        let Some(&step) = state.scalars.get(&step_name) else {
+            return Ok(None);
+        };
+        if !(step >= 1.0 && step <= f64::from(i32::MAX) && step.fract() == 0.0) {
+            return Err(PhmError::InvalidArgument {
+                what: "optimizer state",
+                reason: format!("entry `{step_name}` must be a positive whole number, got {step}"),
+            });
+        }
+        let max_name = format!("{path}.max_exp_avg_sq");
+        Ok(Some(Moments {
+            step: step as i32,
+            exp_avg: state.tensor(&format!("{path}.exp_avg"), shape)?,
+            exp_avg_sq: state.tensor(&format!("{path}.exp_avg_sq"), shape)?,
+            max_exp_avg_sq: if state.tensors.contains_key(&max_name) {
+                Some(state.tensor(&max_name, shape)?)
+            } else {
+                None
+            },
+        }))
+    }
+}
+
+/// Adam with optional L2 or decoupled (AdamW) weight decay and AMSGrad; see the
+/// [module docs](crate::optim) for the update rule.
+#[derive(Debug, Clone)]
+pub struct Adam<F> {
+    config: AdamConfig,
+    states: States<Moments<F>>,
+}
+
+/// AdamW (Loshchilov & Hutter), as `torch.optim.AdamW`: [`Adam`] with decoupled weight decay,
+/// built from an [`AdamWConfig`].
+///
+/// ```
+/// use phm_nn::optim::{AdamW, AdamWConfig, Optimizer};
+/// let opt = AdamW::<f32>::new(AdamWConfig::default())?;
+/// assert!(opt.config().decoupled_weight_decay);
+/// assert_eq!(opt.config().weight_decay, 1e-2);
+/// # Ok::<(), phm_nn::PhmError>(())
+/// ```
+pub type AdamW<F> = Adam<F>;
+
+impl<F: Float> Adam<F> {
+    /// An optimizer with these hyperparameters (an [`AdamConfig`], or an [`AdamWConfig`] for
+    /// AdamW).
+    ///
+    /// # Errors
+    /// [`PhmError::InvalidArgument`] for a negative or non-finite `lr`, `eps` or
+    /// `weight_decay`, or a beta outside `[0, 1)`, e.g. `invalid beta2: beta2 must be in
+    /// [0, 1), got 1`.
+    pub fn new(config: impl Into<AdamConfig>) -> Result<Self> {
+        let config = config.into();
+        config.validate()?;
+        Ok(Adam {
+            config,
+            states: States::default(),
+        })
+    }
+
+    /// The hyperparameters (with the current learning rate).
+    pub fn config(&self) -> &AdamConfig {
+        &self.config
+    }
+}
+
+impl<F: Float> Optimizer<F> for Adam<F> {
+    fn step(&mut self, model: &mut dyn Module<F>) -> Result<()> {
+        let h = self.config;
+        let (b1, b2) = h.betas;
+        let (f_b1, f_b2, eps, wd) = (F::of(b1), F::of(b2), F::of(h.eps), F::of(h.weight_decay));
+        let (one_minus_b1, one_minus_b2) = (F::of(1.0 - b1), F::of(1.0 - b2));
+        self.states.step(model, |value, grad, state| {
+            let mut s = state.cloned().unwrap_or_else(|| Moments {
+                step: 0,
+                exp_avg: ArrayD::zeros(grad.raw_dim()),
+                exp_avg_sq: ArrayD::zeros(grad.raw_dim()),
+                max_exp_avg_sq: h.amsgrad.then(|| ArrayD::zeros(grad.raw_dim())),
+            });
+            s.step += 1;
+            let mut theta = value.clone();
+            let mut g = grad.clone();
+            if h.weight_decay != 0.0 {
+                if h.decoupled_weight_decay {
+                    let keep = F::of(1.0 - h.lr * h.weight_decay);
+                    theta.mapv_inplace(|v| v * keep);
+                } else {
+                    g.scaled_add(wd, value);
+                }
+            }
+            Zip::from(&mut s.exp_avg)
+                .and(&mut s.exp_avg_sq)
+                .and(&g)
+                .for_each(|m, v, &g| {
+                    *m = f_b1 * *m + one_minus_b1 * g;
+                    *v = f_b2 * *v + one_minus_b2 * g * g;
+                });
+            if let Some(max) = &mut s.max_exp_avg_sq {
+                Zip::from(max)
+                    .and(&s.exp_avg_sq)
+                    .for_each(|mx, &v| *mx = mx.max(v));
+            }
+            let second = s.max_exp_avg_sq.as_ref().unwrap_or(&s.exp_avg_sq);
+            let t = s.step;
+            let step_size = F::of(h.lr / (1.0 - b1.powi(t)));
+            let bias_correction2_sqrt = F::of((1.0 - b2.powi(t)).sqrt());
+            Zip::from(&mut theta)
+                .and(&s.exp_avg)
+                .and(second)
+                .for_each(|theta, &m, &v| {
+                    *theta -= step_size * m / (v.sqrt() / bias_correction2_sqrt + eps);
+                });
+            (theta, s)
+        })
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.config.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) -> Result<()> {
+        check_hyper("lr", lr, 0.0)?;
+        self.config.lr = lr;
+        Ok(())
+    }
+
+    fn state(&self, model: &dyn Module<F>) -> OptimizerState<F> {
+        let mut out = OptimizerState::default();
+        let c = self.config;
+        for (k, v) in [
+            ("lr", c.lr),
+            ("beta1", c.betas.0),
+            ("beta2", c.betas.1),
+            ("eps", c.eps),
+            ("weight_decay", c.weight_decay),
+            ("amsgrad", f64::from(u8::from(c.amsgrad))),
+            (
+                "decoupled_weight_decay",
+                f64::from(u8::from(c.decoupled_weight_decay)),
+            ),
+        ] {
+            out.scalars.insert(format!("hyper.{k}"), v);
+        }
+        self.states.export(model, &mut out);
+        out
+    }
+
+    fn load_state(&mut self, model: &dyn Module<F>, state: &OptimizerState<F>) -> Result<()> {
+        let config = AdamConfig {
+            lr: state.scalar("hyper.lr")?,
+            betas: (state.scalar("hyper.beta1")?, state.scalar("hyper.beta2")?),
+            eps: state.scalar("hyper.eps")?,
+            weight_decay: state.scalar("hyper.weight_decay")?,
+            amsgrad: state.scalar("hyper.amsgrad")? != 0.0,
+            decoupled_weight_decay: state.scalar("hyper.decoupled_weight_decay")? != 0.0,
+        };
+        config.validate()?;
+        let mut states = self.states.clone();
+        states.import(model, state)?;
+        (self.config, self.states) = (config, states);
+        Ok(())
+    }
+}
