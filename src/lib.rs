@@ -43,6 +43,7 @@
 
 pub mod activation;
 pub mod algebra;
+pub mod data;
 pub mod error;
 mod factored;
 mod float;
