@@ -6,8 +6,10 @@ use std::path::PathBuf;
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use phm_nn::data::{digits, Dataset};
+use phm_nn::data::{digits, stratified_indices, Dataset, SplitFractions};
 use phm_nn::PhmError;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 
 /// Samples per class in the bundled file, counted with a separate script (data/README.md).
 const CLASS_COUNTS: [usize; 10] = [178, 182, 177, 183, 181, 182, 181, 179, 174, 180];
@@ -335,4 +337,145 @@ fn dataset_new_checks_lengths_and_select_picks_rows() {
 fn select_out_of_range_panics_naming_the_index() {
     let data = Dataset::new(ndarray::array![[1.0], [2.0]], vec![0, 1]).unwrap();
     data.select(&[0, 2]);
+}
+
+// ---- stratified splits ----
+
+fn seeded(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+#[test]
+fn digits_split_60_20_20_has_the_hand_computed_per_class_counts() {
+    let data = digits::bundled::<f32>().unwrap();
+    let fractions = SplitFractions::new(0.6, 0.2, 0.2).unwrap();
+    let split = data.stratified_split(fractions, &mut seeded(42)).unwrap();
+    // Per class n: train = round(0.6 n), validation = round(0.8 n) - train, test = the rest.
+    // E.g. n = 178: round(106.8) = 107, round(142.4) = 142, so (107, 35, 36).
+    let expected: [(usize, usize, usize); 10] = [
+        (107, 35, 36), // 178
+        (109, 37, 36), // 182
+        (106, 36, 35), // 177
+        (110, 36, 37), // 183
+        (109, 36, 36), // 181
+        (109, 37, 36), // 182
+        (109, 36, 36), // 181
+        (107, 36, 36), // 179
+        (104, 35, 35), // 174
+        (108, 36, 36), // 180
+    ];
+    assert_eq!(split.train.class_counts(), expected.map(|e| e.0));
+    assert_eq!(split.validation.class_counts(), expected.map(|e| e.1));
+    assert_eq!(split.test.class_counts(), expected.map(|e| e.2));
+    assert_eq!(
+        (split.train.len(), split.validation.len(), split.test.len()),
+        (1078, 360, 359)
+    );
+}
+
+#[test]
+fn digits_split_is_disjoint_covering_seeded_and_keeps_rows_with_their_labels() {
+    let data = digits::bundled::<f64>().unwrap();
+    let fractions = SplitFractions::new(0.6, 0.2, 0.2).unwrap();
+    let parts = stratified_indices(data.y(), fractions, &mut seeded(3)).unwrap();
+    let mut all: Vec<usize> = [&parts.train, &parts.validation, &parts.test]
+        .iter()
+        .flat_map(|p| p.iter().copied())
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..1797).collect::<Vec<_>>());
+    for part in [&parts.train, &parts.validation, &parts.test] {
+        assert!(part.windows(2).all(|w| w[0] < w[1]), "each part is sorted");
+    }
+
+    // The dataset split with the same seed holds exactly those rows.
+    let split = data.stratified_split(fractions, &mut seeded(3)).unwrap();
+    assert_eq!(split.test, data.select(&parts.test));
+    assert_eq!(split.train.x().row(0), data.x().row(parts.train[0]));
+    assert_eq!(split.validation.y()[5], data.y()[parts.validation[5]]);
+
+    // Same seed, same split; another seed, another split.
+    assert_eq!(
+        stratified_indices(data.y(), fractions, &mut seeded(3)).unwrap(),
+        parts
+    );
+    assert_ne!(
+        stratified_indices(data.y(), fractions, &mut seeded(4)).unwrap(),
+        parts
+    );
+
+    // The rows are drawn at random within each class, not taken in file order.
+    let zeros: Vec<usize> = (0..1797).filter(|&i| data.y()[i] == 0).collect();
+    let train_zeros: Vec<usize> = parts
+        .train
+        .iter()
+        .copied()
+        .filter(|&i| data.y()[i] == 0)
+        .collect();
+    assert_eq!(train_zeros.len(), 107);
+    assert_ne!(train_zeros, zeros[..107]);
+}
+
+#[test]
+fn small_split_rounds_half_away_from_zero_per_class() {
+    // Class 0 has 3 rows, class 1 has 7. With (0.5, 0.25, 0.25):
+    // class 0: round(1.5) = 2 train, round(2.25) - 2 = 0 validation, 1 test;
+    // class 1: round(3.5) = 4 train, round(5.25) - 4 = 1 validation, 2 test.
+    let labels = [1, 0, 1, 1, 0, 1, 1, 0, 1, 1];
+    let fractions = SplitFractions::new(0.5, 0.25, 0.25).unwrap();
+    let parts = stratified_indices(&labels, fractions, &mut seeded(0)).unwrap();
+    let count = |rows: &[usize], class: usize| rows.iter().filter(|&&r| labels[r] == class).count();
+    assert_eq!((count(&parts.train, 0), count(&parts.train, 1)), (2, 4));
+    assert_eq!(
+        (count(&parts.validation, 0), count(&parts.validation, 1)),
+        (0, 1)
+    );
+    assert_eq!((count(&parts.test, 0), count(&parts.test, 1)), (1, 2));
+
+    // A zero fraction gives an empty part; no labels give three empty parts.
+    let parts = stratified_indices(
+        &labels,
+        SplitFractions::new(0.8, 0.0, 0.2).unwrap(),
+        &mut seeded(0),
+    )
+    .unwrap();
+    assert!(parts.validation.is_empty());
+    assert_eq!((parts.train.len(), parts.test.len()), (8, 2));
+    let parts = stratified_indices(&[], fractions, &mut seeded(0)).unwrap();
+    assert!(parts.train.is_empty() && parts.validation.is_empty() && parts.test.is_empty());
+}
+
+#[test]
+fn invalid_fractions_are_errors_naming_the_value() {
+    let msg = |t: f64, v: f64, s: f64| SplitFractions::new(t, v, s).unwrap_err().to_string();
+    assert_eq!(
+        msg(1.5, -0.25, -0.25),
+        "invalid split fractions: the train fraction must be in [0, 1], got 1.5"
+    );
+    assert_eq!(
+        msg(0.5, -0.25, 0.75),
+        "invalid split fractions: the validation fraction must be in [0, 1], got -0.25"
+    );
+    assert_eq!(
+        msg(0.5, 0.5, f64::NAN),
+        "invalid split fractions: the test fraction must be in [0, 1], got NaN"
+    );
+    assert_eq!(
+        msg(0.5, 0.25, 0.5),
+        "invalid split fractions: train + validation + test must be 1, got 0.5 + 0.25 + 0.5 = 1.25"
+    );
+    // The fields are public: the split checks them again.
+    let unchecked = SplitFractions {
+        train: 0.5,
+        validation: 0.0,
+        test: 0.0,
+    };
+    let err = stratified_indices(&[0, 1], unchecked, &mut seeded(0)).unwrap_err();
+    assert_eq!(
+        err,
+        PhmError::InvalidArgument {
+            what: "split fractions",
+            reason: "train + validation + test must be 1, got 0.5 + 0 + 0 = 0.5".into(),
+        }
+    );
 }

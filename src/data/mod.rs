@@ -1,19 +1,29 @@
-//! Data for training and evaluating classifiers: a labelled [`Dataset`] and the bundled UCI
-//! handwritten [`digits`].
+//! Data for training and evaluating classifiers: a labelled [`Dataset`], the bundled UCI
+//! handwritten [`digits`] and seeded stratified splits.
 //!
+//! Everything random takes a generator (`&mut R` with `R: rand::Rng`): seed it
+//! (`StdRng::seed_from_u64`) and the same calls give the same splits.
 //! Nothing here depends on layers or parameters; a model enters only through its logits.
 //!
 //! ```
-//! use phm_nn::data::digits;
+//! use phm_nn::data::{digits, SplitFractions};
+//! use rand::{rngs::StdRng, SeedableRng};
 //!
 //! let data = digits::bundled::<f32>()?; // 1,797 images of 8×8 pixels in [0, 1], labels 0..=9
 //! assert_eq!(data.x().dim(), (1797, 64));
 //! assert!(data.x().iter().all(|&p| (0.0..=1.0).contains(&p)));
 //! assert_eq!(data.num_classes(), digits::CLASSES);
+//!
+//! let mut rng = StdRng::seed_from_u64(7);
+//! let split = data.stratified_split(SplitFractions::new(0.6, 0.2, 0.2)?, &mut rng)?;
+//! assert_eq!(split.train.len() + split.validation.len() + split.test.len(), 1797);
+//! assert_eq!(split.test.class_counts()[0], 36); // 178 zeros: 107 + 35 + 36
 //! # Ok::<(), phm_nn::PhmError>(())
 //! ```
 
 mod dataset;
 pub mod digits;
+mod split;
 
 pub use dataset::Dataset;
+pub use split::{stratified_indices, Split, SplitFractions, SplitIndices};
