@@ -1,8 +1,8 @@
 //! Data for training and evaluating classifiers: a labelled [`Dataset`], the bundled UCI
-//! handwritten [`digits`] and seeded stratified splits.
+//! handwritten [`digits`], seeded stratified splits and seeded shuffled mini-[`batches`].
 //!
 //! Everything random takes a generator (`&mut R` with `R: rand::Rng`): seed it
-//! (`StdRng::seed_from_u64`) and the same calls give the same splits.
+//! (`StdRng::seed_from_u64`) and the same calls give the same splits and batch orders.
 //! Nothing here depends on layers or parameters; a model enters only through its logits.
 //!
 //! ```
@@ -18,12 +18,22 @@
 //! let split = data.stratified_split(SplitFractions::new(0.6, 0.2, 0.2)?, &mut rng)?;
 //! assert_eq!(split.train.len() + split.validation.len() + split.test.len(), 1797);
 //! assert_eq!(split.test.class_counts()[0], 36); // 178 zeros: 107 + 35 + 36
+//!
+//! let mut seen = 0;
+//! for batch in split.train.batches(64, &mut rng)? {
+//!     // logits = model.forward(batch.x.view()); loss, backward, optimizer step …
+//!     assert_eq!(batch.x.nrows(), batch.y.len());
+//!     seen += batch.y.len();
+//! }
+//! assert_eq!(seen, split.train.len()); // every training sample once per epoch
 //! # Ok::<(), phm_nn::PhmError>(())
 //! ```
 
+pub mod batches;
 mod dataset;
 pub mod digits;
 mod split;
 
+pub use batches::{Batch, Batches};
 pub use dataset::Dataset;
 pub use split::{stratified_indices, Split, SplitFractions, SplitIndices};
