@@ -55,6 +55,7 @@ pub mod module;
 pub mod optim;
 pub mod phm;
 pub mod phm_linear;
+pub mod schedule;
 pub mod sequential;
 pub mod strategy;
 pub mod synthetic;
