@@ -78,6 +78,26 @@ pub enum PhmError {
         /// The sizes involved.
         reason: String,
     },
+    /// A file could not be opened or read (e.g. it does not exist).
+    Io {
+        /// The file's path, as given.
+        path: String,
+        /// The kind of I/O error, e.g. [`std::io::ErrorKind::NotFound`].
+        kind: std::io::ErrorKind,
+        /// The I/O error's message.
+        reason: String,
+    },
+    /// Data read from a file (or from data bundled with the crate) is malformed: not the
+    /// expected compression, wrong number of columns, a value that is not a number or is out
+    /// of range.
+    Data {
+        /// Where the data came from: the file's path, or a name such as `"bundled digits"`.
+        source: String,
+        /// The 1-based line of the offending record, if the problem is on one line.
+        line: Option<usize>,
+        /// What is wrong, naming the offending value.
+        reason: String,
+    },
 }
 
 impl fmt::Display for PhmError {
@@ -111,6 +131,17 @@ impl fmt::Display for PhmError {
                 "the update of parameter `{param}` is not finite (NaN or inf); no parameter was updated"
             ),
             PhmError::TooLarge { what, reason } => write!(f, "{what} is too large: {reason}"),
+            PhmError::Io { path, reason, .. } => write!(f, "cannot read {path}: {reason}"),
+            PhmError::Data {
+                source,
+                line: Some(line),
+                reason,
+            } => write!(f, "{source}, line {line}: {reason}"),
+            PhmError::Data {
+                source,
+                line: None,
+                reason,
+            } => write!(f, "{source}: {reason}"),
         }
     }
 }

@@ -59,6 +59,7 @@
 #![warn(missing_docs)]
 
 pub mod algebra;
+pub mod data;
 pub mod error;
 mod float;
 pub mod init;

@@ -198,7 +198,7 @@ pub fn accuracy<F: Float, D: Dimension>(logits: ArrayView<'_, F, D>, labels: &[u
 }
 
 /// Index of the first maximum, ignoring NaN; `None` for an empty or all-NaN row.
-fn argmax<F: Float>(z: ArrayView1<'_, F>) -> Option<usize> {
+pub(crate) fn argmax<F: Float>(z: ArrayView1<'_, F>) -> Option<usize> {
     z.iter()
         .enumerate()
         .filter(|(_, v)| !v.is_nan())

@@ -90,6 +90,7 @@ use crate::module::{params, Module, Param, ParamId};
 use crate::Float;
 
 mod adam;
+pub mod schedule;
 mod sgd;
 
 pub use adam::{Adam, AdamConfig, AdamW, AdamWConfig};
