@@ -57,6 +57,11 @@ impl<F: Float> Sequential<F> {
         self.layers.push(Box::new(layer));
     }
 
+    /// Appends an already boxed layer at the end (e.g. a clone of another chain's layer).
+    pub fn push_boxed(&mut self, layer: Box<dyn Module<F>>) {
+        self.layers.push(layer);
+    }
+
     /// Appends `layer` at the end and returns the chain (builder style, as candle-nn's
     /// `seq().add(layer)`).
     #[allow(clippy::should_implement_trait)] // a builder, not `std::ops::Add`
