@@ -59,6 +59,7 @@
 #![warn(missing_docs)]
 
 pub mod algebra;
+pub mod compress;
 pub mod data;
 pub mod error;
 mod float;

@@ -217,6 +217,29 @@ pub fn weight_grad_to_parts<F: Float>(
     Ok((da, ds))
 }
 
+/// Van Loan's rearrangement `R(W)` of a `(k, d)` matrix for dimension `n`: the
+/// `(n², k·d/n²)` matrix whose row `r·n + c` is block `(r, c)` of `W` (shape `(k/n, d/n)`)
+/// flattened. For `W = Σ A_i ⊗ S_i`, `R(W) = Σ_i vec(A_i) vec(S_i)ᵀ`.
+///
+/// ```
+/// use ndarray::array;
+/// let w = array![[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]];
+/// let r = phm_nn::kernels::phm::rearrange(w.view(), 2)?;
+/// assert_eq!(r, array![[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]]);
+/// # Ok::<(), phm_nn::PhmError>(())
+/// ```
+///
+/// # Errors
+/// [`PhmError::ZeroN`], [`PhmError::ZeroSize`] or [`PhmError::NotDivisible`] if `n` does not
+/// divide both sizes.
+pub fn rearrange<F: Float>(w: ArrayView2<'_, F>, n: usize) -> Result<Array2<F>> {
+    let (k, d) = w.dim();
+    let shape = PhmShape::new(d, k, n)?;
+    let mut out = Array2::zeros((0, 0));
+    rearrange_into(shape, w, &mut out);
+    Ok(out)
+}
+
 /// Kronecker product `a ⊗ b`: block `(r, c)` of the result is `a[r, c] · b`.
 ///
 /// ```
