@@ -64,6 +64,7 @@ pub mod data;
 pub mod error;
 mod float;
 pub mod init;
+pub mod interop;
 pub mod kernels;
 pub mod linalg;
 pub mod loss;
