@@ -108,7 +108,7 @@ impl LinearConfig {
 }
 
 /// A dense layer `Y = X Wᵀ + b`; see the [module docs](self).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Linear<F: Float> {
     weight: Param<F>,
     bias: Option<Param<F>>,
@@ -304,5 +304,12 @@ impl<F: Float> Module<F> for Linear<F> {
 
     fn output_shape(&self, input: &[usize]) -> Option<Vec<usize>> {
         linear_output_shape(input, self.in_features(), self.out_features())
+    }
+}
+
+impl<F: Float> std::fmt::Debug for Linear<F> {
+    /// The one-line description (`Linear(…)`), not the arrays.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
     }
 }

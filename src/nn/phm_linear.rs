@@ -320,7 +320,7 @@ fn scratch<F: Float>(buf: &mut Vec<F>, len: usize) -> &mut [F] {
 }
 
 /// A PHM layer `Y = X (Σ A_i ⊗ S_i)ᵀ + b`; see the [module docs](self).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PhmLinear<F: Float> {
     shape: PhmShape,
     rules: Param<F>,
@@ -806,5 +806,12 @@ impl<F: Float> Module<F> for PhmLinear<F> {
 
     fn output_shape(&self, input: &[usize]) -> Option<Vec<usize>> {
         linear_output_shape(input, self.shape.in_features(), self.shape.out_features())
+    }
+}
+
+impl<F: Float> std::fmt::Debug for PhmLinear<F> {
+    /// The one-line description (`PhmLinear(…)`), not the arrays.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
     }
 }
