@@ -1,0 +1,25 @@
+#!/usr/bin/env python3
+"""Writes the PyTorch parity fixtures the Rust tests read (tests/data/).
+
+Run with a Python that has PyTorch (CPU is enough) and safetensors, from anywhere:
+
+    python -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch safetensors numpy
+    /tmp/torchenv/bin/python scripts/make_fixtures.py
+
+CI has no Python: the fixtures are committed, and this script is how they were made.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import linear_fixtures  # noqa: E402
+
+
+def main():
+    linear_fixtures.main()
+
+
+if __name__ == "__main__":
+    main()
