@@ -121,6 +121,21 @@ fn rank<F: Float, D: ndarray::Dimension>(
         })
 }
 
+/// Converts (rules, blocks) between phm-nn's layout and `layout`, either way: for
+/// Compacter every `A_i` and `S_i` is transposed (`A_i = A'_iᵀ`, `S_i = W'_iᵀ`, its own
+/// inverse); HyperNets stores ours.
+fn swap_layout<F: Float>(
+    layout: Layout,
+    rules: Array3<F>,
+    blocks: Array3<F>,
+) -> (Array3<F>, Array3<F>) {
+    let t = |a: Array3<F>| a.permuted_axes([0, 2, 1]).as_standard_layout().into_owned();
+    match layout {
+        Layout::Compacter => (t(rules), t(blocks)),
+        Layout::HyperNets => (rules, blocks),
+    }
+}
+
 /// Imports a PHM layer from `dict` in the given layout (names resolved through `names`).
 /// The values are copied exactly (transposes only move them).
 ///
@@ -145,20 +160,7 @@ pub fn import_phm<F: Float>(
         Some(b) => Some(rank::<F, Ix1>(&cn, b, "(out)")?),
         None => None,
     };
-    let (rules, blocks) = match layout {
-        // A_i = A'_iᵀ, S_i = W'_iᵀ.
-        Layout::Compacter => (
-            rules
-                .permuted_axes([0, 2, 1])
-                .as_standard_layout()
-                .into_owned(),
-            blocks
-                .permuted_axes([0, 2, 1])
-                .as_standard_layout()
-                .into_owned(),
-        ),
-        Layout::HyperNets => (rules, blocks),
-    };
+    let (rules, blocks) = swap_layout(layout, rules, blocks);
     PhmLinear::from_parts(rules, blocks, bias)
 }
 
@@ -166,20 +168,7 @@ pub fn import_phm<F: Float>(
 /// the inverse of [`import_phm`], bit for bit.
 pub fn export_phm<F: Float>(layer: &PhmLinear<F>, layout: Layout, names: &NameMap) -> StateDict<F> {
     let (rule_name, block_name, bias_name) = layout.names();
-    let (rules, blocks) = (layer.rules(), layer.blocks());
-    let (rules, blocks) = match layout {
-        Layout::Compacter => (
-            rules
-                .permuted_axes([0, 2, 1])
-                .as_standard_layout()
-                .into_owned(),
-            blocks
-                .permuted_axes([0, 2, 1])
-                .as_standard_layout()
-                .into_owned(),
-        ),
-        Layout::HyperNets => (rules, blocks),
-    };
+    let (rules, blocks) = swap_layout(layout, layer.rules(), layer.blocks());
     let mut dict = StateDict::new();
     dict.insert(names.resolve(rule_name), rules.into_dyn());
     dict.insert(names.resolve(block_name), blocks.into_dyn());
