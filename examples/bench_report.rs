@@ -8,7 +8,6 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use ndarray::linalg::general_mat_mul;
 use ndarray::Array2;
 use phm_nn::{Float, Kernel, LinearConfig, Mode, Module, PhmLinear, PhmLinearConfig, Strategy};
 use rand::rngs::StdRng;
@@ -118,7 +117,9 @@ fn run_case<F: Float>(case: &Case, rng: &mut StdRng) -> String {
             &mut || step(auto),
             &mut || step(mat),
             &mut || step(fact),
-            &mut || general_mat_mul(F::one(), &x, &w.t(), F::zero(), &mut y_gemm),
+            &mut || {
+                phm_nn::kernels::matmul(F::one(), x.view(), w.t(), F::zero(), y_gemm.view_mut())
+            },
         ])
     } else {
         for l in layers.iter_mut() {
@@ -143,7 +144,9 @@ fn run_case<F: Float>(case: &Case, rng: &mut StdRng) -> String {
             &mut || {
                 black_box(fact.infer(x.view()));
             },
-            &mut || general_mat_mul(F::one(), &x, &w.t(), F::zero(), &mut y_gemm),
+            &mut || {
+                phm_nn::kernels::matmul(F::one(), x.view(), w.t(), F::zero(), y_gemm.view_mut())
+            },
         ])
     };
     let [t_dense, t_auto, t_mat, t_fact, t_gemm] = times[..] else {
