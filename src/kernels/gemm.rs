@@ -14,6 +14,10 @@ use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis
 use crate::kernels::gemm_backend::{few_rows, packed_gemm, FEW_ROWS};
 use crate::Float;
 
+/// Inner dimension from which a few-rows product skips the packed GEMM: shorter dot products
+/// spend more on their horizontal sums than packing costs (measured with the bench report).
+const FEW_ROWS_MIN_K: usize = 64;
+
 /// Multiply-adds (`m·n·k`) from which a product runs on several threads (when
 /// [`num_threads`] > 1). Measured with the bench report on a 2-core machine: below this, the
 /// threads' start-up and synchronization cost more than they save (see `BENCHMARKS.md`).
@@ -181,7 +185,8 @@ pub fn matmul<F: Float>(
 /// `beta = 0`, `c` is not read (NaN in it is ignored).
 ///
 /// Two paths, both with SIMD chosen at run time:
-/// - at most [`FEW_ROWS`] rows of `a` (batch 1, or the `n` segments of one sample), rows of
+/// - at most [`FEW_ROWS`] rows of `a` (batch 1, or the `n` segments of one sample), an inner
+///   dimension of at least [`FEW_ROWS_MIN_K`], rows of
 ///   `a` and columns of `b` contiguous (`b` a weight read as `Wᵀ`): the few-rows kernel, which
 ///   reads every weight once without packing it (at batch 1 a packed GEMM would copy the whole
 ///   weight before using each entry once);
@@ -208,7 +213,7 @@ pub(crate) fn gemm<F: Float>(
     let pool = (threads > 1).then(|| pool(threads)).flatten();
     let few = (1..=FEW_ROWS).contains(&m)
         && n > 0
-        && k > 0
+        && k >= FEW_ROWS_MIN_K
         && (k == 1 || a.strides()[1] == 1)
         && b.strides()[0] == 1;
     match (few, pool) {
