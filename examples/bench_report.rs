@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo run --release --example bench_report` (add `-- --quick` for a smaller grid,
 //! `-- --key` for the key cases only (the ones `scripts/torch_bench.py` times in PyTorch),
-//! `-- --f64` for the f64 case). Threads: `PHM_NN_NUM_THREADS=1` for one. Every figure is the
+//! `-- --f64` for the f64 case, `-- --threads-sweep` for where threads start to pay). Threads: `PHM_NN_NUM_THREADS=1` for one. Every figure is the
 //! median of interleaved samples, and GFLOP/s count `2·B·k·d` per forward (dense-equivalent),
 //! `6·B·k·d` per training step. The report starts with the CPU model, the SIMD level the GEMM
 //! dispatched to and the thread count, and ends with the peak memory of one training step
@@ -262,8 +262,57 @@ fn memory_table(shapes: &[(usize, usize, usize, usize)]) {
     }
 }
 
+/// 1 thread against `num_threads()` threads on products of growing size, every product
+/// threaded (threshold 0): where the ratio crosses 1 is where threads start to pay.
+fn threads_sweep() {
+    let threads = phm_nn::kernels::num_threads();
+    println!("GEMM f32, 1 thread vs {threads} threads (every product threaded for this sweep)\n");
+    println!("| m×k×n | multiply-adds | 1 thread µs | {threads} threads µs | speed-up |");
+    println!("|---|---:|---:|---:|---:|");
+    let mut rng = StdRng::seed_from_u64(2);
+    for (m, k, n) in [
+        (1, 256, 256),
+        (8, 256, 256),
+        (32, 256, 256),
+        (64, 256, 256),
+        (1, 1024, 1024),
+        (4, 1024, 1024),
+        (32, 512, 512),
+        (128, 256, 256),
+        (16, 1024, 1024),
+        (256, 256, 256),
+        (32, 1024, 1024),
+        (256, 512, 512),
+        (256, 1024, 1024),
+    ] {
+        let a: Array2<f32> = random(&mut rng, m, k);
+        let w: Array2<f32> = random(&mut rng, n, k);
+        let mut c = Array2::<f32>::zeros((m, n));
+        phm_nn::kernels::set_parallel_min_work(0);
+        let mut time_with = |t: usize| {
+            phm_nn::kernels::set_num_threads(t);
+            race(&mut [&mut || phm_nn::kernels::matmul(1.0, a.view(), w.t(), 0.0, c.view_mut())])[0]
+        };
+        let one = time_with(1);
+        let many = time_with(threads);
+        println!(
+            "| {m}×{k}×{n} | {} | {:.1} | {:.1} | {:.2} |",
+            m * k * n,
+            one * 1e6,
+            many * 1e6,
+            one / many
+        );
+    }
+    phm_nn::kernels::set_num_threads(threads);
+    phm_nn::kernels::set_parallel_min_work(phm_nn::kernels::PARALLEL_MIN_WORK);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--threads-sweep") {
+        threads_sweep();
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let key = args.iter().any(|a| a == "--key");
     let f64_case = args.iter().any(|a| a == "--f64");

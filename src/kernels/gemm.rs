@@ -7,6 +7,7 @@
 //! [`PARALLEL_MIN_WORK`] multiply-adds runs on [`num_threads`] threads; smaller ones run on the
 //! calling thread, where threads cost more than they gain.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
@@ -18,10 +19,20 @@ use crate::Float;
 /// spend more on their horizontal sums than packing costs (measured with the bench report).
 const FEW_ROWS_MIN_K: usize = 64;
 
-/// Multiply-adds (`m·n·k`) from which a product runs on several threads (when
-/// [`num_threads`] > 1). Measured with the bench report on a 2-core machine: below this, the
-/// threads' start-up and synchronization cost more than they save (see `BENCHMARKS.md`).
+/// Default multiply-adds (`m·n·k`) from which a product runs on several threads (when
+/// [`num_threads`] > 1); [`set_parallel_min_work`] changes it. Measured with
+/// `bench_report -- --threads-sweep` on a 2-core machine: below this, handing the work to
+/// the pool costs more than the second thread saves (see `BENCHMARKS.md`).
 pub const PARALLEL_MIN_WORK: usize = 1 << 22;
+
+/// The threshold in force (see [`PARALLEL_MIN_WORK`]).
+static MIN_WORK: AtomicUsize = AtomicUsize::new(PARALLEL_MIN_WORK);
+
+/// Sets the multiply-adds from which a product is threaded (default [`PARALLEL_MIN_WORK`]),
+/// for the whole process; `0` threads every product, `usize::MAX` none.
+pub fn set_parallel_min_work(work: usize) {
+    MIN_WORK.store(work, Ordering::Relaxed);
+}
 
 /// The environment variable read (once, at the first product) for the default thread count.
 pub const NUM_THREADS_ENV: &str = "PHM_NN_NUM_THREADS";
@@ -115,10 +126,10 @@ fn pool(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
     }
 }
 
-/// Threads for a product of `work` multiply-adds: [`num_threads`] when it is at least
-/// [`PARALLEL_MIN_WORK`], else 1.
+/// Threads for a product of `work` multiply-adds: [`num_threads`] when it is at least the
+/// threshold ([`set_parallel_min_work`]), else 1.
 fn threads_for(work: usize) -> usize {
-    if work >= PARALLEL_MIN_WORK {
+    if work >= MIN_WORK.load(Ordering::Relaxed) {
         num_threads()
     } else {
         1

@@ -25,5 +25,6 @@ pub mod phm;
 pub mod strategy;
 
 pub use gemm::{
-    matmul, num_threads, set_num_threads, simd_level, NUM_THREADS_ENV, PARALLEL_MIN_WORK,
+    matmul, num_threads, set_num_threads, set_parallel_min_work, simd_level, NUM_THREADS_ENV,
+    PARALLEL_MIN_WORK,
 };
