@@ -21,6 +21,7 @@
 //!
 //! ```text
 //!     GEMM with m rows:   B·k·d · (1 + [gemm_half_rows]/m)      (short products run below peak)
+//!                         + [pack] · (weights it multiplies by)  (packed on every call)
 //!     batch 1 (memory):   materialized k·d · [load],
 //!                         factored (k·d/n) · ([factored_load] + [factored_load_per_n]·n)
 //!     factored extra:     B · ([call] + [mix] · n²·min(k, d))   (the per-sample mixing)
@@ -111,6 +112,11 @@ pub enum Mode {
 pub struct CostModel {
     /// Rows at which a GEMM runs at half its peak rate (`cost ∝ 1 + gemm_half_rows / m`).
     pub gemm_half_rows: f64,
+    /// Cost per weight entry of packing the weight a GEMM multiplies by, once per call and
+    /// pass: the backend copies it into its tile layout whatever the batch, so a short GEMM
+    /// with a large weight pays it on few rows (materialized packs `k·d` entries, factored
+    /// `k·d/n`).
+    pub pack: f64,
     /// Batch-1 materialized cost per weight entry (a memory-bound matrix–vector product).
     pub load: f64,
     /// Batch-1 factored cost per block entry is `factored_load + factored_load_per_n · n`.
@@ -135,6 +141,7 @@ impl Default for CostModel {
     fn default() -> Self {
         CostModel {
             gemm_half_rows: 16.0,
+            pack: 60.0,
             load: 12.0,
             factored_load: 16.0,
             factored_load_per_n: 2.0,
@@ -224,7 +231,10 @@ impl Strategy {
                         k * d / n * (model.factored_load + model.factored_load_per_n * n),
                     )
                 } else {
-                    (gemm(b), gemm(b * n))
+                    (
+                        gemm(b) + model.pack * k * d,
+                        gemm(b * n) + model.pack * k * d / n,
+                    )
                 };
                 let build = if stale { k * d * model.build } else { 0.0 };
                 let materialized = passes * (mat_main + build);
