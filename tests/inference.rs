@@ -31,8 +31,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// matrixmultiply's largest packing buffer for f32 (KC = 256, MC = 64, NC = 1024 values, plus
-/// alignment), rounded up.
+/// The per-call packing bound (first set for matrixmultiply: KC = 256, MC = 64, NC = 1024 f32
+/// values plus alignment, rounded up); the `gemm` crate's per-call buffers for these shapes
+/// stay within it.
 const PACKING_BOUND: usize = 1_200_000;
 
 /// Runs `f` and returns (allocations, largest allocation in bytes) made meanwhile.

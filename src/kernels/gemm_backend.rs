@@ -181,10 +181,17 @@ fn dot<F: Float>(x: &[F], y: &[F]) -> F {
         }
         base += LANES;
     }
-    let mut sum = F::zero();
-    for v in acc {
-        sum += v;
+    // Pairwise (tree) reduction: each halving is one vector add; a serial sum of the 64
+    // accumulators would cost more than the whole main loop of a 256-long dot product.
+    let mut width = WIDE;
+    while width > 1 {
+        width /= 2;
+        for t in 0..width {
+            let upper = acc[t + width];
+            acc[t] += upper;
+        }
     }
+    let mut sum = acc[0];
     for l in base..k {
         sum += x[l] * y[l];
     }
