@@ -3,8 +3,10 @@
 //! parameters marked changed as an optimizer step does). Throughput is in dense-equivalent
 //! FLOPs: `2·B·k·d` per forward, `6·B·k·d` per training step.
 //!
-//! Run: `cargo bench --bench phm_vs_dense` (filter with e.g. `-- 1024x1024/b32`).
-//! `cargo run --release --example bench_report` prints the same grid as one ratio table.
+//! Run: `cargo bench --bench phm_vs_dense` (filter with e.g. `-- 1024x1024/b32`; one thread:
+//! `PHM_NN_NUM_THREADS=1 cargo bench ...`). It first prints the CPU model, the SIMD level the
+//! GEMM dispatched to and the thread count. `cargo run --release --example bench_report`
+//! prints the same grid as one ratio table.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -82,7 +84,26 @@ fn bench_grid<F: Float>(
     }
 }
 
+/// The CPU model from /proc/cpuinfo (Linux), or "unknown".
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name") || l.starts_with("Model"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
 fn benches(c: &mut Criterion) {
+    eprintln!(
+        "CPU: {} · GEMM SIMD: {} · threads: {}",
+        cpu_model(),
+        phm_nn::kernels::simd_level(),
+        phm_nn::kernels::num_threads()
+    );
     bench_grid::<f32>(c, "f32", &SIZES, &BATCHES);
     bench_grid::<f64>(c, "f64", &[(1024, 1024)], &[32]);
 }

@@ -2,17 +2,73 @@
 //! process; prints a Markdown table (time ratios, parameter ratios, GFLOP/s).
 //!
 //! Run: `cargo run --release --example bench_report` (add `-- --quick` for a smaller grid,
-//! `-- --f64` for the f64 case). Every figure is the median of interleaved samples, and
-//! GFLOP/s count `2·B·k·d` per forward (dense-equivalent), `6·B·k·d` per training step.
+//! `-- --key` for the key cases only (the ones `scripts/torch_bench.py` times in PyTorch),
+//! `-- --f64` for the f64 case, `-- --threads-sweep` for where threads start to pay). Threads: `PHM_NN_NUM_THREADS=1` for one. Every figure is the
+//! median of interleaved samples, and GFLOP/s count `2·B·k·d` per forward (dense-equivalent),
+//! `6·B·k·d` per training step. The report starts with the CPU model, the SIMD level the GEMM
+//! dispatched to and the thread count, and ends with the peak memory of one training step
+//! (a counting global allocator).
+//!
+//! Calibrating `Strategy::Auto` for a machine: run the full grid; where the `Auto/best`
+//! column is above 1, Auto picked the slower kernel (`mat/fact` says which was faster). Adjust
+//! the fields of `phm_nn::kernels::strategy::CostModel` (e.g. `build` up when materialized
+//! wins too often in training, `call`/`mix` up when factored does), install it with
+//! `set_cost_model`, and rerun until `Auto/best` stays near 1.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ndarray::linalg::general_mat_mul;
 use ndarray::Array2;
 use phm_nn::{Float, Kernel, LinearConfig, Mode, Module, PhmLinear, PhmLinearConfig, Strategy};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+
+/// Counts live bytes and their peak, to measure the memory of one training step.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts bytes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+        PEAK.fetch_max(live, Ordering::Relaxed);
+        // SAFETY: same layout, passed through.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Peak bytes allocated above the level at the start while `f` runs.
+fn peak_bytes(f: impl FnOnce()) -> usize {
+    let start = LIVE.load(Ordering::Relaxed);
+    PEAK.store(start, Ordering::Relaxed);
+    f();
+    PEAK.load(Ordering::Relaxed).saturating_sub(start)
+}
+
+/// The CPU model from /proc/cpuinfo (Linux), or "unknown".
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name") || l.starts_with("Model"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
 
 /// Minimum time of one sample.
 const SAMPLE: Duration = Duration::from_millis(25);
@@ -118,7 +174,9 @@ fn run_case<F: Float>(case: &Case, rng: &mut StdRng) -> String {
             &mut || step(auto),
             &mut || step(mat),
             &mut || step(fact),
-            &mut || general_mat_mul(F::one(), &x, &w.t(), F::zero(), &mut y_gemm),
+            &mut || {
+                phm_nn::kernels::matmul(F::one(), x.view(), w.t(), F::zero(), y_gemm.view_mut())
+            },
         ])
     } else {
         for l in layers.iter_mut() {
@@ -143,7 +201,9 @@ fn run_case<F: Float>(case: &Case, rng: &mut StdRng) -> String {
             &mut || {
                 black_box(fact.infer(x.view().into_dyn()));
             },
-            &mut || general_mat_mul(F::one(), &x, &w.t(), F::zero(), &mut y_gemm),
+            &mut || {
+                phm_nn::kernels::matmul(F::one(), x.view(), w.t(), F::zero(), y_gemm.view_mut())
+            },
         ])
     };
     let [t_dense, t_auto, t_mat, t_fact, t_gemm] = times[..] else {
@@ -168,11 +228,102 @@ fn run_case<F: Float>(case: &Case, rng: &mut StdRng) -> String {
     )
 }
 
+/// Peak bytes of one training step (forward + backward) of a fresh layer, for dense and
+/// each PHM kernel, with the parameter bytes for scale.
+fn memory_table(shapes: &[(usize, usize, usize, usize)]) {
+    println!("\nPeak bytes allocated by one training step (fresh layer: includes the buffers it keeps; counting allocator), f32\n");
+    println!("| in×out | batch | n | dense params | dense step | PHM params | PHM mat step | PHM fact step | fact/dense |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut rng = StdRng::seed_from_u64(3);
+    let mib = |b: usize| format!("{:.2} MiB", b as f64 / (1 << 20) as f64);
+    for &(d, k, n, batch) in shapes {
+        let x: Array2<f32> = random(&mut rng, batch, d);
+        let g: Array2<f32> = random(&mut rng, batch, k);
+        let mut dense = LinearConfig::new(d, k).init::<f32, _>(&mut rng).unwrap();
+        let base: PhmLinear<f32> = PhmLinearConfig::new(d, k, n).init(&mut rng).unwrap();
+        let step = |m: &mut dyn Module<f32>| {
+            peak_bytes(|| {
+                black_box(m.forward(x.view().into_dyn()));
+                black_box(m.backward(g.view().into_dyn()));
+            })
+        };
+        let dense_step = step(&mut dense);
+        let mat_step = step(&mut base.clone().with_strategy(Strategy::Materialized));
+        let fact_step = step(&mut base.clone().with_strategy(Strategy::Factored));
+        println!(
+            "| {d}×{k} | {batch} | {n} | {} | {} | {} | {} | {} | {:.2} |",
+            mib(dense.num_parameters() * 4),
+            mib(dense_step),
+            mib(base.num_parameters() * 4),
+            mib(mat_step),
+            mib(fact_step),
+            fact_step as f64 / dense_step as f64,
+        );
+    }
+}
+
+/// 1 thread against `num_threads()` threads on products of growing size, every product
+/// threaded (threshold 0): where the ratio crosses 1 is where threads start to pay.
+fn threads_sweep() {
+    let threads = phm_nn::kernels::num_threads();
+    println!("GEMM f32, 1 thread vs {threads} threads (every product threaded for this sweep)\n");
+    println!("| m×k×n | multiply-adds | 1 thread µs | {threads} threads µs | speed-up |");
+    println!("|---|---:|---:|---:|---:|");
+    let mut rng = StdRng::seed_from_u64(2);
+    for (m, k, n) in [
+        (1, 256, 256),
+        (8, 256, 256),
+        (32, 256, 256),
+        (64, 256, 256),
+        (1, 1024, 1024),
+        (4, 1024, 1024),
+        (32, 512, 512),
+        (128, 256, 256),
+        (16, 1024, 1024),
+        (256, 256, 256),
+        (32, 1024, 1024),
+        (256, 512, 512),
+        (256, 1024, 1024),
+    ] {
+        let a: Array2<f32> = random(&mut rng, m, k);
+        let w: Array2<f32> = random(&mut rng, n, k);
+        let mut c = Array2::<f32>::zeros((m, n));
+        phm_nn::kernels::set_parallel_min_work(0);
+        let mut time_with = |t: usize| {
+            phm_nn::kernels::set_num_threads(t);
+            race(&mut [&mut || phm_nn::kernels::matmul(1.0, a.view(), w.t(), 0.0, c.view_mut())])[0]
+        };
+        let one = time_with(1);
+        let many = time_with(threads);
+        println!(
+            "| {m}×{k}×{n} | {} | {:.1} | {:.1} | {:.2} |",
+            m * k * n,
+            one * 1e6,
+            many * 1e6,
+            one / many
+        );
+    }
+    phm_nn::kernels::set_num_threads(threads);
+    phm_nn::kernels::set_parallel_min_work(phm_nn::kernels::PARALLEL_MIN_WORK);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--threads-sweep") {
+        threads_sweep();
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
+    let key = args.iter().any(|a| a == "--key");
     let f64_case = args.iter().any(|a| a == "--f64");
     let mut rng = StdRng::seed_from_u64(1);
+    println!(
+        "CPU: {} · GEMM SIMD: {} · threads: {} (PHM_NN_NUM_THREADS={})\n",
+        cpu_model(),
+        phm_nn::kernels::simd_level(),
+        phm_nn::kernels::num_threads(),
+        std::env::var("PHM_NN_NUM_THREADS").unwrap_or_else(|_| "unset".into()),
+    );
     let sizes: &[(usize, usize)] = if quick {
         &[(256, 256), (1024, 1024)]
     } else {
@@ -185,31 +336,65 @@ fn main() {
         ]
     };
     let ns: &[usize] = if quick { &[4] } else { &[2, 4, 8, 16] };
-    println!("PHM vs dense, {} (medians of {SAMPLES} interleaved samples; ratios < 1 mean PHM is faster)\n", if f64_case { "f64" } else { "f32" });
-    println!("| in×out | batch | n | pass | dense ms | PHM ms | PHM/dense | Auto/best | Auto kernel | params PHM/dense | dense GFLOP/s | PHM GFLOP/s | plain GEMM GFLOP/s | mat/fact |");
-    println!("|---|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|");
-    for &(d, k) in sizes {
-        for batch in [1, 32, 256] {
-            for &n in ns {
-                for train in [false, true] {
-                    if train && d * k > 4096 * 1024 {
-                        continue; // 4096×4096: forward only
+    let mut cases = Vec::new();
+    if key {
+        // (in, out, batch, n, train): the side-by-side cases and the targets.
+        for (d, k, batch, n, train) in [
+            (1024, 1024, 256, 4, true),
+            (1024, 1024, 256, 4, false),
+            (1024, 1024, 32, 4, false),
+            (1024, 1024, 32, 4, true),
+            (4096, 1024, 256, 8, true),
+            (1024, 1024, 1, 4, false),
+            (4096, 4096, 1, 4, false),
+            (256, 256, 32, 4, true),
+            (256, 256, 32, 8, true),
+        ] {
+            cases.push(Case {
+                d,
+                k,
+                batch,
+                n,
+                train,
+            });
+        }
+    } else {
+        for &(d, k) in sizes {
+            for batch in [1, 32, 256] {
+                for &n in ns {
+                    for train in [false, true] {
+                        if train && d * k > 4096 * 1024 {
+                            continue; // 4096×4096: forward only
+                        }
+                        cases.push(Case {
+                            d,
+                            k,
+                            batch,
+                            n,
+                            train,
+                        });
                     }
-                    let case = Case {
-                        d,
-                        k,
-                        batch,
-                        n,
-                        train,
-                    };
-                    let line = if f64_case {
-                        run_case::<f64>(&case, &mut rng)
-                    } else {
-                        run_case::<f32>(&case, &mut rng)
-                    };
-                    println!("{line}");
                 }
             }
         }
+    }
+    println!("PHM vs dense, {} (medians of {SAMPLES} interleaved samples; ratios < 1 mean PHM is faster)\n", if f64_case { "f64" } else { "f32" });
+    println!("| in×out | batch | n | pass | dense ms | PHM ms | PHM/dense | Auto/best | Auto kernel | params PHM/dense | dense GFLOP/s | PHM GFLOP/s | plain GEMM GFLOP/s | mat/fact |");
+    println!("|---|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|");
+    for case in &cases {
+        let line = if f64_case {
+            run_case::<f64>(case, &mut rng)
+        } else {
+            run_case::<f32>(case, &mut rng)
+        };
+        println!("{line}");
+    }
+    if !f64_case {
+        memory_table(&[
+            (256, 256, 4, 32),
+            (1024, 1024, 4, 32),
+            (1024, 1024, 4, 256),
+            (4096, 1024, 8, 256),
+        ]);
     }
 }

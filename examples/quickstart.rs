@@ -62,7 +62,10 @@ fn dataset(rng: &mut StdRng) -> phm_nn::Result<Data> {
     let mut inputs =
         |rows| ArrayD::from_shape_simple_fn(IxDyn(&[rows, IN]), || rng.random_range(-1.0f32..1.0));
     let (x, x_test) = (inputs(TRAIN), inputs(TEST));
-    let (y, y_test) = (teacher.infer(x.view()), teacher.infer(x_test.view()));
+    let (y, y_test) = (
+        teacher.infer(x.view().into_dyn()),
+        teacher.infer(x_test.view().into_dyn()),
+    );
     Ok(Data {
         x,
         y,
@@ -85,7 +88,8 @@ fn train(model: &mut Sequential<f32>, data: &Data, rng: &mut StdRng) -> phm_nn::
         x_test,
         y_test,
     } = data;
-    let test_loss = |m: &Sequential<f32>| mse(m.infer(x_test.view()).view(), y_test.view()).value;
+    let test_loss =
+        |m: &Sequential<f32>| mse(m.infer(x_test.view().into_dyn()).view(), y_test.view()).value;
     let initial_test = test_loss(model);
     let mut opt = Sgd::new(SgdConfig {
         lr: 0.02,
@@ -102,14 +106,14 @@ fn train(model: &mut Sequential<f32>, data: &Data, rng: &mut StdRng) -> phm_nn::
         for batch in order.chunks(BATCH) {
             let (xb, yb) = (x.select(Axis(0), batch), y.select(Axis(0), batch));
             model.zero_grad();
-            let pred = model.forward(xb.view());
+            let pred = model.forward(xb.view().into_dyn());
             let loss = mse(pred.view(), yb.view());
-            model.backward(loss.grad.view());
+            model.backward(loss.grad.view().into_dyn());
             opt.step(model)?;
         }
     }
     let seconds = start.elapsed().as_secs_f64();
-    let final_train = mse(model.infer(x.view()).view(), y.view()).value;
+    let final_train = mse(model.infer(x.view().into_dyn()).view(), y.view()).value;
     Ok(Outcome {
         initial_test,
         final_train,

@@ -25,16 +25,16 @@ impl Residual {
 
 impl Module<f32> for Residual {
     fn forward(&mut self, x: ArrayViewD<'_, f32>) -> ArrayD<f32> {
-        &x + &self.inner.forward(x.view())
+        &x + &self.inner.forward(x.view().into_dyn())
     }
 
     fn backward(&mut self, g: ArrayViewD<'_, f32>) -> ArrayD<f32> {
         // d(x + f(x)) = g + J_fᵀ g
-        &g + &self.inner.backward(g.view())
+        &g + &self.inner.backward(g.view().into_dyn())
     }
 
     fn infer(&self, x: ArrayViewD<'_, f32>) -> ArrayD<f32> {
-        &x + &self.inner.infer(x.view())
+        &x + &self.inner.infer(x.view().into_dyn())
     }
 
     fn visit_children<'a>(&'a self, f: &mut dyn FnMut(&str, &'a dyn Module<f32>)) {
@@ -66,24 +66,37 @@ struct TwoBranch {
 
 impl Module<f32> for TwoBranch {
     fn forward(&mut self, x: ArrayViewD<'_, f32>) -> ArrayD<f32> {
-        let a = self.act_phm.forward(self.phm.forward(x.view()).view());
-        let b = self.act_dense.forward(self.dense.forward(x.view()).view());
-        self.head.forward((&a + &b).view())
+        let a = self
+            .act_phm
+            .forward(self.phm.forward(x.view().into_dyn()).view().into_dyn());
+        let b = self
+            .act_dense
+            .forward(self.dense.forward(x.view().into_dyn()).view().into_dyn());
+        self.head.forward((&a + &b).view().into_dyn())
     }
 
     fn backward(&mut self, g: ArrayViewD<'_, f32>) -> ArrayD<f32> {
         let g = self.head.backward(g);
-        let ga = self.phm.backward(self.act_phm.backward(g.view()).view());
-        let gb = self
-            .dense
-            .backward(self.act_dense.backward(g.view()).view());
+        let ga = self
+            .phm
+            .backward(self.act_phm.backward(g.view().into_dyn()).view().into_dyn());
+        let gb = self.dense.backward(
+            self.act_dense
+                .backward(g.view().into_dyn())
+                .view()
+                .into_dyn(),
+        );
         ga + gb
     }
 
     fn infer(&self, x: ArrayViewD<'_, f32>) -> ArrayD<f32> {
-        let a = self.act_phm.infer(self.phm.infer(x.view()).view());
-        let b = self.act_dense.infer(self.dense.infer(x.view()).view());
-        self.head.infer((&a + &b).view())
+        let a = self
+            .act_phm
+            .infer(self.phm.infer(x.view().into_dyn()).view().into_dyn());
+        let b = self
+            .act_dense
+            .infer(self.dense.infer(x.view().into_dyn()).view().into_dyn());
+        self.head.infer((&a + &b).view().into_dyn())
     }
 
     fn visit_children<'a>(&'a self, f: &mut dyn FnMut(&str, &'a dyn Module<f32>)) {
@@ -124,9 +137,9 @@ fn train(
     let mut losses = Vec::new();
     for _ in 0..200 {
         model.zero_grad();
-        let y = model.forward(x.view());
+        let y = model.forward(x.view().into_dyn());
         let loss = mse(y.view(), target.view());
-        model.backward(loss.grad.view());
+        model.backward(loss.grad.view().into_dyn());
         opt.step(model)?;
         losses.push(loss.value);
     }

@@ -224,7 +224,7 @@ fn activations_have_no_parameters_and_keep_any_shape() {
     assert_eq!(count, 0);
     // Element-wise on any rank, (B, C, H, W) included.
     let x = ndarray::ArrayD::<f64>::from_shape_fn(vec![2, 3, 2, 2], |i| i[1] as f64 - 1.0);
-    let y = Relu::new().infer(x.view());
+    let y = Relu::new().infer(x.view().into_dyn());
     assert_eq!(y.shape(), x.shape());
     assert_eq!(y, x.mapv(|v| v.max(0.0)));
     assert_eq!(tanh.output_shape(&[4, 5, 6]), Some(vec![4, 5, 6]));
@@ -282,11 +282,11 @@ fn applied_twice_before_backward_gives_both_gradients() {
     // y = tanh(tanh(x)) through one Tanh value: the saved states are popped in reverse order.
     let x = array![[0.3, -1.2, 2.0]].into_dyn();
     let mut tanh = Tanh::<f64>::new();
-    let h = tanh.forward(x.view());
-    let y = tanh.forward(h.view());
+    let h = tanh.forward(x.view().into_dyn());
+    let y = tanh.forward(h.view().into_dyn());
     assert_eq!(tanh.pending(), 2);
-    let dh = tanh.backward(ndarray::ArrayD::ones(y.raw_dim()).view());
-    let dx = tanh.backward(dh.view());
+    let dh = tanh.backward(ndarray::ArrayD::ones(y.raw_dim()).view().into_dyn());
+    let dx = tanh.backward(dh.view().into_dyn());
     assert_eq!(tanh.pending(), 0);
     for ((&xi, &hi), &di) in x.iter().zip(&h).zip(&dx) {
         let want = (1.0 - hi.tanh().powi(2)) * (1.0 - xi.tanh().powi(2));

@@ -135,7 +135,7 @@ fn from_dense_keeps_the_bias_and_reports_errors() {
     assert_eq!(phm.shape(), PhmShape::new(8, 4, 2).unwrap());
     let x = uniform2(&mut r, 3, 8).into_dyn();
     // The outputs differ by at most the weight error times the input norm.
-    let diff = &dense.infer(x.view()) - &phm.infer(x.view());
+    let diff = &dense.infer(x.view().into_dyn()) - &phm.infer(x.view().into_dyn());
     let w_err = frobenius(&(&dense.weight() - &phm.weight()));
     assert_close(
         w_err / frobenius(&dense.weight()),

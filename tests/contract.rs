@@ -19,19 +19,19 @@ struct Twice<M> {
 impl<M: Module<f64> + Clone> Module<f64> for Twice<M> {
     fn forward(&mut self, x: ArrayViewD<'_, f64>) -> ArrayD<f64> {
         let h = self.layer.forward(x);
-        let h = self.act.forward(h.view());
-        self.layer.forward(h.view())
+        let h = self.act.forward(h.view().into_dyn());
+        self.layer.forward(h.view().into_dyn())
     }
 
     fn backward(&mut self, g: ArrayViewD<'_, f64>) -> ArrayD<f64> {
         let g = self.layer.backward(g);
-        let g = self.act.backward(g.view());
-        self.layer.backward(g.view())
+        let g = self.act.backward(g.view().into_dyn());
+        self.layer.backward(g.view().into_dyn())
     }
 
     fn infer(&self, x: ArrayViewD<'_, f64>) -> ArrayD<f64> {
-        let h = self.act.infer(self.layer.infer(x).view());
-        self.layer.infer(h.view())
+        let h = self.act.infer(self.layer.infer(x).view().into_dyn());
+        self.layer.infer(h.view().into_dyn())
     }
 
     fn visit_children<'a>(&'a self, f: &mut dyn FnMut(&str, &'a dyn Module<f64>)) {
@@ -131,8 +131,8 @@ fn a_shared_tensor_is_visited_at_each_use_but_counted_updated_and_listed_once() 
     // One SGD step moves the rules once, by lr times the summed gradient of all three users.
     let x = uniform2(&mut rng(8), 5, 4).into_dyn();
     model.zero_grad();
-    let y = model.forward(x.view());
-    model.backward(ArrayD::ones(y.raw_dim()).view());
+    let y = model.forward(x.view().into_dyn());
+    model.backward(ArrayD::ones(y.raw_dim()).view().into_dyn());
     let rules = params(&model).remove(0).1;
     let (before, grad) = (rules.value(), rules.grad());
     // The summed gradient: each layer's own contribution, computed by unsharing.
@@ -175,8 +175,8 @@ fn the_shared_gradient_is_the_sum_of_each_users_gradient() {
     let x = uniform2(&mut rng(9), 3, 4).into_dyn();
     for m in [&mut shared, &mut unshared] {
         m.zero_grad();
-        let y = m.forward(x.view());
-        m.backward(ArrayD::ones(y.raw_dim()).view());
+        let y = m.forward(x.view().into_dyn());
+        m.backward(ArrayD::ones(y.raw_dim()).view().into_dyn());
     }
     let total = find_all::<f64, PhmLinear<f64>>(&unshared)
         .iter()
@@ -201,13 +201,16 @@ fn layers_take_inputs_of_any_rank() {
             .init::<f64, _>(&mut r)
             .unwrap()
             .with_strategy(strategy);
-        assert_eq!(layer.infer(x.view()).shape(), &[2, 3, 4]);
+        assert_eq!(layer.infer(x.view().into_dyn()).shape(), &[2, 3, 4]);
         check_gradients_d(&mut layer, &x, 11, 1e-6);
         // Rank 3 is the same as the rows flattened into a matrix.
         let flat = x.clone().into_shape_with_order((6, 8)).unwrap();
-        let y3 = layer.infer(x.view()).into_shape_with_order((6, 4)).unwrap();
+        let y3 = layer
+            .infer(x.view().into_dyn())
+            .into_shape_with_order((6, 4))
+            .unwrap();
         let y2 = layer
-            .infer(flat.into_dyn().view())
+            .infer(flat.into_dyn().view().into_dyn())
             .into_dimensionality::<Ix2>()
             .unwrap();
         assert_eq!(y3, y2);
@@ -222,7 +225,12 @@ fn layers_take_inputs_of_any_rank() {
         );
     check_gradients_d(&mut model, &x, 12, 1e-6);
     // A 1-D input is one sample.
-    assert_eq!(model.infer(uniform_d(&mut r, &[8]).view()).shape(), &[4]);
+    assert_eq!(
+        model
+            .infer(uniform_d(&mut r, &[8]).view().into_dyn())
+            .shape(),
+        &[4]
+    );
     assert_eq!(model.output_shape(&[2, 3, 8]), Some(vec![2, 3, 4]));
 }
 
@@ -232,7 +240,7 @@ fn a_wrong_last_axis_names_both_shapes() {
     let mut layer = PhmLinearConfig::new(8, 4, 2)
         .init::<f64, _>(&mut rng(0))
         .unwrap();
-    layer.forward(ArrayD::zeros(ndarray::IxDyn(&[2, 3, 5])).view());
+    layer.forward(ArrayD::zeros(ndarray::IxDyn(&[2, 3, 5])).view().into_dyn());
 }
 
 #[test]
@@ -241,8 +249,8 @@ fn a_gradient_for_another_forward_names_both_shapes() {
     let mut layer = PhmLinearConfig::new(8, 4, 2)
         .init::<f64, _>(&mut rng(0))
         .unwrap();
-    layer.forward(ArrayD::zeros(ndarray::IxDyn(&[2, 3, 8])).view());
-    layer.backward(ArrayD::zeros(ndarray::IxDyn(&[3, 4])).view());
+    layer.forward(ArrayD::zeros(ndarray::IxDyn(&[2, 3, 8])).view().into_dyn());
+    layer.backward(ArrayD::zeros(ndarray::IxDyn(&[3, 4])).view().into_dyn());
 }
 
 #[test]
@@ -250,7 +258,7 @@ fn zero_grad_drops_forward_states_nobody_went_back_through() {
     let mut model = shared_three(Strategy::Auto);
     let x = uniform2(&mut rng(13), 2, 4).into_dyn();
     for _ in 0..5 {
-        model.forward(x.view()); // e.g. an evaluation through forward
+        model.forward(x.view().into_dyn()); // e.g. an evaluation through forward
     }
     assert_eq!(model.pending(), 5 * 5);
     model.zero_grad();
@@ -269,9 +277,11 @@ fn models_are_clone_send_sync_and_serve_threads() {
 
     let model = shared_three(Strategy::Auto);
     let x = uniform2(&mut rng(14), 16, 4).into_dyn();
-    let want = model.infer(x.view());
+    let want = model.infer(x.view().into_dyn());
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..4).map(|_| s.spawn(|| model.infer(x.view()))).collect();
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| model.infer(x.view().into_dyn())))
+            .collect();
         for h in handles {
             assert_eq!(h.join().unwrap(), want);
         }
@@ -295,14 +305,14 @@ fn a_clone_is_a_snapshot_that_keeps_its_own_sharing() {
 
     // Training the original leaves the snapshot as it was.
     let x = uniform2(&mut rng(15), 4, 4).into_dyn();
-    let before = snapshot.infer(x.view());
+    let before = snapshot.infer(x.view().into_dyn());
     let mut opt = Adam::new(AdamConfig::default()).unwrap();
     model.zero_grad();
-    let y = model.forward(x.view());
-    model.backward(ArrayD::ones(y.raw_dim()).view());
+    let y = model.forward(x.view().into_dyn());
+    model.backward(ArrayD::ones(y.raw_dim()).view().into_dyn());
     opt.step(&mut model).unwrap();
-    assert_eq!(snapshot.infer(x.view()), before);
-    assert_ne!(model.infer(x.view()), before);
+    assert_eq!(snapshot.infer(x.view().into_dyn()), before);
+    assert_ne!(model.infer(x.view().into_dyn()), before);
 
     // A struct of one's own keeps its sharing through clone_model; a plain clone gives each
     // field its own copy.

@@ -24,8 +24,8 @@ fn model_with_grads() -> Sequential<f64> {
         .add(Tanh::new())
         .add(LinearConfig::new(4, 2).init::<f64, _>(&mut r).unwrap());
     let x = uniform2(&mut r, 3, 4).into_dyn();
-    let y = model.forward(x.view());
-    model.backward(ArrayD::ones(y.raw_dim()).view());
+    let y = model.forward(x.view().into_dyn());
+    model.backward(ArrayD::ones(y.raw_dim()).view().into_dyn());
     model
 }
 
@@ -73,8 +73,8 @@ fn a_huge_learning_rate_is_refused_not_infinite() {
     // In f32 a merely large rate overflows: refused too.
     let mut r = rng(2);
     let mut small = LinearConfig::new(2, 2).init::<f32, _>(&mut r).unwrap();
-    small.forward(ArrayD::ones(IxDyn(&[1, 2])).view());
-    small.backward(ArrayD::ones(IxDyn(&[1, 2])).view());
+    small.forward(ArrayD::ones(IxDyn(&[1, 2])).view().into_dyn());
+    small.backward(ArrayD::ones(IxDyn(&[1, 2])).view().into_dyn());
     let mut opt = Sgd::new(SgdConfig {
         lr: 1e39,
         ..SgdConfig::default()

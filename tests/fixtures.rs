@@ -104,10 +104,15 @@ fn phm_cases<F: Float>(file: &str, tol: f64) {
             .unwrap()
             .with_strategy(strategy);
             let what = |k: &str| format!("{file} {name} {strategy:?} {k}");
-            assert_rel(&layer.infer(t("x").view()), &t("y"), tol, &what("infer"));
-            let y = layer.forward(t("x").view());
+            assert_rel(
+                &layer.infer(t("x").view().into_dyn()),
+                &t("y"),
+                tol,
+                &what("infer"),
+            );
+            let y = layer.forward(t("x").view().into_dyn());
             assert_rel(&y, &t("y"), tol, &what("y"));
-            let dx = layer.backward(t("g").view());
+            let dx = layer.backward(t("g").view().into_dyn());
             assert_rel(&dx, &t("dx"), tol, &what("dx"));
             assert_rel(&layer.rules_param().grad(), &t("dA"), tol, &what("dA"));
             assert_rel(&layer.blocks_param().grad(), &t("dS"), tol, &what("dS"));
@@ -130,9 +135,9 @@ fn linear_cases<F: Float>(file: &str, tol: f64) {
         let w: Array2<F> = t("W").into_dimensionality().unwrap();
         let b: Array1<F> = t("b").into_dimensionality().unwrap();
         let mut layer = Linear::from_parts(w, Some(b)).unwrap();
-        let y = layer.forward(t("x").view());
+        let y = layer.forward(t("x").view().into_dyn());
         assert_rel(&y, &t("y"), tol, &format!("{file} {name} y"));
-        let dx = layer.backward(t("g").view());
+        let dx = layer.backward(t("g").view().into_dyn());
         assert_rel(&dx, &t("dx"), tol, &format!("{file} {name} dx"));
         assert_rel(
             &layer.weight_param().grad(),
@@ -181,9 +186,9 @@ fn sequential_case<F: Float>(file: &str, tol: f64) {
             .add(Gelu::new())
             .add(dense(6))
             .add(Sigmoid::new());
-        let y = model.forward(f.get::<F>("seq.x").view());
+        let y = model.forward(f.get::<F>("seq.x").view().into_dyn());
         assert_rel(&y, &f.get("seq.y"), tol, "seq y");
-        let dx = model.backward(f.get::<F>("seq.g").view());
+        let dx = model.backward(f.get::<F>("seq.g").view().into_dyn());
         assert_rel(&dx, &f.get("seq.dx"), tol, "seq dx");
         for (path, param) in params(&model) {
             let want = f.get::<F>(&format!("seq.grad.{path}"));
@@ -264,6 +269,6 @@ fn layouts_match_their_libraries_formulas() {
             .collect();
         let layer = import_phm(&dict, layout, &NameMap::prefix(prefix)).unwrap();
         let want = f.get::<f64>(&format!("{prefix}y"));
-        assert_rel(&layer.infer(x.view()), &want, 1e-12, prefix);
+        assert_rel(&layer.infer(x.view().into_dyn()), &want, 1e-12, prefix);
     }
 }

@@ -24,9 +24,9 @@ fn model(seed: u64) -> Sequential<f64> {
 fn step(m: &mut Sequential<f64>, opt: &mut dyn Optimizer<f64>, seed: u64) {
     let x = uniform2(&mut rng(seed), 5, 4).into_dyn();
     m.zero_grad();
-    let y = m.forward(x.view());
+    let y = m.forward(x.view().into_dyn());
     let loss = mse(y.view(), ArrayD::zeros(y.raw_dim()).view());
-    m.backward(loss.grad.view());
+    m.backward(loss.grad.view().into_dyn());
     opt.step(m).unwrap();
 }
 

@@ -1,32 +1,190 @@
-//! The one GEMM entry point every layer and kernel goes through, and the one shape check
-//! that `forward`/`backward` use for programmer errors.
+//! The one GEMM entry point every layer and kernel goes through, the thread count it uses,
+//! and the one shape check that `forward`/`backward` use for programmer errors.
+//!
+//! Products run on the `gemm` crate's packed kernels ([`gemm_backend`](super::gemm_backend),
+//! the crate's only `unsafe`), which choose their SIMD code at run time: AVX-512, AVX2/FMA,
+//! NEON or a portable fallback ([`simd_level`] says which). A product of at least
+//! [`PARALLEL_MIN_WORK`] multiply-adds runs on [`num_threads`] threads; smaller ones run on the
+//! calling thread, where threads cost more than they gain.
 
-use ndarray::linalg::general_mat_mul;
-use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, ShapeBuilder};
+
+use crate::kernels::gemm_backend::packed_gemm;
 use crate::Float;
 
-/// Rows of `a` up to which a product avoids the packed GEMM.
-const SMALL_M: usize = 2;
-/// Inner dimension up to which a product with at least [`MANY_ROWS`] rows avoids the packed
-/// GEMM (outer-product-like weight gradients of a batch of 1 to 4 samples or segments).
-const SMALL_K: usize = 4;
-/// See [`SMALL_K`]; below this many rows (e.g. the per-sample mixing products) the packed GEMM
-/// is as fast.
-const MANY_ROWS: usize = 64;
+/// Rows of `a` up to which [`gemm`] computes a product with a weight into a column-major
+/// temporary (the batch-1 path).
+const FEW_ROWS: usize = 8;
 
-/// `c ← alpha · a · b + beta · c`.
+/// Inner dimension from which the few-rows path applies (shorter products: the packing it
+/// saves is small).
+const FEW_ROWS_MIN_K: usize = 64;
+
+/// Default multiply-adds (`m·n·k`) from which a product runs on several threads (when
+/// [`num_threads`] > 1); [`set_parallel_min_work`] changes it. Measured with
+/// `bench_report -- --threads-sweep` on a 2-core machine: below this, handing the work to
+/// the pool costs more than the second thread saves (see `BENCHMARKS.md`).
+pub const PARALLEL_MIN_WORK: usize = 1 << 22;
+
+/// The threshold in force (see [`PARALLEL_MIN_WORK`]).
+static MIN_WORK: AtomicUsize = AtomicUsize::new(PARALLEL_MIN_WORK);
+
+/// Sets the multiply-adds from which a product is threaded (default [`PARALLEL_MIN_WORK`]),
+/// for the whole process; `0` threads every product, `usize::MAX` none.
+pub fn set_parallel_min_work(work: usize) {
+    MIN_WORK.store(work, Ordering::Relaxed);
+}
+
+/// The environment variable read (once, at the first product) for the default thread count.
+pub const NUM_THREADS_ENV: &str = "PHM_NN_NUM_THREADS";
+
+/// The thread count set by [`set_num_threads`] or read from [`NUM_THREADS_ENV`]; `0` = not yet
+/// decided.
+static NUM_THREADS: Mutex<usize> = Mutex::new(0);
+/// A thread pool and its size.
+type SizedPool = (usize, Arc<rayon::ThreadPool>);
+/// The pool large products run on, with its size.
+static POOL: OnceLock<Mutex<Option<SizedPool>>> = OnceLock::new();
+
+/// The number of threads a large product runs on.
 ///
-/// matrixmultiply's packed GEMM is several times slower than a plain loop when a product has
-/// very few rows (batch 1, or the 2 segments of an n = 2 layer) or a tiny inner dimension (the
-/// outer product of a single sample's weight gradient is ~20× slower). Those products run as
-/// ndarray dot products or row updates (`scaled_add`), each reading `b` once:
+/// Defaults to the environment variable `PHM_NN_NUM_THREADS` (read once) when it holds a
+/// positive integer, and to the number of CPUs the process may use otherwise.
+/// [`set_num_threads`] overrides both. Products smaller than [`PARALLEL_MIN_WORK`]
+/// multiply-adds always run on the calling thread.
 ///
-/// - at most [`SMALL_M`] rows, `b`'s columns contiguous: one dot product per entry of `c`;
-/// - at most [`SMALL_M`] rows, or an inner dimension of at most [`SMALL_K`] with at least
-///   [`MANY_ROWS`] rows, `b`'s rows contiguous: `c[i, :] += alpha · a[i, l] · b[l, :]` for
-///   every `(i, l)`;
-/// - anything else: ndarray's `general_mat_mul`.
+/// ```
+/// phm_nn::kernels::set_num_threads(1); // single-threaded from now on
+/// assert_eq!(phm_nn::kernels::num_threads(), 1);
+/// ```
+pub fn num_threads() -> usize {
+    let mut n = NUM_THREADS.lock().unwrap_or_else(|e| e.into_inner());
+    if *n == 0 {
+        *n = std::env::var(NUM_THREADS_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&t| t > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |p| p.get()));
+    }
+    *n
+}
+
+/// Sets the number of threads large products run on, for the whole process (`1`: every
+/// product runs on the calling thread). Results do not depend on it beyond floating-point
+/// reassociation (the threads split the output; the backend may block a sum differently).
+///
+/// To get one thread: `set_num_threads(1)`, or `PHM_NN_NUM_THREADS=1` in the environment.
+///
+/// # Panics
+/// If `threads` is 0.
+pub fn set_num_threads(threads: usize) {
+    assert!(
+        threads > 0,
+        "set_num_threads: the thread count must be at least 1"
+    );
+    *NUM_THREADS.lock().unwrap_or_else(|e| e.into_inner()) = threads;
+}
+
+/// The SIMD instruction set the GEMM backend dispatches to on this CPU (detected at run time):
+/// `"avx512f"`, `"avx2+fma"`, `"neon"` or `"portable"`.
+pub fn simd_level() -> &'static str {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "avx512f";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return "avx2+fma";
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            return "neon";
+        }
+    }
+    "portable"
+}
+
+/// The pool of `threads` threads (built on first use, rebuilt when the count changes).
+fn pool(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
+    let slot = POOL.get_or_init(|| Mutex::new(None));
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    match slot.as_ref() {
+        Some((t, p)) if *t == threads => Some(Arc::clone(p)),
+        _ => {
+            let p = Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("phm-nn-gemm-{i}"))
+                    .build()
+                    .ok()?,
+            );
+            *slot = Some((threads, Arc::clone(&p)));
+            Some(p)
+        }
+    }
+}
+
+/// Threads for a product of `work` multiply-adds: [`num_threads`] when it is at least the
+/// threshold ([`set_parallel_min_work`]), else 1.
+fn threads_for(work: usize) -> usize {
+    if work >= MIN_WORK.load(Ordering::Relaxed) {
+        num_threads()
+    } else {
+        1
+    }
+}
+
+/// The crate's GEMM, public: `c ← alpha · a · b + beta · c` for `f32` or `f64` views of any
+/// strides, on the same backend, small-product paths and threads as every layer (with
+/// `beta = 0`, `c` is not read). For benchmarks and for users who want the same product.
+///
+/// ```
+/// use ndarray::array;
+/// let a = array![[1.0f32, 2.0], [3.0, 4.0]];
+/// let mut c = array![[1.0f32, 1.0], [1.0, 1.0]];
+/// phm_nn::kernels::matmul(1.0, a.view(), a.t(), 2.0, c.view_mut()); // c ← a aᵀ + 2c
+/// assert_eq!(c, array![[7.0, 13.0], [13.0, 27.0]]);
+/// ```
+///
+/// # Panics
+/// If the shapes are not `(m, k)·(k, n) → (m, n)`.
+#[track_caller]
+pub fn matmul<F: Float>(
+    alpha: F,
+    a: ArrayView2<'_, F>,
+    b: ArrayView2<'_, F>,
+    beta: F,
+    mut c: ArrayViewMut2<'_, F>,
+) {
+    assert!(
+        a.ncols() == b.nrows() && c.dim() == (a.nrows(), b.ncols()),
+        "matmul: shapes {:?} · {:?} → {:?} do not fit",
+        a.shape(),
+        b.shape(),
+        c.shape()
+    );
+    gemm(alpha, &a, &b, beta, &mut c);
+}
+
+/// `c ← alpha · a · b + beta · c`, for any strides (negative ones are copied first). With
+/// `beta = 0`, `c` is not read (NaN in it is ignored).
+///
+/// Everything runs on the `gemm` crate's kernels (SIMD chosen at run time), on
+/// [`num_threads`] threads when the product has at least the threshold of
+/// [`set_parallel_min_work`] multiply-adds. One layout is steered: a product with at most
+/// [`FEW_ROWS`] rows of `a` (batch 1, or the `n` segments of one sample) by a `b` with
+/// contiguous columns (a weight `W` read as `Wᵀ`) and an inner dimension of at least
+/// [`FEW_ROWS_MIN_K`] is computed into a column-major temporary of `m × n` values. With a
+/// row-major output the backend would transpose the problem and copy (pack) the whole weight
+/// before using each entry once; with a column-major one it reads the weight in place
+/// (12–25 % less CPU time at batch 1, 1024² and 4096², measured with `perf stat`; see
+/// `BENCHMARKS.md`).
 ///
 /// # Panics
 /// If the shapes are not `(m, k)·(k, n) → (m, n)` (callers check shapes first).
@@ -39,46 +197,25 @@ pub(crate) fn gemm<F: Float>(
     c: &mut ArrayViewMut2<F>,
 ) {
     let (m, k) = a.dim();
+    let n = b.ncols();
     assert_eq!(k, b.nrows(), "gemm: inner dimensions differ");
-    let wide = b.ncols() > 1;
-    if m <= SMALL_M && wide && b.strides()[0] == 1 {
-        // c[i, j] = alpha · a[i, :] · b[:, j] + beta · c[i, j]; b's columns are contiguous.
-        Zip::from(c.columns_mut())
-            .and(b.columns())
-            .for_each(|mut c_j, b_j| {
-                for (c_ij, a_i) in c_j.iter_mut().zip(a.outer_iter()) {
-                    let dot = alpha * a_i.dot(&b_j);
-                    *c_ij = if beta.is_zero() {
-                        dot
-                    } else {
-                        dot + beta * *c_ij
-                    };
-                }
-            });
-    } else if (m <= SMALL_M || (k <= SMALL_K && m >= MANY_ROWS)) && wide && b.strides()[1] == 1 {
-        // c[i, :] = alpha · Σ_l a[i, l] b[l, :] + beta · c[i, :]; b's rows are contiguous.
+    assert_eq!(c.dim(), (m, n), "gemm: output shape differs");
+    let threads = threads_for(m.saturating_mul(n).saturating_mul(k));
+    let few = (1..=FEW_ROWS).contains(&m) && n > 1 && k >= FEW_ROWS_MIN_K && b.strides()[0] == 1;
+    let run = |c: &mut ArrayViewMut2<F>, beta: F| match (threads > 1).then(|| pool(threads)) {
+        Some(Some(p)) => p.install(|| packed_gemm(alpha, a, b, beta, c, threads)),
+        _ => packed_gemm(alpha, a, b, beta, c, 1),
+    };
+    if few {
+        let mut tmp = Array2::<F>::zeros((m, n).f());
+        run(&mut tmp.view_mut(), F::zero());
         if beta.is_zero() {
-            c.fill(F::zero());
-        } else if beta != F::one() {
-            c.mapv_inplace(|v| v * beta);
-        }
-        if m <= SMALL_M {
-            // Few rows of c: stream b once, updating every row of c from each row of b.
-            for (l, b_l) in b.outer_iter().enumerate() {
-                for (i, mut c_i) in c.outer_iter_mut().enumerate() {
-                    c_i.scaled_add(alpha * a[[i, l]], &b_l);
-                }
-            }
+            c.assign(&tmp);
         } else {
-            // Few rows of b: finish each row of c while it is in cache.
-            for (a_i, mut c_i) in a.outer_iter().zip(c.outer_iter_mut()) {
-                for (&a_il, b_l) in a_i.iter().zip(b.outer_iter()) {
-                    c_i.scaled_add(alpha * a_il, &b_l);
-                }
-            }
+            c.zip_mut_with(&tmp, |ci, &t| *ci = t + beta * *ci);
         }
     } else {
-        general_mat_mul(alpha, a, b, beta, c);
+        run(c, beta);
     }
 }
 
@@ -183,8 +320,40 @@ mod tests {
         a
     }
 
-    /// Every branch of `gemm` (dot products, row updates, outer products, packed GEMM)
-    /// against a plain triple loop, with alpha and beta.
+    /// Products large enough to be threaded (few rows and many) give the same result at 1
+    /// and 2 threads, equal to the definition (small integers: every sum is exact).
+    #[test]
+    fn threaded_products_match_one_thread() {
+        for (m, k, n) in [(4, 1024, 1024), (64, 256, 512)] {
+            let a = filled(m, k, false, 1);
+            let b = filled(k, n, true, 2);
+            let mut want = Array2::<f64>::zeros((m, n));
+            for i in 0..m {
+                for j in 0..n {
+                    want[[i, j]] = (0..k).map(|l| a[[i, l]] * b[[l, j]]).sum();
+                }
+            }
+            assert!(m * n * k >= PARALLEL_MIN_WORK);
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .unwrap();
+            let mut c2 = Array2::<f64>::zeros((m, n));
+            set_parallel_min_work(0);
+            pool.install(|| gemm(1.0, &a.view(), &b.view(), 0.0, &mut c2.view_mut()));
+            set_parallel_min_work(PARALLEL_MIN_WORK);
+            assert_eq!(c2, want, "entry point, threaded, m={m}");
+            let mut c1 = Array2::<f64>::zeros((m, n));
+            gemm(1.0, &a.view(), &b.view(), 0.0, &mut c1.view_mut());
+            assert_eq!(c1, want, "entry point, m={m}");
+            let mut c3 = Array2::<f64>::zeros((m, n));
+            pool.install(|| packed_gemm(1.0, &a.view(), &b.view(), 0.0, &mut c3.view_mut(), 2));
+            assert_eq!(c3, want, "packed, 2 threads");
+        }
+    }
+
+    /// Every path of `gemm` (few rows, packed, matrix–vector) against a plain triple loop,
+    /// with alpha and beta.
     #[test]
     fn gemm_branches_match_the_definition() {
         for (m, k, n) in [

@@ -15,14 +15,19 @@
 //! factored wins.
 //!
 //! # The cost model of [`Strategy::Auto`]
-//! Costs are in units of one multiply-add at full GEMM speed, with constants fitted to the
-//! bench report on a 2-core x86-64 machine (`BENCHMARKS.md`):
+//! Costs are in units of one multiply-add at full GEMM speed, with the constants of a
+//! [`CostModel`] (fields in brackets; the default is fitted to the bench report on a 2-core
+//! x86-64 machine, `BENCHMARKS.md`, and [`set_cost_model`] replaces it):
 //!
 //! ```text
-//!     GEMM with m rows:   B·k·d · (1 + 16/m)          (short products run below peak)
-//!     batch 1 (memory):   materialized k·d · 12,   factored (k·d/n) · (16 + 2n)
-//!     factored extra:     B · (40 000 + 3.5 · n²·min(k, d))   (the per-sample mixing)
-//!     materialized extra: 40 · k·d per pass when W must be built (permutations, dW)
+//!     GEMM with m rows:   B·k·d · (1 + [gemm_half_rows]/m)      (short products run below peak)
+//!                         + [pack] · (weights it multiplies by)  (packed on every call)
+//!     batch 1 (memory):   materialized k·d · [load],
+//!                         factored (k·d/n) · ([factored_load] + [factored_load_per_n]·n)
+//!     factored extra:     B · ([call] + [mix] · n²·min(k, d))   (the per-sample mixing)
+//!     materialized extra: [build] · k·d per pass when W must be built (permutations, dW)
+//!     memory:             training never picks materialized when 3·k·d scalars (W, dW,
+//!                         scratch) exceed [max_materialized_bytes] (default 1 GiB)
 //! ```
 //!
 //! The materialized product runs with `m = B` rows, the factored one with `m = B·n` (it
@@ -45,6 +50,8 @@
 //! assert_eq!(Strategy::Materialized.resolve(shape, 1, false, Mode::Inference), Kernel::Factored);
 //! # Ok::<(), phm_nn::PhmError>(())
 //! ```
+
+use std::sync::RwLock;
 
 use crate::kernels::phm::PhmShape;
 
@@ -80,29 +87,113 @@ pub enum Mode {
     Inference,
 }
 
-/// Rows at which a GEMM runs at half its peak rate (`cost ∝ 1 + GEMM_HALF_ROWS / m`).
-const GEMM_HALF_ROWS: f64 = 16.0;
-/// Batch-1 materialized cost per weight read (a memory-bound matrix–vector product).
-const LOAD: f64 = 12.0;
-/// Batch-1 factored cost per block entry is `FACTORED_LOAD + FACTORED_LOAD_PER_N · n`.
-const FACTORED_LOAD: f64 = 16.0;
-const FACTORED_LOAD_PER_N: f64 = 2.0;
-/// Fixed cost of one sample's mixing products.
-const CALL: f64 = 40_000.0;
-/// Cost of one mixing multiply-add relative to a GEMM multiply-add.
-const MIX: f64 = 3.5;
-/// Cost per weight entry of building `W` (forward) or mapping `dW` back (backward), per pass.
-const BUILD: f64 = 40.0;
+/// The constants of [`Strategy::Auto`]'s cost model, public so that a user can calibrate them
+/// for a machine (see the [module docs](self) for the formulas, and `BENCHMARKS.md` for how to
+/// fit them with the bench report). Costs are in units of one multiply-add at full GEMM speed.
+///
+/// [`CostModel::default`] holds constants fitted on a 2-core x86-64 machine with AVX-512;
+/// [`set_cost_model`] replaces the model Auto uses for the whole process.
+///
+/// ```
+/// use phm_nn::kernels::strategy::{set_cost_model, CostModel, Kernel, Mode, Strategy};
+/// use phm_nn::PhmShape;
+/// // Never let Auto build a weight whose training buffers exceed 64 MiB:
+/// let model = CostModel { max_materialized_bytes: 64 << 20, ..CostModel::default() };
+/// let shape = PhmShape::new(4096, 4096, 4)?; // 3 · 4096² · 4 bytes = 192 MiB of W, dW, scratch
+/// assert_eq!(
+///     Strategy::Auto.resolve_with(&model, shape, 256, false, Mode::Training, 4),
+///     Kernel::Factored
+/// );
+/// set_cost_model(model); // from now on for every layer's Auto
+/// # set_cost_model(CostModel::default());
+/// # Ok::<(), phm_nn::PhmError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CostModel {
+    /// Rows at which a GEMM runs at half its peak rate (`cost ∝ 1 + gemm_half_rows / m`).
+    pub gemm_half_rows: f64,
+    /// Cost per weight entry of packing the weight a GEMM multiplies by, once per call and
+    /// pass: the backend copies it into its tile layout whatever the batch, so a short GEMM
+    /// with a large weight pays it on few rows (materialized packs `k·d` entries, factored
+    /// `k·d/n`).
+    pub pack: f64,
+    /// Batch-1 materialized cost per weight entry (a memory-bound matrix–vector product).
+    pub load: f64,
+    /// Batch-1 factored cost per block entry is `factored_load + factored_load_per_n · n`.
+    pub factored_load: f64,
+    /// See [`factored_load`](Self::factored_load).
+    pub factored_load_per_n: f64,
+    /// Fixed cost of one sample's mixing products (call overhead).
+    pub call: f64,
+    /// Cost of one mixing multiply-add relative to a GEMM multiply-add.
+    pub mix: f64,
+    /// Cost per weight entry of building `W` (forward) or mapping `dW` back (backward), per
+    /// pass.
+    pub build: f64,
+    /// Memory budget of the materialized kernel in training, in bytes: Auto never picks it when
+    /// its `W`, `dW` and rearrangement scratch (`3·k·d` scalars) would exceed this (default
+    /// 1 GiB). A forced [`Strategy::Materialized`] ignores it.
+    pub max_materialized_bytes: u64,
+}
+
+impl Default for CostModel {
+    /// The constants fitted with the bench report (`BENCHMARKS.md`), and a 1 GiB budget.
+    fn default() -> Self {
+        CostModel {
+            gemm_half_rows: 16.0,
+            pack: 60.0,
+            load: 12.0,
+            factored_load: 16.0,
+            factored_load_per_n: 2.0,
+            call: 40_000.0,
+            mix: 3.5,
+            build: 40.0,
+            max_materialized_bytes: 1 << 30,
+        }
+    }
+}
+
+/// The model [`Strategy::Auto`] uses (`None`: the default).
+static COST_MODEL: RwLock<Option<CostModel>> = RwLock::new(None);
+
+/// The cost model [`Strategy::Auto`] uses now ([`CostModel::default`] unless
+/// [`set_cost_model`] replaced it).
+pub fn cost_model() -> CostModel {
+    COST_MODEL
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_default()
+}
+
+/// Replaces the cost model [`Strategy::Auto`] uses, for every layer of the process.
+pub fn set_cost_model(model: CostModel) {
+    *COST_MODEL.write().unwrap_or_else(|e| e.into_inner()) = Some(model);
+}
 
 impl Strategy {
     /// The kernel this strategy uses for a batch of `batch` rows through a layer of `shape`,
-    /// given whether the cached `W` is current.
+    /// given whether the cached `W` is current, with the current [`cost_model`] and 4-byte
+    /// scalars (`f32`) for the memory budget; [`resolve_with`](Self::resolve_with) takes both.
     pub fn resolve(
         self,
         shape: PhmShape,
         batch: usize,
         weight_current: bool,
         mode: Mode,
+    ) -> Kernel {
+        self.resolve_with(&cost_model(), shape, batch, weight_current, mode, 4)
+    }
+
+    /// [`resolve`](Self::resolve) with an explicit cost model and scalar size in bytes
+    /// (`size_of::<F>()`).
+    pub fn resolve_with(
+        self,
+        model: &CostModel,
+        shape: PhmShape,
+        batch: usize,
+        weight_current: bool,
+        mode: Mode,
+        scalar_bytes: usize,
     ) -> Kernel {
         match self {
             // Inference never builds W: without a current one, only factored remains.
@@ -119,22 +210,36 @@ impl Strategy {
                 );
                 let b = batch.max(1) as f64;
                 let (passes, stale) = match mode {
-                    Mode::Training => (3.0, true),
+                    Mode::Training => {
+                        // W, dW and the rearrangement scratch: 3·k·d scalars.
+                        let bytes = (shape.out_features() as u128)
+                            * (shape.in_features() as u128)
+                            * 3
+                            * scalar_bytes as u128;
+                        if bytes > u128::from(model.max_materialized_bytes) {
+                            return Kernel::Factored;
+                        }
+                        (3.0, true)
+                    }
                     Mode::Inference if !weight_current => return Kernel::Factored,
                     Mode::Inference => (1.0, false),
                 };
-                let gemm = |rows: f64| b * k * d * (1.0 + GEMM_HALF_ROWS / rows);
+                let gemm = |rows: f64| b * k * d * (1.0 + model.gemm_half_rows / rows);
                 let (mat_main, fact_main) = if batch <= 1 {
                     (
-                        k * d * LOAD,
-                        k * d / n * (FACTORED_LOAD + FACTORED_LOAD_PER_N * n),
+                        k * d * model.load,
+                        k * d / n * (model.factored_load + model.factored_load_per_n * n),
                     )
                 } else {
-                    (gemm(b), gemm(b * n))
+                    (
+                        gemm(b) + model.pack * k * d,
+                        gemm(b * n) + model.pack * k * d / n,
+                    )
                 };
-                let build = if stale { k * d * BUILD } else { 0.0 };
+                let build = if stale { k * d * model.build } else { 0.0 };
                 let materialized = passes * (mat_main + build);
-                let factored = passes * (fact_main + b * (CALL + MIX * n * n * k.min(d)));
+                let factored =
+                    passes * (fact_main + b * (model.call + model.mix * n * n * k.min(d)));
                 if factored <= materialized {
                     Kernel::Factored
                 } else {
@@ -142,5 +247,56 @@ impl Strategy {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 65536 × 65536 layer with n = 256 (16.8 M block entries, 67 MB in f32) must never
+    /// train materialized: W alone would be 17 GB. Resolved only, nothing allocated.
+    #[test]
+    fn auto_respects_the_memory_budget() {
+        let shape = PhmShape::new(65_536, 65_536, 256).unwrap();
+        for batch in [1, 32, 256, 4096] {
+            for bytes in [4, 8] {
+                let model = CostModel::default();
+                let kernel =
+                    Strategy::Auto.resolve_with(&model, shape, batch, false, Mode::Training, bytes);
+                assert_eq!(
+                    kernel,
+                    Kernel::Factored,
+                    "batch {batch}, {bytes}-byte scalars"
+                );
+            }
+            assert_eq!(
+                Strategy::Auto.resolve(shape, batch, false, Mode::Training),
+                Kernel::Factored
+            );
+        }
+        // A budget large enough lets the cost alone decide (large batch: materialized).
+        let roomy = CostModel {
+            max_materialized_bytes: u64::MAX,
+            ..CostModel::default()
+        };
+        let small = PhmShape::new(1024, 1024, 4).unwrap();
+        assert_eq!(
+            Strategy::Auto.resolve_with(&roomy, small, 4096, false, Mode::Training, 4),
+            Kernel::Materialized
+        );
+        let tight = CostModel {
+            max_materialized_bytes: 1 << 20,
+            ..CostModel::default()
+        };
+        assert_eq!(
+            Strategy::Auto.resolve_with(&tight, small, 4096, false, Mode::Training, 4),
+            Kernel::Factored
+        );
+        // Forcing materialized ignores the budget.
+        assert_eq!(
+            Strategy::Materialized.resolve_with(&tight, small, 4096, false, Mode::Training, 4),
+            Kernel::Materialized
+        );
     }
 }

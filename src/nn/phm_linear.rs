@@ -60,7 +60,7 @@ use crate::kernels::gemm::{
 };
 use crate::kernels::phm::{accumulate_parts_grad, build_weight, build_weight_into, PhmShape};
 use crate::kernels::shapes::{as_matrix, linear_output_shape, unflatten, with_last};
-use crate::kernels::strategy::{Kernel, Mode, Strategy};
+use crate::kernels::strategy::{cost_model, Kernel, Mode, Strategy};
 use crate::module::{Module, Param};
 use crate::nn::linear::bias_view;
 use crate::Float;
@@ -455,8 +455,14 @@ impl<F: Float> PhmLinear<F> {
 
     /// The kernel a call with `batch` rows would use now (training or inference).
     pub fn kernel_for(&self, batch: usize, mode: Mode) -> Kernel {
-        self.strategy
-            .resolve(self.shape, batch, self.weight_is_current(), mode)
+        self.strategy.resolve_with(
+            &cost_model(),
+            self.shape,
+            batch,
+            self.weight_is_current(),
+            mode,
+            std::mem::size_of::<F>(),
+        )
     }
 
     /// Whether a built `W` is cached and matches the current parameters.
