@@ -63,6 +63,7 @@ pub mod data;
 pub mod error;
 mod float;
 pub mod init;
+pub mod io;
 pub mod kernels;
 pub mod linalg;
 pub mod loss;
@@ -71,6 +72,7 @@ pub mod nn;
 pub mod optim;
 pub mod prelude;
 pub mod research;
+pub mod train;
 
 /// The `ndarray` this crate is built on (use it to avoid pinning a second version).
 pub use ndarray;
