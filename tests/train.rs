@@ -252,13 +252,13 @@ fn resume_is_exact(make_opt: &dyn Fn() -> Box<dyn Optimizer<f64>>, schedule: Sch
             schedule: Some(sched),
             rng: RngState::of(&rng),
         };
-        io::save_training(&path, &model, opt.as_ref(), &progress).unwrap();
+        io::save_training(&model, opt.as_ref(), &progress, &path).unwrap();
     }
     // A fresh process state: another init, another optimizer setting, another generator.
     let mut resumed = net(99);
     let mut opt_b = make_opt();
     opt_b.set_learning_rate(123.0).unwrap();
-    let progress = io::load_training(&path, &resumed, opt_b.as_mut()).unwrap();
+    let progress = io::load_training(&resumed, opt_b.as_mut(), &path).unwrap();
     assert_eq!(progress.step, k as u64);
     let mut sched_b = progress.schedule.unwrap();
     assert_eq!(sched_b.step(), k);

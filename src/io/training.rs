@@ -111,10 +111,10 @@ pub fn training_to_bytes<F: Float>(
 /// [`PhmError::Write`] naming the path if the file cannot be written (the previous file is
 /// unchanged).
 pub fn save_training<F: Float>(
-    path: impl AsRef<Path>,
     model: &dyn Module<F>,
     optimizer: &dyn Optimizer<F>,
     progress: &TrainingProgress,
+    path: impl AsRef<Path>,
 ) -> Result<()> {
     write_atomic(
         path.as_ref(),
@@ -147,9 +147,9 @@ pub fn load_training_from_bytes<F: Float>(
 /// [`PhmError::Io`] if the file cannot be read, and the errors of
 /// [`load_training_from_bytes`] (naming the path).
 pub fn load_training<F: Float>(
-    path: impl AsRef<Path>,
     model: &dyn Module<F>,
     optimizer: &mut dyn Optimizer<F>,
+    path: impl AsRef<Path>,
 ) -> Result<TrainingProgress> {
     let path = path.as_ref();
     let bytes = read_file(path)?;
