@@ -98,6 +98,37 @@ pub enum PhmError {
         /// What is wrong, naming the offending value.
         reason: String,
     },
+    /// A file could not be written (e.g. a checkpoint: the folder does not exist, the disk is
+    /// full); the previous file at that path, if any, is unchanged.
+    Write {
+        /// The file's path, as given.
+        path: String,
+        /// The kind of I/O error.
+        kind: std::io::ErrorKind,
+        /// The I/O error's message.
+        reason: String,
+    },
+    /// A checkpoint is not a readable safetensors file of this crate: truncated, corrupted,
+    /// another format, or its metadata is malformed.
+    CheckpointFormat {
+        /// Where the bytes came from: the file's path, or `"bytes"`.
+        source: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A checkpoint does not fit the model (or optimizer) it is loaded into: a tensor with
+    /// another shape or dtype, a missing tensor, or one the model does not have. Nothing was
+    /// loaded.
+    CheckpointMismatch {
+        /// Where the bytes came from: the file's path, or `"bytes"`.
+        source: String,
+        /// The tensor's name in the checkpoint (the parameter path, e.g. `"0.blocks"`).
+        tensor: String,
+        /// What the model expects, e.g. `"shape [4, 16, 8]"` or `"dtype F32"`.
+        expected: String,
+        /// What the checkpoint holds, e.g. `"shape [4, 8, 8]"`, or `"no such tensor"`.
+        found: String,
+    },
 }
 
 impl fmt::Display for PhmError {
@@ -132,6 +163,19 @@ impl fmt::Display for PhmError {
             ),
             PhmError::TooLarge { what, reason } => write!(f, "{what} is too large: {reason}"),
             PhmError::Io { path, reason, .. } => write!(f, "cannot read {path}: {reason}"),
+            PhmError::Write { path, reason, .. } => write!(f, "cannot write {path}: {reason}"),
+            PhmError::CheckpointFormat { source, reason } => {
+                write!(f, "{source} is not a valid checkpoint: {reason}")
+            }
+            PhmError::CheckpointMismatch {
+                source,
+                tensor,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{source}: tensor `{tensor}`: expected {expected}, found {found}"
+            ),
             PhmError::Data {
                 source,
                 line: Some(line),

@@ -37,7 +37,9 @@
 //!       module/     the layer contract: Module, Param (identity, sharing), paths, Sequential, summary
 //!       nn/         layers: Linear, PhmLinear, activations            (conv/, attention/ to come)
 //!       kernels/    shapes, W from (A, S) and back, the factored product, the cost model, the GEMM
-//!       optim/      Sgd, Adam/AdamW (one implementation), state by parameter path
+//!       optim/      Sgd, Adam/AdamW (one implementation), state by parameter path, schedules, clipping
+//!       io/         safetensors checkpoints: models, training runs (resume exactly), crash-safe saves
+//!       train.rs    the shared training loop: train_step, fit_epoch, evaluate
 //!       loss.rs, init.rs, algebra.rs, linalg.rs   losses, init schemes, fixed rules, small dense algebra
 //!       research/   the paper's synthetic rule-learning task and its metrics (not the core API)
 //! ```
@@ -65,6 +67,7 @@ pub mod error;
 mod float;
 pub mod init;
 pub mod interop;
+pub mod io;
 pub mod kernels;
 pub mod linalg;
 pub mod loss;
@@ -73,6 +76,7 @@ pub mod nn;
 pub mod optim;
 pub mod prelude;
 pub mod research;
+pub mod train;
 
 /// The `ndarray` this crate is built on (use it to avoid pinning a second version).
 pub use ndarray;

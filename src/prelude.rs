@@ -34,8 +34,11 @@ pub use crate::module::{
 pub use crate::nn::{
     Gelu, Linear, LinearConfig, PhmLinear, PhmLinearConfig, Relu, Rule, Sigmoid, Tanh,
 };
-pub use crate::optim::{Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig};
+pub use crate::optim::{
+    clip_grad_norm, Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig,
+};
+pub use crate::train::{evaluate, fit_epoch, train_step, FitConfig};
 pub use crate::Float;
 pub use ndarray::{array, Array1, Array2, ArrayD, ArrayView2, ArrayViewD, Axis, IxDyn};
-pub use rand::rngs::StdRng;
+pub use rand::rngs::{ChaCha8Rng, StdRng};
 pub use rand::SeedableRng;

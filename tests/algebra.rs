@@ -331,7 +331,7 @@ fn sedenion_has_zero_divisors() {
     assert_eq!(norm(&y), 2f64.sqrt());
     assert_eq!(
         mul(&s, &x, &y),
-        Array1::zeros(16),
+        Array1::<f64>::zeros(16),
         "(e3 + e10)(e6 − e15) = 0"
     );
     // So |xy| = 0 ≠ 2 = |x||y|: the norm is not multiplicative.

@@ -29,7 +29,7 @@
 //! // W · p = q ⊗ p; with p = 1 the product is q itself:
 //! assert_eq!(w.column(0), array![1.0, 2.0, 3.0, 4.0]);
 //! // and Σ kron(A_i, S_i) gives the same matrix:
-//! let naive = (0..4).fold(ndarray::Array2::zeros((4, 4)), |acc, i| {
+//! let naive = (0..4).fold(ndarray::Array2::<f64>::zeros((4, 4)), |acc, i| {
 //!     acc + phm::kron(a.index_axis(ndarray::Axis(0), i), s.index_axis(ndarray::Axis(0), i))
 //! });
 //! assert_eq!(w, naive);

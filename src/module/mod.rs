@@ -133,6 +133,13 @@ pub trait Module<F: Float>: CloneModule<F> + Any + Send + Sync + Debug {
         base.rsplit("::").next().unwrap_or(base).to_string()
     }
 
+    /// The layer's hyperparameters as `(name, value)` text, e.g. `("n", "4")`, saved in the
+    /// metadata of checkpoints ([`crate::io`]). Leaf layers with a configuration list it
+    /// (sizes, `n`, rule kind, strategy); the default lists nothing.
+    fn hyperparameters(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
     /// The output shape for an input of `input` shape, when the module can tell without
     /// computing (`None` if it cannot, or the input does not fit).
     fn output_shape(&self, _input: &[usize]) -> Option<Vec<usize>> {

@@ -302,6 +302,14 @@ impl<F: Float> Module<F> for Linear<F> {
         )
     }
 
+    fn hyperparameters(&self) -> Vec<(String, String)> {
+        vec![
+            ("in_features".into(), self.in_features().to_string()),
+            ("out_features".into(), self.out_features().to_string()),
+            ("bias".into(), self.bias.is_some().to_string()),
+        ]
+    }
+
     fn output_shape(&self, input: &[usize]) -> Option<Vec<usize>> {
         linear_output_shape(input, self.in_features(), self.out_features())
     }

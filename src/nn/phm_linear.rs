@@ -810,6 +810,22 @@ impl<F: Float> Module<F> for PhmLinear<F> {
         )
     }
 
+    fn hyperparameters(&self) -> Vec<(String, String)> {
+        let rules = if self.rules.is_trainable() {
+            "learned"
+        } else {
+            "fixed"
+        };
+        vec![
+            ("in_features".into(), self.shape.in_features().to_string()),
+            ("out_features".into(), self.shape.out_features().to_string()),
+            ("n".into(), self.shape.n().to_string()),
+            ("rules".into(), rules.into()),
+            ("bias".into(), self.bias.is_some().to_string()),
+            ("strategy".into(), format!("{:?}", self.strategy)),
+        ]
+    }
+
     fn output_shape(&self, input: &[usize]) -> Option<Vec<usize>> {
         linear_output_shape(input, self.shape.in_features(), self.shape.out_features())
     }

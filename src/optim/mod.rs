@@ -90,10 +90,12 @@ use crate::module::{params, Module, Param, ParamId};
 use crate::Float;
 
 mod adam;
+mod clip;
 pub mod schedule;
 mod sgd;
 
 pub use adam::{Adam, AdamConfig, AdamW, AdamWConfig};
+pub use clip::clip_grad_norm;
 pub use sgd::{Sgd, SgdConfig};
 
 /// Updates a model's trainable parameters from their accumulated gradients.
