@@ -18,6 +18,7 @@
 
 pub(crate) mod factored;
 pub(crate) mod gemm;
+pub mod low_rank;
 pub mod phm;
 pub(crate) mod shapes;
 pub mod strategy;

@@ -15,8 +15,12 @@
 
 pub mod activation;
 pub mod linear;
+pub mod lphm_linear;
 pub mod phm_linear;
+pub mod rules;
 
 pub use activation::{Gelu, Relu, Sigmoid, Tanh};
 pub use linear::{Linear, LinearConfig};
+pub use lphm_linear::{LphmLinear, LphmLinearConfig};
 pub use phm_linear::{PhmLinear, PhmLinearConfig, Rule, Workspace};
+pub use rules::PhmRules;
