@@ -6,7 +6,7 @@ mod common;
 use common::{check_gradients, check_gradients_d, rng, uniform2, uniform_d, xorshift};
 use ndarray::{Array1, Array2, Array3, ArrayD, Axis, Ix3};
 use phm_nn::algebra::Algebra;
-use phm_nn::kernels::low_rank::{build_blocks, LowRankShape};
+use phm_nn::kernels::low_rank::{build_blocks, LowRankShape, FACTORED_SLOWDOWN};
 use phm_nn::nn::{LphmLinear, LphmLinearConfig, PhmRules};
 use phm_nn::{Init, Kernel, Module, Param, PhmError, PhmLinear, Rule, Strategy};
 use proptest::prelude::*;
@@ -211,9 +211,13 @@ fn auto_kernel_follows_the_flop_rule() {
     assert_eq!(full.kernel(Strategy::Auto, 1024), Kernel::Materialized);
     assert_eq!(full.kernel(Strategy::Factored, 1024), Kernel::Factored);
     assert_eq!(low.kernel(Strategy::Materialized, 1), Kernel::Materialized);
-    // The rule is exactly the FLOP comparison.
-    for (shape, b) in [(low, 7), (full, 7), (full, 3000)] {
-        let want = if shape.factored_flops(b) <= shape.materialized_flops(b) {
+    // A narrow output at a rank of 2/3 of the full rank and a large batch: build W.
+    let narrow = LowRankShape::new(768, 48, 4, 8).unwrap();
+    assert_eq!(narrow.kernel(Strategy::Auto, 256), Kernel::Materialized);
+    assert_eq!(narrow.kernel(Strategy::Auto, 1), Kernel::Factored);
+    // The rule is exactly the weighted FLOP comparison.
+    for (shape, b) in [(low, 7), (full, 7), (full, 3000), (narrow, 40)] {
+        let want = if FACTORED_SLOWDOWN * shape.factored_flops(b) <= shape.materialized_flops(b) {
             Kernel::Factored
         } else {
             Kernel::Materialized
@@ -287,6 +291,12 @@ fn config_errors_name_the_values() {
     );
     let same = Param::<f64>::new(Array2::zeros((2, 2)).into_dyn());
     assert!(PhmRules::factorized(same.share(), same).is_err());
+    let uv = Param::<f64>::new(Array3::zeros((2, 2, 1)).into_dyn());
+    let rules = PhmRules::full(Param::new(Array3::zeros((2, 2, 2)).into_dyn())).unwrap();
+    let err = LphmLinear::from_params(&rules, uv.share(), uv, None).unwrap_err();
+    assert!(err.to_string().contains("distinct"), "{err}");
+    let err = LowRankShape::new(8, 8, 2, usize::MAX / 4).unwrap_err();
+    assert!(err.to_string().contains("overflows"), "{err}");
 }
 
 #[test]

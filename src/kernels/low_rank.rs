@@ -25,11 +25,14 @@
 //! `dW → (dA, dS) → (dU, dV)` (`≈ 4·k·d·(n + r/n)`). Memory `k·d` for `W` (and `dW`).
 //!
 //! **The rule** ([`LowRankShape::kernel`] for [`Strategy::Auto`]): both kernels spend about
-//! three forward-sized passes per training step, so compare one forward each:
-//! factored when `B·n·r·(d + k + n²) ≤ k·d·(B + n + r/n)`, materialized otherwise. For a
-//! square layer and large `B` this is `r ≲ d/(2n)`, about half the full rank `min(k, d)/n`:
-//! building `S_i` pays only when the rank is close to full (or the layer tiny). At
-//! Compacter's ranks (`r = 1…8`) the factored kernel is the cheaper one at every batch size.
+//! three forward-sized passes per training step, so compare one forward each, counting the
+//! factored FLOPs [`FACTORED_SLOWDOWN`] `= 2` times: its GEMMs are narrow (`r` columns, `n × n`
+//! mixing products) and run at about half the rate of the materialized kernel's large ones.
+//! Factored when `2 · B·n·r·(d + k + n²) ≤ k·d·(B + n + r/n)`, materialized otherwise. For a
+//! square layer and large `B` this is `r ≲ d/(4n)`, a quarter of the full rank `min(k, d)/n`:
+//! building `S_i` and `W` pays when the rank is a sizeable part of the full rank, or the
+//! output is narrow (a `768 → 48` down-projection with `r = 8` at batch 256 builds `W`). At
+//! Compacter's usual rank 1 the factored kernel is the one used.
 //!
 //! ```
 //! use phm_nn::kernels::low_rank::LowRankShape;
@@ -53,6 +56,10 @@ use crate::kernels::phm::PhmShape;
 use crate::kernels::strategy::{Kernel, Strategy};
 use crate::Float;
 
+/// How many times slower than the materialized kernel's GEMMs the factored kernel runs per
+/// FLOP (narrow products with `r` columns); the weight of its FLOPs in the Auto rule.
+pub const FACTORED_SLOWDOWN: f64 = 2.0;
+
 /// Sizes of a low-rank PHM layer: the [`PhmShape`] `(in, out, n)` and the rank `r` of every
 /// block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,7 +73,7 @@ impl LowRankShape {
     /// `≥ min(k, d)/n` can express every block, see [`is_full_rank`](Self::is_full_rank)).
     ///
     /// # Errors
-    /// As [`PhmShape::new`], and [`PhmError::ZeroSize`] for `rank = 0`.
+    /// As [`PhmShape::new`] and [`from_phm`](Self::from_phm).
     pub fn new(in_features: usize, out_features: usize, n: usize, rank: usize) -> Result<Self> {
         let phm = PhmShape::new(in_features, out_features, n)?;
         Self::from_phm(phm, rank)
@@ -75,10 +82,22 @@ impl LowRankShape {
     /// A rank on top of existing PHM sizes.
     ///
     /// # Errors
-    /// [`PhmError::ZeroSize`] for `rank = 0`.
+    /// [`PhmError::ZeroSize`] for `rank = 0`; [`PhmError::TooLarge`] if the parameter count
+    /// `n³ + r·(k + d)` overflows.
     pub fn from_phm(phm: PhmShape, rank: usize) -> Result<Self> {
         if rank == 0 {
             return Err(PhmError::ZeroSize { what: "rank" });
+        }
+        let (d, k) = (phm.in_features(), phm.out_features());
+        let fits = rank
+            .checked_mul(k + d)
+            .and_then(|f| f.checked_add(phm.n().pow(3)))
+            .is_some_and(|f| f <= isize::MAX as usize);
+        if !fits {
+            return Err(PhmError::TooLarge {
+                what: "low-rank blocks",
+                reason: format!("rank {rank} · (out {k} + in {d}) overflows"),
+            });
         }
         Ok(LowRankShape { phm, rank })
     }
@@ -144,15 +163,16 @@ impl LowRankShape {
         2.0 * k * d * (batch as f64 + n + r / n)
     }
 
-    /// The kernel `strategy` uses for `batch` rows: [`Strategy::Auto`] takes the one with
-    /// fewer FLOPs (ties go to factored, which uses less memory).
+    /// The kernel `strategy` uses for `batch` rows: [`Strategy::Auto`] takes the factored one
+    /// when [`FACTORED_SLOWDOWN`] times its FLOPs are at most the materialized FLOPs (ties go
+    /// to factored, which uses less memory).
     pub fn kernel(&self, strategy: Strategy, batch: usize) -> Kernel {
         match strategy {
             Strategy::Factored => Kernel::Factored,
             Strategy::Materialized => Kernel::Materialized,
             Strategy::Auto => {
                 let b = batch.max(1);
-                if self.factored_flops(b) <= self.materialized_flops(b) {
+                if FACTORED_SLOWDOWN * self.factored_flops(b) <= self.materialized_flops(b) {
                     Kernel::Factored
                 } else {
                     Kernel::Materialized

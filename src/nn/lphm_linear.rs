@@ -23,7 +23,7 @@
 //! ([`LphmLinearConfig::init_shared`]). Two kernels compute the layer (see
 //! [`crate::kernels::low_rank`] for their costs and the rule [`Strategy::Auto`] applies):
 //! the factored one never forms `S_i` or `W`; the materialized one builds `W` for each call
-//! (no cache: it only pays near full rank). Both give exact `dX`, `dA`, `dU`, `dV`, `db`.
+//! (no cache: it only pays at a sizeable part of the full rank). Both give exact `dX`, `dA`, `dU`, `dV`, `db`.
 //! A rank `r ≥ min(k, d)/n` is allowed and is as expressive as a full PHM layer.
 //!
 //! Init: `U`, `V` entries `N(0, σ²)` with `σ⁴ = 1/(3·d·r)`; since every rule source here has
@@ -312,7 +312,8 @@ impl<F: Float> LphmLinear<F> {
     ///
     /// # Errors
     /// [`PhmError::ShapeMismatch`] (naming the shapes) if the tensors do not fit together;
-    /// [`PhmError::ZeroSize`] for empty tensors.
+    /// [`PhmError::ZeroSize`] for empty tensors; [`PhmError::InvalidArgument`] if `U` and `V`
+    /// are one tensor.
     pub fn from_params(
         rules: &PhmRules<F>,
         u: Param<F>,
@@ -330,6 +331,12 @@ impl<F: Float> LphmLinear<F> {
         check_shape("v", &[n, q, r], &vs)?;
         if p == 0 || q == 0 {
             return Err(PhmError::ZeroSize { what: "blocks" });
+        }
+        if u.is_shared_with(&v) {
+            return Err(PhmError::InvalidArgument {
+                what: "v",
+                reason: format!("U and V must be distinct tensors, got {} twice", u.id()),
+            });
         }
         let shape = LowRankShape::new(q * n, p * n, n, r)?;
         if let Some(b) = &bias {
