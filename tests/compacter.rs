@@ -464,3 +464,20 @@ fn insertion_and_config_errors() {
     .unwrap_err();
     assert!(err.to_string().contains("[1, 10]"), "{err}");
 }
+
+#[test]
+fn summary_of_an_adapted_model_lists_the_adapters() {
+    let mut r = rng(26);
+    let mut model = base_model(&mut r);
+    freeze(&model);
+    let cfg = AdapterConfig::new(12, 4, AdapterKind::Lphm { n: 4, rank: 1 });
+    let rules = cfg.new_rules::<f64, _>(&mut r).unwrap();
+    insert_adapters(&mut model, &[1], |_| cfg.init_shared(&rules, &mut r)).unwrap();
+    let text = summary(&model, &[2, 16]).to_string();
+    assert!(text.contains("2: Adapter(12 → 4 → 12)"), "{text}");
+    assert!(text.contains("(+64 shared)"), "{text}");
+    assert!(
+        text.contains("LphmLinear(4 → 12, n = 4, rank 1, learned rules)"),
+        "{text}"
+    );
+}

@@ -399,11 +399,15 @@ impl<F: Float> Module<F> for Adapter<F> {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "Adapter({w} → [{}] → {w})",
-            self.down.describe(),
-            w = self.width
-        )
+        let w = self.width;
+        match self
+            .down
+            .output_shape(&[1, w])
+            .and_then(|s| s.last().copied())
+        {
+            Some(m) => format!("Adapter({w} → {m} → {w})"),
+            None => format!("Adapter({w} → … → {w})"),
+        }
     }
 
     fn output_shape(&self, input: &[usize]) -> Option<Vec<usize>> {
