@@ -320,3 +320,31 @@ fn backward_without_forward_panics() {
     let mut l = layer("full", (8, 4, 2, 1), true, 0);
     l.backward(ArrayD::zeros(vec![2, 4]).view());
 }
+
+#[test]
+fn reused_buffers_do_not_leak_between_steps() {
+    // Steps of different inputs and batch sizes, two forwards before their backwards: every
+    // result equals that of a fresh layer.
+    let fresh = || layer("full", (8, 12, 4, 2), true, 31).with_strategy(Strategy::Factored);
+    let mut l = fresh();
+    for (step, batch) in [3usize, 3, 5, 3].into_iter().enumerate() {
+        let x1 = uniform2(&mut rng(40 + step as u64), batch, 8).into_dyn();
+        let x2 = uniform2(&mut rng(50 + step as u64), batch, 8).into_dyn();
+        let g = uniform2(&mut rng(60 + step as u64), batch, 12).into_dyn();
+        l.zero_grad();
+        let y1 = l.forward(x1.view());
+        let y2 = l.forward(x2.view());
+        let dx2 = l.backward(g.view());
+        let dx1 = l.backward(g.view());
+        let mut reference = fresh();
+        assert_eq!(y1, reference.forward(x1.view()), "step {step}");
+        assert_eq!(y2, reference.forward(x2.view()), "step {step}");
+        assert_eq!(dx2, reference.backward(g.view()), "step {step}");
+        assert_eq!(dx1, reference.backward(g.view()), "step {step}");
+        assert_eq!(
+            l.u_param().grad(),
+            reference.u_param().grad(),
+            "step {step}"
+        );
+    }
+}

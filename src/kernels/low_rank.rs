@@ -256,6 +256,54 @@ pub(crate) fn accumulate_factor_grads<F: Float>(
     }
 }
 
+/// Arrays of finished steps, handed out again to later calls of the same shape (at most a few
+/// of each rank are kept), so a training step of the factored kernel allocates only its
+/// outputs once the pool is warm.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Pool<F> {
+    two: Vec<Array2<F>>,
+    three: Vec<Array3<F>>,
+}
+
+const POOL_SIZE: usize = 8;
+
+impl<F: Float> Pool<F> {
+    /// A `dim` matrix from the pool (contents unspecified) or a new one.
+    fn take2(&mut self, dim: (usize, usize)) -> Array2<F> {
+        match self.two.iter().position(|a| a.dim() == dim) {
+            Some(i) => self.two.swap_remove(i),
+            None => Array2::zeros(dim),
+        }
+    }
+
+    /// A `dim` tensor from the pool (contents unspecified) or a new one.
+    fn take3(&mut self, dim: (usize, usize, usize)) -> Array3<F> {
+        match self.three.iter().position(|a| a.dim() == dim) {
+            Some(i) => self.three.swap_remove(i),
+            None => Array3::zeros(dim),
+        }
+    }
+
+    fn give2(&mut self, a: Array2<F>) {
+        if self.two.len() < POOL_SIZE {
+            self.two.push(a);
+        }
+    }
+
+    fn give3(&mut self, a: Array3<F>) {
+        if self.three.len() < POOL_SIZE {
+            self.three.push(a);
+        }
+    }
+
+    /// Returns a spent forward state to the pool.
+    pub(crate) fn give_state(&mut self, state: FactoredState<F>) {
+        self.give2(state.xp);
+        self.give3(state.p);
+        self.give3(state.z);
+    }
+}
+
 /// What the factored forward keeps for its backward pass.
 #[derive(Debug, Clone)]
 pub(crate) struct FactoredState<F> {
@@ -268,10 +316,10 @@ pub(crate) struct FactoredState<F> {
 }
 
 /// Row `b` of `x` `(B, n·w)` split into `n` segments, stacked segment-major: `(n·B, w)`.
-fn segments_first<F: Float>(x: ArrayView2<'_, F>, n: usize) -> Array2<F> {
+fn segments_first<F: Float>(x: ArrayView2<'_, F>, n: usize, pool: &mut Pool<F>) -> Array2<F> {
     let (b, width) = x.dim();
     let w = width / n;
-    let mut out = Array2::zeros((n * b, w));
+    let mut out = pool.take2((n * b, w));
     for c in 0..n {
         out.slice_mut(s![c * b..(c + 1) * b, ..])
             .assign(&x.slice(s![.., c * w..(c + 1) * w]));
@@ -299,13 +347,15 @@ pub(crate) fn factored_forward<F: Float>(
     u: ArrayView3<'_, F>,
     v: ArrayView3<'_, F>,
     x: ArrayView2<'_, F>,
+    pool: &mut Pool<F>,
 ) -> (Array2<F>, FactoredState<F>) {
     let (n, r, p) = (shape.n(), shape.rank(), shape.phm().block_rows());
     let b = x.nrows();
-    let xp = segments_first(x, n);
-    let mut pp = Array3::zeros((n, n * b, r));
-    let mut z = Array3::zeros((n, n * b, r));
-    let mut yp = Array2::zeros((n * b, p));
+    let xp = segments_first(x, n, pool);
+    let mut pp = pool.take3((n, n * b, r));
+    let mut z = pool.take3((n, n * b, r));
+    let mut yp = pool.take2((n * b, p));
+    yp.fill(F::zero());
     for i in 0..n {
         let mut pi = pp.index_axis_mut(Axis(0), i);
         gemm(
@@ -330,6 +380,7 @@ pub(crate) fn factored_forward<F: Float>(
         );
     }
     let y = segments_last(yp.view(), n);
+    pool.give2(yp);
     (y, FactoredState { xp, p: pp, z })
 }
 
@@ -340,24 +391,24 @@ pub(crate) type FactorGrads<'a, F> = (
     Option<ArrayViewMut3<'a, F>>,
 );
 
-/// Factored backward for `g = dL/dY` `(B, k)`: returns `dX` and adds `dA`, `dU`, `dV` into
-/// the buffers given.
+/// Factored backward for `g = dL/dY` `(B, k)` with the values `(A, U, V)` of the forward
+/// pass: returns `dX` and adds `dA`, `dU`, `dV` into the buffers given.
 pub(crate) fn factored_backward<F: Float>(
     shape: LowRankShape,
-    a: ArrayView3<'_, F>,
-    u: ArrayView3<'_, F>,
-    v: ArrayView3<'_, F>,
+    (a, u, v): (ArrayView3<'_, F>, ArrayView3<'_, F>, ArrayView3<'_, F>),
     state: &FactoredState<F>,
     g: ArrayView2<'_, F>,
     grads: FactorGrads<'_, F>,
+    pool: &mut Pool<F>,
 ) -> Array2<F> {
     let (mut da, mut du, mut dv) = grads;
     let (n, r) = (shape.n(), shape.rank());
     let b = g.nrows();
-    let gp = segments_first(g, n);
-    let mut dz = Array2::zeros((n * b, r));
-    let mut dp = Array2::zeros((n * b, r));
-    let mut dxp = Array2::zeros(state.xp.raw_dim());
+    let gp = segments_first(g, n, pool);
+    let mut dz = pool.take2((n * b, r));
+    let mut dp = pool.take2((n * b, r));
+    let mut dxp = pool.take2(state.xp.dim());
+    dxp.fill(F::zero());
     for i in 0..n {
         let (ui, vi, ai) = (
             u.index_axis(Axis(0), i),
@@ -413,5 +464,9 @@ pub(crate) fn factored_backward<F: Float>(
         }
         gemm(F::one(), &dp.view(), &vi.t(), F::one(), &mut dxp.view_mut());
     }
-    segments_last(dxp.view(), n)
+    let dx = segments_last(dxp.view(), n);
+    for spent in [gp, dz, dp, dxp] {
+        pool.give2(spent);
+    }
+    dx
 }

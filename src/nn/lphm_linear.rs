@@ -23,7 +23,9 @@
 //! ([`LphmLinearConfig::init_shared`]). Two kernels compute the layer (see
 //! [`crate::kernels::low_rank`] for their costs and the rule [`Strategy::Auto`] applies):
 //! the factored one never forms `S_i` or `W`; the materialized one builds `W` for each call
-//! (no cache: it only pays at a sizeable part of the full rank). Both give exact `dX`, `dA`, `dU`, `dV`, `db`.
+//! (no cache: it only pays at a sizeable part of the full rank). Both give exact `dX`, `dA`,
+//! `dU`, `dV`, `db`; the factored kernel reuses its scratch and saved-state arrays from step
+//! to step.
 //! A rank `r ≥ min(k, d)/n` is allowed and is as expressive as a full PHM layer.
 //!
 //! Init: `U`, `V` entries `N(0, σ²)` with `σ⁴ = 1/(3·d·r)`; since every rule source here has
@@ -71,7 +73,7 @@ use crate::init::{Fans, Init};
 use crate::kernels::gemm::{add_bias_grad, affine_backward, affine_forward, assert_same_shape};
 use crate::kernels::low_rank::{
     accumulate_factor_grads, build_blocks, factored_backward, factored_forward, FactoredState,
-    LowRankShape,
+    LowRankShape, Pool,
 };
 use crate::kernels::phm::{build_weight, weight_grad_to_parts};
 use crate::kernels::shapes::{as_matrix, linear_output_shape, unflatten, with_last};
@@ -286,6 +288,8 @@ pub struct LphmLinear<F: Float> {
     bias: Option<Param<F>>,
     strategy: Strategy,
     saved: Vec<Saved<F>>,
+    /// Scratch and saved-state arrays of finished steps, reused by the factored kernel.
+    pool: Pool<F>,
 }
 
 impl<F: Float> LphmLinear<F> {
@@ -304,6 +308,7 @@ impl<F: Float> LphmLinear<F> {
             bias,
             strategy: Strategy::Auto,
             saved: Vec::new(),
+            pool: Pool::default(),
         }
     }
 
@@ -443,12 +448,13 @@ impl<F: Float> LphmLinear<F> {
         x: ArrayView2<'_, F>,
         a: &Array3<F>,
         save: bool,
+        pool: &mut Pool<F>,
     ) -> (Array2<F>, Option<SavedKernel<F>>) {
         let (u, v) = (self.u.read(), self.v.read());
         let (u, v) = (dim3(u.value()), dim3(v.value()));
         let (mut y, kernel) = match self.kernel_for(x.nrows()) {
             Kernel::Factored => {
-                let (y, state) = factored_forward(self.shape, a.view(), u, v, x);
+                let (y, state) = factored_forward(self.shape, a.view(), u, v, x, pool);
                 (y, save.then_some(SavedKernel::Factored(state)))
             }
             Kernel::Materialized => {
@@ -482,7 +488,9 @@ impl<F: Float> Module<F> for LphmLinear<F> {
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         let (xm, lead) = as_matrix("LphmLinear::forward", "input", x, self.shape.in_features());
         let a = self.rules.matrices();
-        let (y, kernel) = self.compute(xm.view(), &a, true);
+        let mut pool = std::mem::take(&mut self.pool);
+        let (y, kernel) = self.compute(xm.view(), &a, true, &mut pool);
+        self.pool = pool;
         self.saved.push(Saved {
             lead: lead.clone(),
             a,
@@ -533,12 +541,11 @@ impl<F: Float> Module<F> for LphmLinear<F> {
         let dx = match &saved.kernel {
             SavedKernel::Factored(state) => factored_backward(
                 self.shape,
-                saved.a.view(),
-                u_value,
-                v_value,
+                (saved.a.view(), u_value, v_value),
                 state,
                 g.view(),
                 (da.as_mut().map(|d| d.view_mut()), du, dv),
+                &mut self.pool,
             ),
             SavedKernel::Materialized { x, s, w } => {
                 let mut dw = Array2::zeros(w.raw_dim());
@@ -564,6 +571,9 @@ impl<F: Float> Module<F> for LphmLinear<F> {
         if let Some(da) = da {
             self.rules.accumulate_grad(da.view());
         }
+        if let SavedKernel::Factored(state) = saved.kernel {
+            self.pool.give_state(state);
+        }
         unflatten(dx, &saved.lead)
     }
 
@@ -574,7 +584,12 @@ impl<F: Float> Module<F> for LphmLinear<F> {
     #[track_caller]
     fn infer(&self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         let (xm, lead) = as_matrix("LphmLinear::infer", "input", x, self.shape.in_features());
-        let (y, _) = self.compute(xm.view(), &self.rules.matrices(), false);
+        let (y, _) = self.compute(
+            xm.view(),
+            &self.rules.matrices(),
+            false,
+            &mut Pool::default(),
+        );
         unflatten(y, &lead)
     }
 
