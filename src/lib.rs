@@ -35,7 +35,7 @@
 //!     src/
 //!       lib.rs, prelude.rs, error.rs, float.rs   this page, `use phm_nn::prelude::*`, errors, f32/f64
 //!       module/     the layer contract: Module, Param (identity, sharing), paths, Sequential, summary
-//!       nn/         layers: Linear, PhmLinear, activations            (conv/, attention/ to come)
+//!       nn/         layers: Linear, PhmLinear, LphmLinear, PhmRules, Adapter, activations
 //!       kernels/    shapes, W from (A, S) and back, the factored product, the cost model, the GEMM
 //!       optim/      Sgd, Adam/AdamW (one implementation), state by parameter path, schedules, clipping
 //!       io/         safetensors checkpoints: models, training runs (resume exactly), crash-safe saves
@@ -48,7 +48,9 @@
 //!   `infer` through `&self`), [`Param`] with its identity and sharing, parameter paths,
 //!   [`Sequential`], typed access ([`module::find_all`], [`Sequential::get`]) and
 //!   [`module::summary`]. Read its docs first.
-//! - [`nn`]: [`PhmLinear`] and dense [`Linear`] (on the last axis of any rank), activations.
+//! - [`nn`]: [`PhmLinear`] and dense [`Linear`] (on the last axis of any rank), activations;
+//!   the Compacter family: [`LphmLinear`] (low-rank blocks), [`nn::PhmRules`] (shared or
+//!   factorized rules) and [`nn::Adapter`]s with [`nn::insert_adapters`] and [`nn::freeze`].
 //! - [`kernels`]: [`kernels::phm`] (shapes, `W` from `(A, S)` by GEMM, gradients back to
 //!   `(A, S)`) and [`kernels::strategy`] (materialized or factored, chosen per call).
 //! - [`loss`]es, [`optim`]izers, [`init`] schemes, [`algebra`] rules, [`linalg`].
@@ -91,6 +93,7 @@ pub use kernels::strategy::{Kernel, Mode, Strategy};
 pub use module::{Module, Param, Sequential};
 pub use nn::activation::{Gelu, Relu, Sigmoid, Tanh};
 pub use nn::linear::{Linear, LinearConfig};
+pub use nn::lphm_linear::{LphmLinear, LphmLinearConfig};
 pub use nn::phm_linear::{PhmLinear, PhmLinearConfig, Rule, Workspace};
 
 /// The README's code blocks, compiled and run as doctests.

@@ -32,7 +32,8 @@ pub use crate::module::{
     clone_model, find_all, for_each_mut, params, summary, Module, Param, Sequential,
 };
 pub use crate::nn::{
-    Gelu, Linear, LinearConfig, PhmLinear, PhmLinearConfig, Relu, Rule, Sigmoid, Tanh,
+    Adapter, AdapterConfig, AdapterKind, Gelu, Linear, LinearConfig, LphmLinear, LphmLinearConfig,
+    PhmLinear, PhmLinearConfig, PhmRules, Relu, Rule, Sigmoid, Tanh,
 };
 pub use crate::optim::{
     clip_grad_norm, Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig,

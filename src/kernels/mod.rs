@@ -21,6 +21,7 @@
 pub(crate) mod factored;
 pub(crate) mod gemm;
 mod gemm_backend;
+pub mod low_rank;
 pub mod phm;
 pub(crate) mod shapes;
 pub mod strategy;

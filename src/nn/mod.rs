@@ -14,9 +14,18 @@
 //! ```
 
 pub mod activation;
+pub mod adapter;
 pub mod linear;
+pub mod lphm_linear;
 pub mod phm_linear;
+pub mod rules;
 
 pub use activation::{Gelu, Relu, Sigmoid, Tanh};
+pub use adapter::{
+    freeze, insert_adapters, set_trainable, Adapter, AdapterActivation, AdapterConfig, AdapterKind,
+    ParameterCount,
+};
 pub use linear::{Linear, LinearConfig};
+pub use lphm_linear::{LphmLinear, LphmLinearConfig};
 pub use phm_linear::{PhmLinear, PhmLinearConfig, Rule, Workspace};
+pub use rules::PhmRules;
