@@ -68,7 +68,6 @@ pub mod data;
 pub mod error;
 mod float;
 pub mod init;
-pub mod interop;
 pub mod io;
 pub mod kernels;
 pub mod linalg;

@@ -158,3 +158,45 @@ fn from_dense_keeps_the_bias_and_reports_errors() {
     nan[[0, 0]] = f64::NAN;
     assert!(kronecker_approx(nan.view(), 2, 2).is_err());
 }
+
+#[test]
+fn a_state_dict_written_by_pytorch_compresses_and_loads_into_a_phm_model() {
+    use phm_nn::compress::compress_state_dict;
+    use phm_nn::io::{load_model, load_state_dict, save_state_dict};
+    // nn.Sequential(Linear(16, 8), ReLU, Linear(8, 4)), saved by safetensors.torch.save_file.
+    let path = format!(
+        "{}/tests/data/dense_mlp.safetensors",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let dict = load_state_dict::<f32>(&path).unwrap();
+    let keys: Vec<&String> = dict.keys().collect();
+    assert_eq!(keys, ["0.bias", "0.weight", "2.bias", "2.weight"]);
+    let (out, reports) = compress_state_dict(&dict, 2, None).unwrap();
+    // Layer 0 (8×16): 8 + 64 weights instead of 128; layer 2 (4×8): 8 + 16 instead of 32.
+    let phm: Vec<Option<usize>> = reports.iter().map(|r| r.phm_parameters).collect();
+    assert_eq!(phm, [Some(72), Some(24)]);
+    assert!(reports.iter().all(|r| r.relative_error.unwrap() < 1.0));
+    // With n = 4 the small layer would not shrink (64 + 8 ≥ 32): it stays dense.
+    let (_, reports4) = compress_state_dict(&dict, 4, None).unwrap();
+    assert_eq!(reports4[1].kept.as_deref(), Some("PHM (72) is not smaller"));
+
+    // The result is a phm-nn checkpoint for the matching PHM model.
+    let file =
+        std::env::temp_dir().join(format!("phm-compress-{}.safetensors", std::process::id()));
+    save_state_dict(&out, &file).unwrap();
+    let mut r = rng(9);
+    let model = Sequential::<f32>::new()
+        .add(PhmLinearConfig::new(16, 8, 2).init(&mut r).unwrap())
+        .add(Relu::new())
+        .add(PhmLinearConfig::new(8, 4, 2).init(&mut r).unwrap());
+    load_model(&model, &file).unwrap();
+    std::fs::remove_file(&file).ok();
+    let first = model.get::<phm_nn::nn::PhmLinear<f32>>(0).unwrap();
+    assert_eq!(first.bias().unwrap().into_dyn(), dict["0.bias"]);
+    // Its weight is the best n = 2 approximation of PyTorch's weight.
+    let w: Array2<f32> = dict["0.weight"].clone().into_dimensionality().unwrap();
+    let fit = kronecker_approx(w.view(), 2, 2).unwrap();
+    assert_eq!(first.weight(), fit.weight());
+    let e = compress_state_dict(&dict, 2, Some(&["9".to_string()].into())).unwrap_err();
+    assert!(e.to_string().contains("`9` has no 2-D `9.weight`"), "{e}");
+}

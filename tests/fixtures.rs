@@ -251,7 +251,7 @@ fn softmax_cross_entropy_matches_pytorch() {
 
 #[test]
 fn layouts_match_their_libraries_formulas() {
-    use phm_nn::interop::{import_phm, Layout, NameMap, StateDict};
+    use phm_nn::io::layouts::{import_phm, Layout, NameMap, StateDict};
     let f = Fixture::open("layouts.safetensors");
     let x = f.get::<f64>("x");
     for (prefix, layout) in [
@@ -271,4 +271,31 @@ fn layouts_match_their_libraries_formulas() {
         let want = f.get::<f64>(&format!("{prefix}y"));
         assert_rel(&layer.infer(x.view().into_dyn()), &want, 1e-12, prefix);
     }
+}
+
+#[test]
+fn compacter_low_rank_and_factorized_rules_match_their_formula() {
+    use phm_nn::io::layouts::{export_lphm, import_lphm, NameMap, StateDict};
+    let f = Fixture::open("layouts.safetensors");
+    let names = NameMap::prefix("compacter_lr.");
+    let dict: StateDict<f64> = f
+        .names()
+        .into_iter()
+        .filter(|n| n.starts_with("compacter_lr.") && !n.ends_with(".y"))
+        .map(|n| {
+            let t = f.get::<f64>(&n);
+            (n, t)
+        })
+        .collect();
+    let layer = import_lphm(&dict, &names).unwrap();
+    assert!(layer.rules().is_factorized());
+    let want = f.get::<f64>("compacter_lr.y");
+    assert_rel(
+        &layer.infer(f.get::<f64>("x").view()),
+        &want,
+        1e-12,
+        "x (Σ kron(l r, W_left W_right)) + b",
+    );
+    // Export gives PyTorch's tensors back, bit for bit.
+    assert_eq!(export_lphm(&layer, &names), dict);
 }

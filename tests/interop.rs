@@ -5,7 +5,7 @@ mod common;
 
 use common::{assert_close, xorshift};
 use ndarray::{Array1, Array2, Array3, Axis};
-use phm_nn::interop::{export_phm, import_phm, Layout, NameMap, StateDict};
+use phm_nn::io::layouts::{export_phm, import_phm, Layout, NameMap, StateDict};
 use phm_nn::prelude::*;
 
 fn kron_sum(a: &Array3<f64>, b: &Array3<f64>) -> Array2<f64> {
@@ -105,4 +105,33 @@ fn renames_missing_tensors_and_bad_ranks() {
         import_phm(&bad, Layout::Compacter, &names),
         Err(PhmError::ShapeMismatch { .. })
     ));
+}
+
+#[test]
+fn low_rank_layers_round_trip_in_the_compacter_layout() {
+    use phm_nn::io::layouts::{export_lphm, import_lphm};
+    use phm_nn::nn::LphmLinearConfig;
+    let mut r = StdRng::seed_from_u64(3);
+    for factorized in [false, true] {
+        let layer = LphmLinearConfig::new(8, 12, 4, 2)
+            .with_factorized_rules(factorized)
+            .init::<f64, _>(&mut r)
+            .unwrap();
+        let dict = export_lphm(&layer, &NameMap::new());
+        let names: Vec<&String> = dict.keys().collect();
+        if factorized {
+            assert_eq!(
+                names,
+                ["W_left", "W_right", "b", "phm_rule_left", "phm_rule_right"]
+            );
+            assert_eq!(dict["phm_rule_left"].shape(), &[4, 4, 1]);
+        } else {
+            assert_eq!(names, ["W_left", "W_right", "b", "phm_rule"]);
+        }
+        assert_eq!(dict["W_left"].shape(), &[4, 2, 2]); // (n, in/n, r)
+        assert_eq!(dict["W_right"].shape(), &[4, 2, 3]); // (n, r, out/n)
+        let back = import_lphm(&dict, &NameMap::new()).unwrap();
+        assert_eq!(back.weight(), layer.weight());
+        assert_eq!(export_lphm(&back, &NameMap::new()), dict);
+    }
 }

@@ -38,7 +38,10 @@
 
 use ndarray::{Array1, Array2, Array3, ArrayView2, Axis};
 
+use std::collections::BTreeSet;
+
 use crate::error::{PhmError, Result};
+use crate::io::layouts::StateDict;
 use crate::kernels::phm::{rearrange, PhmShape};
 use crate::linalg::symmetric_eigen;
 use crate::nn::{Linear, PhmLinear};
@@ -174,4 +177,90 @@ pub fn from_dense<F: Float>(layer: &Linear<F>, n: usize) -> Result<(PhmLinear<F>
     let fit = kronecker_approx(layer.weight().view(), n, n)?;
     let phm = PhmLinear::from_parts(fit.rules, fit.blocks, layer.bias())?;
     Ok((phm, fit.relative_error))
+}
+
+/// What [`compress_state_dict`] did to one linear layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerReport {
+    /// The layer's name (the prefix of its `.weight`).
+    pub name: String,
+    /// `(out, in)`.
+    pub shape: (usize, usize),
+    /// Weights of the dense layer, `out·in` (bias excluded).
+    pub dense_parameters: usize,
+    /// Weights of the PHM layer, `n³ + out·in/n`, if it was compressed.
+    pub phm_parameters: Option<usize>,
+    /// The relative weight error, if it was compressed.
+    pub relative_error: Option<f64>,
+    /// Why it was kept dense, if it was.
+    pub kept: Option<String>,
+}
+
+/// Compresses the linear layers of a PyTorch-style state dict: every 2-D `<name>.weight`
+/// `(out, in)` (with its optional `<name>.bias`) whose sizes `n` divides and whose PHM form is
+/// smaller becomes `<name>.rules` and `<name>.blocks` (the names [`PhmLinear`] uses; the bias
+/// stays), by [`from_dense`]. Other tensors are copied. `only` restricts the layers
+/// considered. The result loads with [`crate::io::load_model`] into a model whose layers at
+/// those paths are PHM layers.
+///
+/// # Errors
+/// [`PhmError::InvalidArgument`] if a name in `only` has no 2-D weight; errors of
+/// [`from_dense`] (e.g. `n = 0`, a non-finite weight).
+pub fn compress_state_dict<F: Float>(
+    dict: &StateDict<F>,
+    n: usize,
+    only: Option<&BTreeSet<String>>,
+) -> Result<(StateDict<F>, Vec<LayerReport>)> {
+    if n == 0 {
+        return Err(PhmError::ZeroN);
+    }
+    let layers: BTreeSet<String> = dict
+        .iter()
+        .filter(|(_, v)| v.ndim() == 2)
+        .filter_map(|(k, _)| k.strip_suffix(".weight").map(str::to_string))
+        .collect();
+    if let Some(missing) = only.and_then(|o| o.iter().find(|k| !layers.contains(*k))) {
+        return Err(PhmError::InvalidArgument {
+            what: "layers",
+            reason: format!("`{missing}` has no 2-D `{missing}.weight` in the state dict"),
+        });
+    }
+    let mut out = dict.clone();
+    let mut reports = Vec::new();
+    for name in layers
+        .iter()
+        .filter(|k| only.is_none_or(|o| o.contains(*k)))
+    {
+        let w: Array2<F> = dict[&format!("{name}.weight")]
+            .clone()
+            .into_dimensionality()
+            .expect("filtered to 2-D");
+        let (k, d) = w.dim();
+        let mut report = LayerReport {
+            name: name.clone(),
+            shape: (k, d),
+            dense_parameters: k * d,
+            phm_parameters: None,
+            relative_error: None,
+            kept: None,
+        };
+        let bias = match dict.get(&format!("{name}.bias")) {
+            Some(b) if b.shape() == [k] => Some(b.clone().into_dimensionality().expect("1-D")),
+            _ => None,
+        };
+        if k % n != 0 || d % n != 0 {
+            report.kept = Some(format!("n = {n} does not divide {k}×{d}"));
+        } else if n.pow(3) + k * d / n >= k * d {
+            report.kept = Some(format!("PHM ({}) is not smaller", n.pow(3) + k * d / n));
+        } else {
+            let (phm, err) = from_dense(&Linear::from_parts(w, bias)?, n)?;
+            out.remove(&format!("{name}.weight"));
+            out.insert(format!("{name}.rules"), phm.rules().into_dyn());
+            out.insert(format!("{name}.blocks"), phm.blocks().into_dyn());
+            report.phm_parameters = Some(phm.shape().num_weight_parameters());
+            report.relative_error = Some(err);
+        }
+        reports.push(report);
+    }
+    Ok((out, reports))
 }

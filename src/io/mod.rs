@@ -79,11 +79,14 @@
 
 mod atomic;
 mod checkpoint;
+pub mod layouts;
+mod state_dict;
 mod training;
 
 pub use checkpoint::{
     load_model, load_model_from_bytes, model_to_bytes, read_metadata, save_model,
 };
+pub use state_dict::{load_state_dict, save_state_dict};
 pub use training::{
     load_training, load_training_from_bytes, save_training, training_to_bytes, RngState,
     TrainingProgress,
