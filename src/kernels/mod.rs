@@ -1,6 +1,7 @@
 //! The numerical kernels every layer is built on: PHM shapes and `W` from `(A, S)`
 //! ([`phm`]), the factored product that never builds `W`, the cost model that picks a kernel
-//! ([`strategy`]), and the crate's one GEMM entry point.
+//! ([`strategy`]), the lowering of convolutions onto them ([`im2col`]), and the crate's one
+//! GEMM entry point.
 //!
 //! ```text
 //!     W = Σ_{i=1..n} A_i ⊗ S_i        R(W) = Âᵀ Ŝ   (Van Loan's rearrangement: one GEMM)
@@ -18,6 +19,7 @@
 
 pub(crate) mod factored;
 pub(crate) mod gemm;
+pub mod im2col;
 pub mod phm;
 pub(crate) mod shapes;
 pub mod strategy;
