@@ -32,7 +32,9 @@ pub use crate::module::{
     clone_model, find_all, for_each_mut, params, summary, Module, Param, Sequential,
 };
 pub use crate::nn::{
-    Gelu, Linear, LinearConfig, PhmLinear, PhmLinearConfig, Relu, Rule, Sigmoid, Tanh,
+    AvgPool2d, Conv1d, Conv1dConfig, Conv2d, Conv2dConfig, Flatten, Gelu, GlobalAvgPool, Linear,
+    LinearConfig, MaxPool2d, PhmConv1d, PhmConv1dConfig, PhmConv2d, PhmConv2dConfig, PhmLinear,
+    PhmLinearConfig, Relu, Rule, Sigmoid, Size2, Tanh,
 };
 pub use crate::optim::{Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig};
 pub use crate::Float;
