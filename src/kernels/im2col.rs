@@ -228,10 +228,19 @@ pub fn im2col<F: Float>(
                             continue;
                         };
                         let line = &plane[ih * w..][..w];
-                        for kj in 0..kw {
-                            row[idx] =
-                                source(ow, kj, sw, dw, pw, w).map_or(F::zero(), |iw| line[iw]);
-                            idx += 1;
+                        // Undilated taps all inside the row: one contiguous copy.
+                        match (ow * sw).checked_sub(pw).filter(|&s| s + kw <= w) {
+                            Some(start) if dw == 1 => {
+                                row[idx..idx + kw].copy_from_slice(&line[start..start + kw]);
+                                idx += kw;
+                            }
+                            _ => {
+                                for kj in 0..kw {
+                                    row[idx] = source(ow, kj, sw, dw, pw, w)
+                                        .map_or(F::zero(), |iw| line[iw]);
+                                    idx += 1;
+                                }
+                            }
                         }
                     }
                 }
