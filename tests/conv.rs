@@ -492,7 +492,9 @@ fn config_errors() {
 }
 
 #[test]
-#[should_panic(expected = "the dilated kernel spans 5 along width")]
+#[should_panic(
+    expected = "Conv1d::forward: input has shape [1, 1, 4]: invalid kernel_size: the dilated kernel spans 5 along width (kernel 3, dilation 2) but the padded input has only 4"
+)]
 fn kernel_larger_than_padded_input_panics_in_forward() {
     let mut layer = Conv1dConfig::new(1, 1, 3)
         .with_dilation(2)
@@ -513,7 +515,9 @@ fn wrong_channels_panic_naming_both_shapes() {
 }
 
 #[test]
-#[should_panic(expected = "grad_output has shape [1, 2, 3, 3], expected [1, 2, 2, 2]")]
+#[should_panic(
+    expected = "Conv2d::backward: grad_output has shape [1, 2, 3, 3], expected [1, 2, 2, 2]"
+)]
 fn wrong_grad_shape_panics() {
     let mut layer = Conv2dConfig::new(1, 2, 2)
         .init::<f64, _>(&mut rng(0))
@@ -542,4 +546,13 @@ fn f32_matches_f64() {
     for (p, q) in y64.iter().zip(y32.iter()) {
         assert!((p - *q as f64).abs() < 1e-4);
     }
+}
+
+#[test]
+#[should_panic(expected = "PhmConv1d::backward called before forward")]
+fn backward_without_forward_panics() {
+    let mut layer = PhmConv1dConfig::new(2, 2, 3, 2)
+        .init::<f64, _>(&mut rng(0))
+        .unwrap();
+    layer.backward(ArrayD::zeros(IxDyn(&[1, 2, 1])).view());
 }

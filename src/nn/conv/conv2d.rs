@@ -224,6 +224,11 @@ impl<F: Float> DenseConv<F> {
         self.lowering.geometry
     }
 
+    /// `Conv1d::method` or `Conv2d::method`, for panic messages.
+    fn context(&self, method: &str) -> String {
+        format!("Conv{}d::{method}", self.lowering.rank)
+    }
+
     pub(crate) fn out_channels(&self) -> usize {
         self.out_channels
     }
@@ -257,7 +262,7 @@ impl<F: Float> DenseConv<F> {
 
     #[track_caller]
     pub(crate) fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let (cols, frame) = self.lowering.lower("Conv::forward", x);
+        let (cols, frame) = self.lowering.lower(&self.context("forward"), x);
         let y = self.rows(cols.view());
         self.saved.push((cols, frame));
         self.lowering.raise_output(y.view(), &frame)
@@ -268,10 +273,13 @@ impl<F: Float> DenseConv<F> {
         let (cols, frame) = self
             .saved
             .pop()
-            .expect("Conv::backward called before forward");
-        let g = self
-            .lowering
-            .grad_rows("Conv::backward", grad_output, &frame, self.out_channels);
+            .unwrap_or_else(|| panic!("{} called before forward", self.context("backward")));
+        let g = self.lowering.grad_rows(
+            &self.context("backward"),
+            grad_output,
+            &frame,
+            self.out_channels,
+        );
         if let Some(b) = &self.bias {
             let mut b = b.write();
             if b.is_trainable() {
@@ -298,7 +306,7 @@ impl<F: Float> DenseConv<F> {
 
     #[track_caller]
     pub(crate) fn infer(&self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let (cols, frame) = self.lowering.lower("Conv::infer", x);
+        let (cols, frame) = self.lowering.lower(&self.context("infer"), x);
         let y = self.rows(cols.view());
         self.lowering.raise_output(y.view(), &frame)
     }

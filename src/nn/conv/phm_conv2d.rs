@@ -314,6 +314,11 @@ impl<F: Float> PhmConv<F> {
         self.lowering.geometry
     }
 
+    /// `PhmConv1d::method` or `PhmConv2d::method`, for panic messages.
+    fn context(&self, method: &str) -> String {
+        format!("PhmConv{}d::{method}", self.lowering.rank)
+    }
+
     pub(crate) fn linear(&self) -> &PhmLinear<F> {
         &self.linear
     }
@@ -357,7 +362,7 @@ impl<F: Float> PhmConv<F> {
 
     #[track_caller]
     pub(crate) fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let (cols, frame) = self.lowering.lower("PhmConv::forward", x);
+        let (cols, frame) = self.lowering.lower(&self.context("forward"), x);
         let y = self.linear.forward(cols.into_dyn().view());
         self.saved.push(frame);
         self.lowering.raise_output(rows(&y), &frame)
@@ -368,18 +373,18 @@ impl<F: Float> PhmConv<F> {
         let frame = self
             .saved
             .pop()
-            .expect("PhmConv::backward called before forward");
+            .unwrap_or_else(|| panic!("{} called before forward", self.context("backward")));
         let out = self.linear.shape().out_features();
         let g = self
             .lowering
-            .grad_rows("PhmConv::backward", grad_output, &frame, out);
+            .grad_rows(&self.context("backward"), grad_output, &frame, out);
         let dcols = self.linear.backward(g.into_dyn().view());
         self.lowering.raise_input_grad(rows(&dcols), &frame)
     }
 
     #[track_caller]
     pub(crate) fn infer(&self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let (cols, frame) = self.lowering.lower("PhmConv::infer", x);
+        let (cols, frame) = self.lowering.lower(&self.context("infer"), x);
         let y = self.linear.infer(cols.into_dyn().view());
         self.lowering.raise_output(rows(&y), &frame)
     }
