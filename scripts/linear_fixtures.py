@@ -171,7 +171,10 @@ def layouts():
 def dense_mlp():
     """A dense MLP's state dict as PyTorch saves it: nn.Sequential(Linear, ReLU, Linear)."""
     torch.manual_seed(600)
-    model = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    f32 = torch.float32  # PyTorch's default, whatever another module set
+    model = torch.nn.Sequential(
+        torch.nn.Linear(16, 8, dtype=f32), torch.nn.ReLU(), torch.nn.Linear(8, 4, dtype=f32)
+    )
     state = {key: v.detach().contiguous() for key, v in model.state_dict().items()}
     save_file(state, os.path.join(OUT, "dense_mlp.safetensors"))
 

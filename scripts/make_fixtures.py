@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
 """Writes the PyTorch parity fixtures the Rust tests read (tests/data/).
 
-Run with a Python that has PyTorch (CPU is enough) and safetensors, from anywhere:
+Run with a Python that has PyTorch (CPU is enough), safetensors and NumPy (which
+safetensors.torch needs), from anywhere:
 
     python -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch safetensors numpy
     /tmp/torchenv/bin/python scripts/make_fixtures.py
 
-CI has no Python: the fixtures are committed, and this script is how they were made.
+CI has no Python: the fixtures are committed, and this script is how they were made; running
+it again reproduces them byte for byte.
+
+  - linear_fixtures: the linear family, a Sequential with activations, softmax cross-entropy
+    (f32 and f64), other libraries' PHM layouts, a dense MLP state dict (safetensors files);
+  - conv_fixtures: 1-D and 2-D PHM convolutions (JSON files).
 """
 
 import os
@@ -15,10 +21,12 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import linear_fixtures  # noqa: E402
+import conv_fixtures  # noqa: E402
 
 
 def main():
     linear_fixtures.main()
+    conv_fixtures.main()
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 //! The numerical kernels every layer is built on: PHM shapes and `W` from `(A, S)`
 //! ([`phm`]), the factored product that never builds `W`, the cost model that picks a kernel
-//! ([`strategy`]), and the crate's one GEMM entry point, with its thread count
-//! ([`num_threads`], [`set_num_threads`], the `PHM_NN_NUM_THREADS` environment variable) and
-//! the SIMD level it dispatched to ([`simd_level`]).
+//! ([`strategy`]), the lowering of convolutions onto them ([`im2col`]), and the crate's one
+//! GEMM entry point, with its thread count ([`num_threads`], [`set_num_threads`], the
+//! `PHM_NN_NUM_THREADS` environment variable) and the SIMD level it dispatched to
+//! ([`simd_level`]).
 //!
 //! ```text
 //!     W = Σ_{i=1..n} A_i ⊗ S_i        R(W) = Âᵀ Ŝ   (Van Loan's rearrangement: one GEMM)
@@ -21,6 +22,7 @@
 pub(crate) mod factored;
 pub(crate) mod gemm;
 mod gemm_backend;
+pub mod im2col;
 pub mod low_rank;
 pub mod phm;
 pub(crate) mod shapes;

@@ -1,4 +1,5 @@
-//! Layers: dense [`Linear`], [`PhmLinear`], and element-wise [`activation`]s.
+//! Layers: dense [`Linear`], [`PhmLinear`], convolutions ([`conv`]: dense and PHM, 1-D and
+//! 2-D), [`pool`]ing, and element-wise [`activation`]s.
 //!
 //! Layers of the linear family act on the last axis of an input of any rank,
 //! `(…, in) → (…, out)`, as PyTorch's `nn.Linear` does; activations act element-wise on any
@@ -15,9 +16,11 @@
 
 pub mod activation;
 pub mod adapter;
+pub mod conv;
 pub mod linear;
 pub mod lphm_linear;
 pub mod phm_linear;
+pub mod pool;
 pub mod rules;
 
 pub use activation::{Gelu, Relu, Sigmoid, Tanh};
@@ -25,7 +28,12 @@ pub use adapter::{
     freeze, insert_adapters, set_trainable, Adapter, AdapterActivation, AdapterConfig, AdapterKind,
     ParameterCount,
 };
+pub use conv::{
+    Conv1d, Conv1dConfig, Conv2d, Conv2dConfig, PhmConv1d, PhmConv1dConfig, PhmConv2d,
+    PhmConv2dConfig, Size2,
+};
 pub use linear::{Linear, LinearConfig};
 pub use lphm_linear::{LphmLinear, LphmLinearConfig};
 pub use phm_linear::{PhmLinear, PhmLinearConfig, Rule, Workspace};
+pub use pool::{AvgPool2d, Flatten, GlobalAvgPool, MaxPool2d};
 pub use rules::PhmRules;

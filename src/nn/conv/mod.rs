@@ -1,0 +1,319 @@
+//! Convolutions, channels first as in PyTorch: dense [`Conv1d`]/[`Conv2d`] and PHM
+//! convolutions ("PHC", Grassucci et al., 2022) [`PhmConv1d`]/[`PhmConv2d`].
+//!
+//! ```text
+//!     Y[b, o, oh, ow] = bias[o] + Σ_{c, i, j} K[o, c, i, j] · X[b, c, oh·s_h + i·d_h − p_h, ow·s_w + j·d_w − p_w]
+//!     X: (B, C_in, H, W)   K: (C_out, C_in, kh, kw)   Y: (B, C_out, H_out, W_out)
+//!     H_out = ⌊(H + 2p_h − d_h·(kh − 1) − 1) / s_h⌋ + 1                 (likewise W_out)
+//!
+//!     PHC:  K = Σ_{i=1..n} A_i ⊗ F_i     A: (n, n, n)   F: (n, C_out/n, C_in/n, kh, kw)
+//!           K[r·C_out/n + o, c·C_in/n + q, :, :] = Σ_i A_i[r, c] · F_i[o, q, :, :]
+//! ```
+//!
+//! (1-D: `X (B, C_in, L)`, `K (C_out, C_in, k)`.) Positions outside the input read zeros.
+//! Weights use PyTorch's layouts, and the output size is PyTorch's formula.
+//!
+//! **How it is computed.** [`im2col`](crate::kernels::im2col) turns the input into a matrix
+//! `(B·H_out·W_out, C_in·kh·kw)` with channel-major columns; the dense convolution is then one
+//! GEMM with `K` viewed as `(C_out, C_in·kh·kw)`, and the PHM convolution is a
+//! [`PhmLinear`](crate::nn::PhmLinear) with `in = C_in·kh·kw`, `out = C_out`, whose blocks
+//! `(n, C_out/n, C_in/n·kh·kw)` *are* the `F_i` reshaped — so the factored kernel and its `1/n`
+//! weight traffic carry over. The input gradient goes back through `col2im`.
+//!
+//! Parameters: a PHC layer has `n³ + C_out·C_in·kh·kw/n + C_out` (rules, kernels, bias)
+//! instead of `C_out·C_in·kh·kw + C_out`; fixed rules are frozen and not counted. The bias is
+//! **added** (the HyperNets implementation creates one and never adds it).
+//!
+//! ```
+//! use phm_nn::prelude::*;
+//! let mut rng = StdRng::seed_from_u64(0);
+//! // 3×3, 8 → 16 channels, n = 4, padding 1: the spatial size is kept.
+//! let mut conv = PhmConv2dConfig::new(8, 16, 3, 4).with_padding(1).init::<f64, _>(&mut rng)?;
+//! assert_eq!(conv.num_parameters(), 64 + 16 * 8 * 9 / 4 + 16);
+//! let y = conv.forward(ArrayD::ones(IxDyn(&[2, 8, 5, 5])).view());
+//! assert_eq!(y.shape(), &[2, 16, 5, 5]);
+//! // The built kernel in PyTorch's layout (C_out, C_in, kh, kw):
+//! assert_eq!(conv.weight().dim(), (16, 8, 3, 3));
+//! // Channels must be divisible by n:
+//! assert!(PhmConv2dConfig::new(6, 16, 3, 4).init::<f64, _>(&mut rng).is_err());
+//! # Ok::<(), phm_nn::PhmError>(())
+//! ```
+
+use ndarray::{Array2, Array4, ArrayD, ArrayView2, ArrayViewD, Axis, IxDyn};
+
+use crate::error::{PhmError, Result};
+use crate::kernels::im2col::{col2im, im2col, ConvGeometry};
+use crate::Float;
+
+pub mod conv1d;
+pub mod conv2d;
+pub mod phm_conv1d;
+pub mod phm_conv2d;
+
+pub use conv1d::{Conv1d, Conv1dConfig};
+pub use conv2d::{Conv2d, Conv2dConfig};
+pub use phm_conv1d::{PhmConv1d, PhmConv1dConfig};
+pub use phm_conv2d::{PhmConv2d, PhmConv2dConfig};
+
+/// A size along the two spatial axes `(height, width)`; `From<usize>` gives the same size on
+/// both, as PyTorch's `int` arguments do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size2(pub usize, pub usize);
+
+impl From<usize> for Size2 {
+    fn from(v: usize) -> Self {
+        Size2(v, v)
+    }
+}
+
+impl From<(usize, usize)> for Size2 {
+    fn from((h, w): (usize, usize)) -> Self {
+        Size2(h, w)
+    }
+}
+
+impl From<Size2> for (usize, usize) {
+    fn from(s: Size2) -> Self {
+        (s.0, s.1)
+    }
+}
+
+/// Checks a channel count against `n` (for PHM convolutions).
+pub(crate) fn check_channels(what: &'static str, size: usize, n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(PhmError::ZeroN);
+    }
+    if size == 0 {
+        return Err(PhmError::ZeroSize { what });
+    }
+    if size % n != 0 {
+        return Err(PhmError::NotDivisible { what, size, n });
+    }
+    Ok(())
+}
+
+/// The sizes of one call: batch, input and output spatial sizes (1-D: `h = ho = 1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Frame {
+    pub batch: usize,
+    pub h: usize,
+    pub w: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+/// Spatial rank (1 or 2) and the window of a convolution: how an input is lowered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lowering {
+    pub geometry: ConvGeometry,
+    pub rank: usize,
+}
+
+impl Lowering {
+    fn expected(&self) -> &'static str {
+        if self.rank == 1 {
+            "[batch, channels, length]"
+        } else {
+            "[batch, channels, height, width]"
+        }
+    }
+
+    /// The frame of an input of `shape`, or why it does not fit.
+    pub(crate) fn frame(&self, shape: &[usize]) -> std::result::Result<Frame, String> {
+        let c = self.geometry.channels();
+        if shape.len() != self.rank + 2 || shape[1] != c {
+            return Err(format!(
+                "input has shape {shape:?}, expected {} with {c} channels",
+                self.expected()
+            ));
+        }
+        let (h, w) = if self.rank == 1 {
+            (1, shape[2])
+        } else {
+            (shape[2], shape[3])
+        };
+        let (ho, wo) = self
+            .geometry
+            .output_size(h, w)
+            .map_err(|e| format!("input has shape {shape:?}: {e}"))?;
+        Ok(Frame {
+            batch: shape[0],
+            h,
+            w,
+            ho,
+            wo,
+        })
+    }
+
+    /// The output shape for an input of `shape`, if it fits.
+    pub(crate) fn output_shape(&self, shape: &[usize], out_channels: usize) -> Option<Vec<usize>> {
+        self.frame(shape)
+            .ok()
+            .map(|f| self.output_dims(&f, out_channels))
+    }
+
+    fn output_dims(&self, f: &Frame, channels: usize) -> Vec<usize> {
+        if self.rank == 1 {
+            vec![f.batch, channels, f.wo]
+        } else {
+            vec![f.batch, channels, f.ho, f.wo]
+        }
+    }
+
+    /// `cols(X)` `(B·H_out·W_out, C_in·kh·kw)` and the frame.
+    ///
+    /// # Panics
+    /// If `x` does not fit (wrong rank or channels, kernel larger than the padded input).
+    #[track_caller]
+    pub(crate) fn lower<F: Float>(
+        &self,
+        context: &str,
+        x: ArrayViewD<'_, F>,
+    ) -> (Array2<F>, Frame) {
+        let f = self
+            .frame(x.shape())
+            .unwrap_or_else(|e| panic!("{context}: {e}"));
+        let x = x.as_standard_layout();
+        let x4 = x
+            .view()
+            .into_shape_with_order((f.batch, self.geometry.channels(), f.h, f.w))
+            .expect("standard layout reshapes");
+        let mut cols = Array2::zeros((f.batch * f.ho * f.wo, self.geometry.cols()));
+        im2col(x4, &self.geometry, (f.ho, f.wo), cols.view_mut());
+        (cols, f)
+    }
+
+    /// Rows `(B·H_out·W_out, C_out)` to the channels-first output.
+    pub(crate) fn raise_output<F: Float>(&self, y: ArrayView2<'_, F>, f: &Frame) -> ArrayD<F> {
+        let c = y.ncols();
+        let y = y
+            .into_shape_with_order((f.batch, f.ho * f.wo, c))
+            .expect("rows are batch × positions");
+        let y = y.permuted_axes([0, 2, 1]).as_standard_layout().into_owned();
+        y.into_shape_with_order(IxDyn(&self.output_dims(f, c)))
+            .expect("standard layout reshapes")
+    }
+
+    /// The channels-first output gradient as rows `(B·H_out·W_out, C_out)`.
+    ///
+    /// # Panics
+    /// If `g` is not the shape of the forward's output.
+    #[track_caller]
+    pub(crate) fn grad_rows<F: Float>(
+        &self,
+        context: &str,
+        g: ArrayViewD<'_, F>,
+        f: &Frame,
+        out_channels: usize,
+    ) -> Array2<F> {
+        let expected = self.output_dims(f, out_channels);
+        if g.shape() != expected.as_slice() {
+            panic!(
+                "{context}: grad_output has shape {:?}, expected {expected:?}",
+                g.shape()
+            );
+        }
+        let g = g.as_standard_layout();
+        let g3 = g
+            .view()
+            .into_shape_with_order((f.batch, out_channels, f.ho * f.wo))
+            .expect("standard layout reshapes");
+        let rows = g3
+            .permuted_axes([0, 2, 1])
+            .as_standard_layout()
+            .into_owned();
+        rows.into_shape_with_order((f.batch * f.ho * f.wo, out_channels))
+            .expect("standard layout reshapes")
+    }
+
+    /// `dX = col2im(dcols)` in the input's shape.
+    pub(crate) fn raise_input_grad<F: Float>(
+        &self,
+        dcols: ArrayView2<'_, F>,
+        f: &Frame,
+    ) -> ArrayD<F> {
+        let c = self.geometry.channels();
+        let mut dx = Array4::zeros((f.batch, c, f.h, f.w));
+        col2im(dcols, &self.geometry, (f.ho, f.wo), dx.view_mut());
+        if self.rank == 1 {
+            dx.index_axis_move(Axis(2), 0).into_dyn()
+        } else {
+            dx.into_dyn()
+        }
+    }
+}
+
+/// Implements [`Module`](crate::Module) for a public convolution that wraps a core.
+macro_rules! delegate_module {
+    ($ty:ident) => {
+        impl<F: Float> Module<F> for $ty<F> {
+            /// # Panics
+            /// If `x` is not channels first with the layer's input channels, or the dilated
+            /// kernel is larger than the padded input; the message names the shapes.
+            #[track_caller]
+            fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
+                self.core.forward(x)
+            }
+
+            /// # Panics
+            /// If no forward pass is left to go back through, or `grad_output` is not the
+            /// shape of that forward's output.
+            #[track_caller]
+            fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
+                self.core.backward(grad_output)
+            }
+
+            /// # Panics
+            /// As [`forward`](Module::forward).
+            #[track_caller]
+            fn infer(&self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
+                self.core.infer(x)
+            }
+
+            fn visit_params(&self, f: &mut dyn FnMut(&str, &Param<F>)) {
+                self.core.visit_params(f)
+            }
+
+            fn clear_saved(&mut self) {
+                self.core.clear_saved()
+            }
+
+            fn pending(&self) -> usize {
+                self.core.pending()
+            }
+
+            fn describe(&self) -> String {
+                self.core.describe(stringify!($ty))
+            }
+
+            fn output_shape(&self, input: &[usize]) -> Option<Vec<usize>> {
+                self.core.output_shape(input)
+            }
+        }
+    };
+}
+pub(crate) use delegate_module;
+
+/// `, stride s, padding p, dilation d` for the options that differ from the defaults.
+pub(crate) fn describe_options(g: &ConvGeometry, rank: usize) -> String {
+    let pick = |(a, b): (usize, usize)| {
+        if rank == 1 {
+            format!("{b}")
+        } else if a == b {
+            format!("{a}")
+        } else {
+            format!("({a}, {b})")
+        }
+    };
+    let mut s = String::new();
+    if g.stride() != (1, 1) {
+        s += &format!(", stride {}", pick(g.stride()));
+    }
+    if g.padding() != (0, 0) {
+        s += &format!(", padding {}", pick(g.padding()));
+    }
+    if g.dilation() != (1, 1) {
+        s += &format!(", dilation {}", pick(g.dilation()));
+    }
+    s
+}
