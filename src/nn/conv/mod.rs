@@ -86,7 +86,7 @@ pub(crate) fn check_channels(what: &'static str, size: usize, n: usize) -> Resul
     if size == 0 {
         return Err(PhmError::ZeroSize { what });
     }
-    if size % n != 0 {
+    if !size.is_multiple_of(n) {
         return Err(PhmError::NotDivisible { what, size, n });
     }
     Ok(())
