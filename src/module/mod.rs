@@ -1,5 +1,5 @@
 //! The layer contract: the [`Module`] trait, parameters with identity ([`Param`]), paths,
-//! and containers ([`Sequential`](sequential::Sequential)).
+//! and containers ([`Sequential`]).
 //!
 //! # The contract
 //! A module maps a tensor of any rank to another (`(…, in) → (…, out)` for the linear family,
@@ -147,7 +147,7 @@ pub trait Module<F: Float>: CloneModule<F> + Any + Send + Sync + Debug {
     }
 
     /// Whether the children run one after another on the output of the previous one (as in
-    /// [`Sequential`](sequential::Sequential)); summaries then chain their shapes.
+    /// [`Sequential`]); summaries then chain their shapes.
     fn is_chain(&self) -> bool {
         false
     }

@@ -71,7 +71,7 @@ struct Data<F> {
     version: u64,
 }
 
-/// A handle to a parameter tensor and its accumulated gradient; see the [module docs](self).
+/// A handle to a parameter tensor and its accumulated gradient; see the [module docs](crate::module).
 ///
 /// A *frozen* parameter (`is_trainable() == false`, e.g. the fixed rules of a quaternion
 /// layer) takes no gradient and is skipped by optimizers, but is still visited (and saved).

@@ -7,7 +7,7 @@
 //! A step updates every distinct trainable tensor of the model once ([`params`]): a rule
 //! tensor shared by several layers gets the sum of their gradients and one update. The
 //! optimizer keeps its state (momentum buffers, Adam moments, step counts) by
-//! [`ParamId`](crate::module::ParamId), so one optimizer can serve two models without ever
+//! [`ParamId`], so one optimizer can serve two models without ever
 //! mixing their state; [`Optimizer::state`] exports it by parameter path and
 //! [`Optimizer::load_state`] imports it into a model of the same architecture (for
 //! checkpoints).
