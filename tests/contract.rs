@@ -135,7 +135,7 @@ fn a_shared_tensor_is_visited_at_each_use_but_counted_updated_and_listed_once() 
     model.backward(ArrayD::ones(y.raw_dim()).view().into_dyn());
     let rules = params(&model).remove(0).1;
     let (before, grad) = (rules.value(), rules.grad());
-    // The summed gradient: each layer's own contribution, computed by unsharing.
+    // (That the gradient is the sum over the three users is the next test.)
     let mut opt = Sgd::new(SgdConfig {
         lr: 0.1,
         ..SgdConfig::default()

@@ -566,9 +566,9 @@ impl<F: Float> PhmLinear<F> {
             y.is_standard_layout(),
             "PhmLinear::infer_into: output must be in standard (row-major) layout"
         );
+        // The bias is read in place, under its lock: no copy per call.
         let bias = self.bias.as_ref().map(|b| b.read());
-        let bias = bias.as_ref().map(|b| bias_view(b.value()).to_owned());
-        let bias = bias.as_ref().map(|b| b.view());
+        let bias = bias.as_ref().map(|b| bias_view(b.value()));
         match (
             self.cached_weight(),
             self.kernel_for(x.nrows(), Mode::Inference),
@@ -610,23 +610,21 @@ impl<F: Float> PhmLinear<F> {
     fn forward_matrix(&mut self, x: Array2<F>, lead: Vec<usize>) -> (Array2<F>, Saved<F>) {
         let (batch, k) = (x.nrows(), self.shape.out_features());
         let mut y = Array2::zeros((batch, k));
-        let bias = self.bias();
+        // A second handle to the bias, read in place (no copy) while `self` is borrowed mutably.
+        let bias_param = self.bias.as_ref().map(Param::share);
+        let bias_guard = bias_param.as_ref().map(|b| b.read());
+        let bias = bias_guard.as_ref().map(|b| bias_view(b.value()));
         let kernel = match self.kernel_for(batch, Mode::Training) {
             Kernel::Materialized => {
                 let w = self.current_weight();
-                affine_forward_into(
-                    &x.view(),
-                    &w.view(),
-                    bias.as_ref().map(|b| b.view()).as_ref(),
-                    y.view_mut(),
-                );
+                affine_forward_into(&x.view(), &w.view(), bias.as_ref(), y.view_mut());
                 SavedKernel::Materialized
             }
             Kernel::Factored => {
                 let order = factored::Order::for_shape(self.shape);
                 let (a, s) = (self.rules.read(), self.blocks.read());
                 let mixing = factored::mixing_matrix(order, dim3(a.value()));
-                let beta = init_output(&mut y.view_mut(), bias.as_ref().map(|b| b.view()).as_ref());
+                let beta = init_output(&mut y.view_mut(), bias.as_ref());
                 let mut t = self.buffers.take(order.intermediate_dim(self.shape, batch));
                 factored::forward(
                     self.shape,

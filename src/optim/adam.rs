@@ -209,14 +209,14 @@ impl<F: Float> Optimizer<F> for Adam<F> {
                 max_exp_avg_sq: h.amsgrad.then(|| ArrayD::zeros(grad.raw_dim())),
             });
             s.step += 1;
-            let mut theta = value.clone();
-            let mut g = grad.clone();
+            let mut theta = value.to_owned();
+            let mut g = grad.to_owned();
             if h.weight_decay != 0.0 {
                 if h.decoupled_weight_decay {
                     let keep = F::of(1.0 - h.lr * h.weight_decay);
                     theta.mapv_inplace(|v| v * keep);
                 } else {
-                    g.scaled_add(wd, value);
+                    g.scaled_add(wd, &value);
                 }
             }
             Zip::from(&mut s.exp_avg)

@@ -83,7 +83,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ndarray::ArrayD;
+use ndarray::{ArrayD, ArrayViewD};
 
 use crate::error::{PhmError, Result};
 use crate::module::{params, Module, Param, ParamId};
@@ -203,7 +203,7 @@ impl<S> States<S> {
     pub(crate) fn step<F: Float>(
         &mut self,
         model: &dyn Module<F>,
-        update: impl Fn(&ArrayD<F>, &ArrayD<F>, Option<&S>) -> (ArrayD<F>, S),
+        update: impl Fn(ArrayViewD<'_, F>, ArrayViewD<'_, F>, Option<&S>) -> (ArrayD<F>, S),
     ) -> Result<()> {
         let trainable: Vec<(String, Param<F>)> = params(model)
             .into_iter()
@@ -218,11 +218,11 @@ impl<S> States<S> {
         }
         let mut pending = Vec::with_capacity(trainable.len());
         for (path, p) in &trainable {
-            let (value, grad) = {
+            // Computed from the tensor in place, under its read lock: no copy of value or grad.
+            let (new_value, new_state) = {
                 let r = p.read();
-                (r.value().to_owned(), r.grad().to_owned())
+                update(r.value(), r.grad(), self.0.get(&p.id()))
             };
-            let (new_value, new_state) = update(&value, &grad, self.0.get(&p.id()));
             if !new_value.iter().all(|v| v.is_finite()) {
                 return Err(PhmError::NonFiniteUpdate {
                     param: path.clone(),

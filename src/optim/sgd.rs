@@ -109,9 +109,9 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
         let (lr, mu, wd) = (F::of(c.lr), F::of(c.momentum), F::of(c.weight_decay));
         let one_minus_damp = F::of(1.0 - c.dampening);
         self.states.step(model, |value, grad, state| {
-            let mut g = grad.clone();
+            let mut g = grad.to_owned();
             if c.weight_decay != 0.0 {
-                g.scaled_add(wd, value);
+                g.scaled_add(wd, &value);
             }
             let mut buffer = None;
             if c.momentum != 0.0 {
@@ -126,7 +126,7 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
                 }
                 buffer = Some(b);
             }
-            let mut new = value.clone();
+            let mut new = value.to_owned();
             new.scaled_add(-lr, &g);
             (new, Momentum(buffer))
         })
