@@ -22,6 +22,7 @@ pub mod lphm_linear;
 pub mod phm_linear;
 pub mod pool;
 pub mod rules;
+pub mod transformer;
 
 pub use activation::{Gelu, Relu, Sigmoid, Tanh};
 pub use adapter::{
