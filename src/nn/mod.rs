@@ -22,6 +22,7 @@ pub mod lphm_linear;
 pub mod phm_linear;
 pub mod pool;
 pub mod rules;
+pub mod transformer;
 
 pub use activation::{Gelu, Relu, Sigmoid, Tanh};
 pub use adapter::{
@@ -37,3 +38,4 @@ pub use lphm_linear::{LphmLinear, LphmLinearConfig};
 pub use phm_linear::{PhmLinear, PhmLinearConfig, Rule, Workspace};
 pub use pool::{AvgPool2d, Flatten, GlobalAvgPool, MaxPool2d};
 pub use rules::PhmRules;
+pub use transformer::{LayerNorm, LayerNormConfig};
