@@ -4,7 +4,7 @@ mod common;
 
 use common::{assert_close, check_gradients_d, rng, uniform_d};
 use ndarray::{ArrayD, IxDyn};
-use phm_nn::nn::transformer::{LayerNorm, LayerNormConfig};
+use phm_nn::nn::transformer::{Dropout, LayerNorm, LayerNormConfig};
 use phm_nn::{Module, PhmError};
 
 // ---------------------------------------------------------------------------------------
@@ -158,4 +158,144 @@ fn layer_norm_shapes_params_and_errors() {
 fn layer_norm_wrong_width_panics() {
     let ln = LayerNormConfig::new(4).init::<f64>().unwrap();
     ln.infer(ArrayD::zeros(IxDyn(&[2, 5])).view());
+}
+
+// ---------------------------------------------------------------------------------------
+// Dropout
+
+#[test]
+fn dropout_keeps_about_one_minus_p_and_preserves_the_mean() {
+    let (p, n) = (0.3, 200_000usize);
+    let mut drop = Dropout::<f64>::new(p, 17).unwrap();
+    let x = ArrayD::<f64>::ones(IxDyn(&[50, 40, 100]));
+    let y = drop.forward(x.view());
+    let scale = 1.0 / (1.0 - p);
+    assert!(
+        y.iter().all(|&v| v == 0.0 || v == scale),
+        "entries are 0 or 1/(1 − p)"
+    );
+    let kept = y.iter().filter(|&&v| v != 0.0).count() as f64;
+    // Binomial(n, 1 − p): 5 standard deviations.
+    let sd = (n as f64 * p * (1.0 - p)).sqrt();
+    assert!(
+        (kept - (1.0 - p) * n as f64).abs() < 5.0 * sd,
+        "kept {kept} of {n}, expected {} ± {sd}",
+        (1.0 - p) * n as f64
+    );
+    // The mean of y estimates the mean of x (1): sd of the mean = √(p/(1 − p)/n).
+    let mean = y.sum() / n as f64;
+    let sd_mean = (p / (1.0 - p) / n as f64).sqrt();
+    assert!((mean - 1.0).abs() < 5.0 * sd_mean, "mean {mean}");
+    // f32 too.
+    let mut drop32 = Dropout::<f32>::new(p, 18).unwrap();
+    let y32 = drop32.forward(x.mapv(|v| v as f32).view());
+    let kept32 = y32.iter().filter(|&&v| v != 0.0).count() as f64;
+    assert!((kept32 - (1.0 - p) * n as f64).abs() < 5.0 * sd);
+}
+
+#[test]
+fn dropout_masks_are_seeded_and_backward_reuses_them() {
+    let x = uniform_d(&mut rng(30), &[6, 7, 8]);
+    let mut a = Dropout::<f64>::new(0.5, 5).unwrap();
+    let mut b = Dropout::<f64>::new(0.5, 5).unwrap();
+    let ya = a.forward(x.view());
+    assert_eq!(ya, b.forward(x.view()), "same seed, same mask");
+    let ya2 = a.forward(x.view());
+    assert_ne!(ya, ya2, "the generator moves on between calls");
+    let mut c = Dropout::<f64>::new(0.5, 6).unwrap();
+    assert_ne!(ya, c.forward(x.view()), "another seed, another mask");
+    a.reseed(5);
+    assert_eq!(a.forward(x.view()), ya, "reseed replays the masks");
+
+    // Backward goes through the saved masks in reverse order: dX = G ⊙ m/(1 − p), and
+    // y = x ⊙ m/(1 − p), so dX = G ⊙ y / x entry by entry (x has no zeros here).
+    let g = uniform_d(&mut rng(31), &[6, 7, 8]);
+    let dx = a.backward(g.view());
+    for ((d, gi), (yi, xi)) in dx.iter().zip(g.iter()).zip(ya.iter().zip(x.iter())) {
+        assert_close(*d, gi * yi / xi, 1e-12, "dropout backward, last forward");
+    }
+    let dx2 = a.backward(g.view());
+    for ((d, gi), (yi, xi)) in dx2.iter().zip(g.iter()).zip(ya2.iter().zip(x.iter())) {
+        assert_close(*d, gi * yi / xi, 1e-12, "dropout backward, second forward");
+    }
+    let dx1 = a.backward(g.view());
+    for ((d, gi), (yi, xi)) in dx1.iter().zip(g.iter()).zip(ya.iter().zip(x.iter())) {
+        assert_close(*d, gi * yi / xi, 1e-12, "dropout backward, first forward");
+    }
+    assert_eq!(a.pending(), 0);
+}
+
+#[test]
+fn dropout_gradient_matches_finite_differences_with_a_fixed_mask() {
+    let x = uniform_d(&mut rng(40), &[3, 4, 5]);
+    let c = uniform_d(&mut rng(41), &[3, 4, 5]);
+    let mut drop = Dropout::<f64>::new(0.4, 0).unwrap();
+    let loss = |drop: &mut Dropout<f64>, x: &ArrayD<f64>| {
+        drop.reseed(99);
+        let y = drop.forward(x.view());
+        drop.clear_saved();
+        (&y * &c).sum()
+    };
+    drop.reseed(99);
+    drop.forward(x.view());
+    let dx = drop.backward(c.view());
+    let eps = 1e-6;
+    for flat in 0..x.len() {
+        let mut xp = x.clone();
+        *xp.iter_mut().nth(flat).unwrap() += eps;
+        let lp = loss(&mut drop, &xp);
+        *xp.iter_mut().nth(flat).unwrap() -= 2.0 * eps;
+        let lm = loss(&mut drop, &xp);
+        let numeric = (lp - lm) / (2.0 * eps);
+        assert_close(*dx.iter().nth(flat).unwrap(), numeric, 1e-8, "dropout dX");
+    }
+    assert!(dx.iter().any(|&v| v == 0.0) && dx.iter().any(|&v| v != 0.0));
+}
+
+#[test]
+fn dropout_is_the_identity_at_inference_and_for_p_zero() {
+    let x = uniform_d(&mut rng(50), &[4, 9]);
+    let mut drop = Dropout::<f64>::new(0.5, 1).unwrap();
+    assert_eq!(drop.infer(x.view()), x);
+    assert_eq!(drop.pending(), 0, "infer saves nothing");
+    assert_eq!(drop.num_parameters(), 0);
+    assert_eq!(drop.output_shape(&[2, 3, 4]), Some(vec![2, 3, 4]));
+
+    // p = 0: forward and backward are the identity, and the generator does not move.
+    drop.set_p(0.0).unwrap();
+    assert_eq!(drop.p(), 0.0);
+    assert_eq!(drop.forward(x.view()), x);
+    let g = uniform_d(&mut rng(51), &[4, 9]);
+    assert_eq!(drop.backward(g.view()), g);
+    drop.set_p(0.5).unwrap();
+    let mut fresh = Dropout::<f64>::new(0.5, 1).unwrap();
+    assert_eq!(
+        drop.forward(x.view()),
+        fresh.forward(x.view()),
+        "p = 0 drew nothing"
+    );
+}
+
+#[test]
+fn dropout_rejects_invalid_probabilities() {
+    for p in [1.0, 1.5, -0.1, f64::NAN, f64::INFINITY] {
+        assert!(
+            matches!(
+                Dropout::<f32>::new(p, 0),
+                Err(PhmError::InvalidArgument { .. })
+            ),
+            "p = {p}"
+        );
+    }
+    let mut drop = Dropout::<f32>::new(0.2, 0).unwrap();
+    assert!(drop.set_p(1.0).is_err());
+    assert!(drop.set_p(f64::NAN).is_err());
+    assert_eq!(drop.p(), 0.2, "a rejected p leaves the old one");
+}
+
+#[test]
+#[should_panic(expected = "Dropout::backward called before forward")]
+fn dropout_backward_without_forward_panics() {
+    let mut drop = Dropout::<f64>::new(0.5, 0).unwrap();
+    drop.backward(ArrayD::zeros(IxDyn(&[2, 2])).view());
 }

@@ -1,8 +1,8 @@
-//! The leaf layers of a Transformer: [`LayerNorm`] (positional encodings to follow).
+//! The leaf layers of a Transformer: [`LayerNorm`] and [`Dropout`] (positional encodings to follow).
 //!
 //! Each follows the layer contract of [`crate::module`]: `forward` pushes a saved state,
 //! `backward` pops it, `infer` goes through `&self` and saves nothing. Inputs have any rank:
-//! [`LayerNorm`] acts on the last axis.
+//! [`LayerNorm`] acts on the last axis, [`Dropout`] element-wise.
 //!
 //! ```
 //! use phm_nn::prelude::*;
@@ -12,6 +12,8 @@
 //! # Ok::<(), phm_nn::PhmError>(())
 //! ```
 
+pub mod dropout;
 pub mod layer_norm;
 
+pub use dropout::Dropout;
 pub use layer_norm::{LayerNorm, LayerNormConfig};
