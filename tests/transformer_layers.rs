@@ -4,7 +4,7 @@ mod common;
 
 use common::{assert_close, check_gradients_d, rng, uniform_d};
 use ndarray::{ArrayD, IxDyn};
-use phm_nn::nn::transformer::{Dropout, LayerNorm, LayerNormConfig};
+use phm_nn::nn::transformer::{Dropout, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
 use phm_nn::{Module, PhmError};
 
 // ---------------------------------------------------------------------------------------
@@ -298,4 +298,165 @@ fn dropout_rejects_invalid_probabilities() {
 fn dropout_backward_without_forward_panics() {
     let mut drop = Dropout::<f64>::new(0.5, 0).unwrap();
     drop.backward(ArrayD::zeros(IxDyn(&[2, 2])).view());
+}
+
+// ---------------------------------------------------------------------------------------
+// Embedding
+
+fn ids_2x4() -> ndarray::ArrayD<usize> {
+    // Repeated ids (1 three times, 4 twice), one id never used (2, 5).
+    ndarray::array![[1usize, 4, 1, 0], [3, 1, 4, 0]].into_dyn()
+}
+
+#[test]
+fn embedding_weight_gradient_matches_finite_differences() {
+    let mut emb = EmbeddingConfig::new(6, 3)
+        .init::<f64, _>(&mut rng(60))
+        .unwrap();
+    let ids = ids_2x4();
+    let c = uniform_d(&mut rng(61), &[2, 4, 3]);
+    emb.lookup(ids.view());
+    emb.backward_ids(c.view());
+    assert_eq!(emb.pending(), 0);
+    let grad = emb.weight_param().grad();
+    let eps = 1e-6;
+    let p = emb.weight_param().share();
+    for v in 0..6 {
+        for j in 0..3 {
+            p.write().value_mut()[[v, j]] += eps;
+            let lp = (&emb.lookup_infer(ids.view()) * &c).sum();
+            p.write().value_mut()[[v, j]] -= 2.0 * eps;
+            let lm = (&emb.lookup_infer(ids.view()) * &c).sum();
+            p.write().value_mut()[[v, j]] += eps;
+            assert_close(grad[[v, j]], (lp - lm) / (2.0 * eps), 1e-8, "dW");
+        }
+    }
+    // Repeated ids accumulate: row v of dW is the sum of the rows of c at the positions of v.
+    for v in 0..6 {
+        for j in 0..3 {
+            let mut expected = 0.0;
+            for (pos, &id) in ids.indexed_iter() {
+                if id == v {
+                    expected += c[[pos[0], pos[1], j]];
+                }
+            }
+            assert_close(grad[[v, j]], expected, 1e-12, "scatter-add");
+        }
+    }
+    assert!(grad.slice(ndarray::s![2, ..]).iter().all(|&g| g == 0.0));
+    assert!(grad.slice(ndarray::s![1, ..]).iter().all(|&g| g != 0.0));
+
+    // The Module API (ids as floats) gives the same gradient and zeros for the input.
+    let mut emb2 = Embedding::from_param(phm_nn::Param::new(emb.weight_param().value())).unwrap();
+    let x = ids.mapv(|i| i as f64);
+    let y = emb2.forward(x.view());
+    assert_eq!(y, emb.lookup_infer(ids.view()));
+    assert_eq!(emb2.infer(x.view()), y);
+    let dx = emb2.backward(c.view());
+    assert_eq!(dx, ArrayD::<f64>::zeros(IxDyn(&[2, 4])));
+    assert_eq!(emb2.weight_param().grad(), grad);
+}
+
+#[test]
+fn embedding_lookup_returns_the_rows_with_the_right_shapes() {
+    let emb = EmbeddingConfig::new(5, 4)
+        .init::<f32, _>(&mut rng(70))
+        .unwrap();
+    assert_eq!((emb.vocab(), emb.width()), (5, 4));
+    let w = emb.weight_param().value();
+    let ids1 = ndarray::array![3usize, 0, 3].into_dyn();
+    let y1 = emb.lookup_infer(ids1.view());
+    assert_eq!(y1.shape(), &[3, 4]);
+    let ids2 = ids_2x4().mapv(|i| i % 5);
+    let y2 = emb.lookup_infer(ids2.view());
+    assert_eq!(y2.shape(), &[2, 4, 4]);
+    for (pos, &id) in ids2.indexed_iter() {
+        for j in 0..4 {
+            assert_eq!(y2[[pos[0], pos[1], j]], w[[id, j]]);
+        }
+    }
+    assert_eq!(emb.output_shape(&[2, 7]), Some(vec![2, 7, 4]));
+    let names: Vec<String> = phm_nn::module::params(&emb)
+        .into_iter()
+        .map(|(n, p)| format!("{n}{:?}", p.shape()))
+        .collect();
+    assert_eq!(names, ["weight[5, 4]"]);
+
+    // Composes with Sequential: ids as floats → embedding → layer norm.
+    let model = phm_nn::Sequential::<f32>::new()
+        .add(emb.clone())
+        .add(LayerNormConfig::new(4).init::<f32>().unwrap());
+    assert_eq!(
+        model.infer(ids2.mapv(|i| i as f32).view()).shape(),
+        &[2, 4, 4]
+    );
+
+    // Default init N(0, 1): sample variance of 10⁴ draws within 10 % of 1.
+    let big = EmbeddingConfig::new(100, 100)
+        .init::<f64, _>(&mut rng(71))
+        .unwrap();
+    let v = big.weight_param().value();
+    let var = v.mapv(|x| x * x).mean().unwrap();
+    assert!((var - 1.0).abs() < 0.1, "variance {var}");
+
+    assert!(matches!(
+        EmbeddingConfig::new(0, 4).init::<f32, _>(&mut rng(0)),
+        Err(PhmError::ZeroSize { .. })
+    ));
+    assert!(matches!(
+        Embedding::from_param(phm_nn::Param::new(ArrayD::<f32>::zeros(IxDyn(&[3])))),
+        Err(PhmError::ShapeMismatch { .. })
+    ));
+}
+
+#[test]
+fn embedding_bad_id_is_an_error_in_try_lookup() {
+    let emb = EmbeddingConfig::new(5, 2)
+        .init::<f64, _>(&mut rng(80))
+        .unwrap();
+    let err = emb
+        .try_lookup_infer(ndarray::array![0usize, 5].into_dyn().view())
+        .unwrap_err();
+    assert!(matches!(err, PhmError::InvalidArgument { .. }));
+    let msg = err.to_string();
+    assert!(msg.contains("id 5") && msg.contains("vocab 5"), "{msg}");
+    assert!(emb
+        .try_lookup_infer(ndarray::array![4usize].into_dyn().view())
+        .is_ok());
+}
+
+#[test]
+#[should_panic(expected = "id 7 is out of range for vocab 5")]
+fn embedding_bad_id_panics_in_lookup() {
+    let mut emb = EmbeddingConfig::new(5, 2)
+        .init::<f64, _>(&mut rng(81))
+        .unwrap();
+    emb.lookup(ndarray::array![1usize, 7].into_dyn().view());
+}
+
+#[test]
+#[should_panic(expected = "out of range for vocab 5")]
+fn embedding_bad_id_panics_in_lookup_infer() {
+    let emb = EmbeddingConfig::new(5, 2)
+        .init::<f64, _>(&mut rng(82))
+        .unwrap();
+    emb.lookup_infer(ndarray::array![5usize].into_dyn().view());
+}
+
+#[test]
+#[should_panic(expected = "id 2.5 is not an integer in 0..5")]
+fn embedding_module_rejects_fractional_ids() {
+    let mut emb = EmbeddingConfig::new(5, 2)
+        .init::<f64, _>(&mut rng(83))
+        .unwrap();
+    emb.forward(ndarray::array![1.0, 2.5].into_dyn().view());
+}
+
+#[test]
+#[should_panic(expected = "id -1 is not an integer in 0..5")]
+fn embedding_module_rejects_negative_ids() {
+    let emb = EmbeddingConfig::new(5, 2)
+        .init::<f64, _>(&mut rng(84))
+        .unwrap();
+    emb.infer(ndarray::array![-1.0].into_dyn().view());
 }

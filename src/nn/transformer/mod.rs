@@ -1,8 +1,9 @@
-//! The leaf layers of a Transformer: [`LayerNorm`] and [`Dropout`] (positional encodings to follow).
+//! The leaf layers of a Transformer: [`LayerNorm`], [`Dropout`] and token [`Embedding`]s (positional encodings to follow).
 //!
 //! Each follows the layer contract of [`crate::module`]: `forward` pushes a saved state,
 //! `backward` pops it, `infer` goes through `&self` and saves nothing. Inputs have any rank:
-//! [`LayerNorm`] acts on the last axis, [`Dropout`] element-wise.
+//! [`LayerNorm`] acts on the last axis, [`Dropout`] element-wise, and [`Embedding`] maps ids
+//! `(…)` to rows `(…, width)`.
 //!
 //! ```
 //! use phm_nn::prelude::*;
@@ -13,7 +14,9 @@
 //! ```
 
 pub mod dropout;
+pub mod embedding;
 pub mod layer_norm;
 
 pub use dropout::Dropout;
+pub use embedding::{Embedding, EmbeddingConfig};
 pub use layer_norm::{LayerNorm, LayerNormConfig};
