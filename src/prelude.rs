@@ -37,6 +37,7 @@ pub use crate::nn::{
     PhmConv1d, PhmConv1dConfig, PhmConv2d, PhmConv2dConfig, PhmLinear, PhmLinearConfig, PhmRules,
     Relu, Rule, Sigmoid, Size2, Tanh,
 };
+pub use crate::nn::{Dropout, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
 pub use crate::optim::{
     clip_grad_norm, Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig,
 };

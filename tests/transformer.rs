@@ -1,12 +1,15 @@
 //! The Transformer blocks: finite-difference checks (f64) of attention (dense, PHM, low-rank
-//! PHM, causal or not, with a padding mask), the feed-forward block, and the key/value cache.
+//! PHM, causal or not, with a padding mask), the feed-forward block, the pre-norm block, and
+//! the key/value cache.
 
 mod common;
 
 use common::{check_gradients_d, rng, uniform_d};
 use ndarray::{s, ArrayD, ArrayViewD, IxDyn};
+use phm_nn::module::params;
 use phm_nn::nn::transformer::{
-    AttentionCache, AttentionConfig, FeedForwardConfig, MultiHeadAttention, Projection,
+    AttentionCache, AttentionConfig, Block, BlockConfig, FeedForwardConfig, MultiHeadAttention,
+    Projection,
 };
 use phm_nn::Module;
 
@@ -242,4 +245,57 @@ fn shared_rules_are_one_tensor_across_projections() {
     // 8 rule entries once + 4 × (8·8/2 blocks + 8 bias).
     assert_eq!(attn.num_parameters(), 8 + 4 * (32 + 8));
     check_gradients_d(&mut attn, &uniform_d(&mut rng(2), &[1, 3, 8]), 3, TOL);
+}
+
+#[test]
+fn block_gradients_match_finite_differences() {
+    for (i, projection) in projections().into_iter().enumerate() {
+        let mut block = BlockConfig::new(8, 2, 12)
+            .with_projection(projection)
+            .init::<f64, _>(None, 0, &mut rng(i as u64))
+            .unwrap();
+        // Non-trivial layer-norm parameters, so their gradients are tested away from 1 / 0.
+        for (path, p) in params(&block) {
+            if path.starts_with("ln") {
+                let shape = p.shape();
+                p.set_value(uniform_d(&mut rng(40 + i as u64), &shape).view())
+                    .unwrap();
+            }
+        }
+        check_gradients_d(&mut block, &uniform_d(&mut rng(50), &[2, 3, 8]), 9, TOL);
+    }
+}
+
+#[test]
+fn block_with_shared_rules_and_padding_matches_finite_differences() {
+    #[derive(Clone, Debug)]
+    struct Masked(Block<f64>, ArrayD<bool>);
+    impl Module<f64> for Masked {
+        fn forward(&mut self, x: ArrayViewD<'_, f64>) -> ArrayD<f64> {
+            self.0.forward_masked(x, Some(self.1.view()))
+        }
+        fn backward(&mut self, g: ArrayViewD<'_, f64>) -> ArrayD<f64> {
+            self.0.backward(g)
+        }
+        fn infer(&self, x: ArrayViewD<'_, f64>) -> ArrayD<f64> {
+            self.0.infer_masked(x, Some(self.1.view()))
+        }
+        fn visit_children<'a>(&'a self, f: &mut dyn FnMut(&str, &'a dyn Module<f64>)) {
+            f("block", &self.0);
+        }
+        fn visit_children_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut dyn Module<f64>)) {
+            f("block", &mut self.0);
+        }
+    }
+    let projection = Projection::phm(2);
+    let rules = projection.new_rules::<f64, _>(&mut rng(1)).unwrap();
+    let block = BlockConfig::new(8, 2, 8)
+        .with_projection(projection)
+        .init::<f64, _>(rules.as_ref(), 0, &mut rng(2))
+        .unwrap();
+    // Rules counted once: 8 + 4 × (32 + 8) attention + 2 × (32 + 8) feed-forward + 2 × 16 norms.
+    assert_eq!(block.num_parameters(), 8 + 4 * 40 + 2 * 40 + 32);
+    let pad = ArrayD::from_shape_fn(IxDyn(&[2, 4]), |i| i[0] == 1 && i[1] >= 2);
+    let mut m = Masked(block, pad);
+    check_gradients_d(&mut m, &uniform_d(&mut rng(3), &[2, 4, 8]), 4, TOL);
 }

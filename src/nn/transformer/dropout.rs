@@ -1,0 +1,204 @@
+//! Inverted dropout (Srivastava et al., 2014), as PyTorch's `nn.Dropout(p)`.
+//!
+//! In training ([`Module::forward`]) each entry is kept with probability `1 − p` and the kept
+//! ones are scaled so the expectation is unchanged; at inference ([`Module::infer`]) the layer
+//! is the identity:
+//!
+//! ```text
+//!     forward:  y = x ⊙ m / (1 − p),   m_i ~ Bernoulli(1 − p) independently
+//!     backward: dX = G ⊙ m / (1 − p)   (the same mask)
+//!     infer:    y = x
+//! ```
+//!
+//! The layer owns its generator, a [`ChaCha8Rng`] seeded at construction
+//! ([`Dropout::new`]) or by [`Dropout::reseed`], so a run is reproducible and a mask can be
+//! replayed. With `p = 0` the forward pass is the identity and draws nothing.
+//!
+//! ```
+//! use ndarray::ArrayD;
+//! use phm_nn::nn::transformer::Dropout;
+//! use phm_nn::Module;
+//!
+//! let mut drop = Dropout::<f64>::new(0.5, 42)?;
+//! let x = ArrayD::ones(vec![4, 8]);
+//! let y = drop.forward(x.view());
+//! assert!(y.iter().all(|&v| v == 0.0 || v == 2.0)); // dropped, or kept and scaled by 1/(1 − p)
+//! assert_eq!(drop.infer(x.view()), x); // off at inference
+//! # Ok::<(), phm_nn::PhmError>(())
+//! ```
+
+use ndarray::{ArrayD, ArrayViewD, Zip};
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
+
+use crate::error::{PhmError, Result};
+use crate::io::RngState;
+use crate::kernels::gemm::assert_same_shape;
+use crate::module::Module;
+use crate::Float;
+
+/// What one forward pass saves: the scaled mask `m / (1 − p)`, or only the shape for `p = 0`.
+#[derive(Clone)]
+enum Saved<F> {
+    Mask(ArrayD<F>),
+    Identity(Vec<usize>),
+}
+
+/// Inverted dropout with its own seeded generator; see the [module docs](self).
+///
+/// A clone continues from the same generator position (it draws the same masks next).
+pub struct Dropout<F> {
+    p: f64,
+    rng: ChaCha8Rng,
+    saved: Vec<Saved<F>>,
+}
+
+impl<F: Clone> Clone for Dropout<F> {
+    fn clone(&self) -> Self {
+        // `ChaCha8Rng` is not `Clone`; copy it through its exact position.
+        Dropout {
+            p: self.p,
+            rng: RngState::of(&self.rng).to_rng(),
+            saved: self.saved.clone(),
+        }
+    }
+}
+
+fn check_p(p: f64) -> Result<()> {
+    if (0.0..1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(PhmError::InvalidArgument {
+            what: "p",
+            reason: format!("dropout probability must be in [0, 1), got {p}"),
+        })
+    }
+}
+
+impl<F: Float> Dropout<F> {
+    /// Dropout with probability `p` of zeroing each entry, its generator seeded with `seed`.
+    ///
+    /// # Errors
+    /// [`PhmError::InvalidArgument`] unless `0 ≤ p < 1` (`p = 1` would zero everything and
+    /// scale by infinity; NaN is rejected).
+    pub fn new(p: f64, seed: u64) -> Result<Self> {
+        check_p(p)?;
+        Ok(Dropout {
+            p,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            saved: Vec::new(),
+        })
+    }
+
+    /// The probability of zeroing an entry.
+    pub fn p(&self) -> f64 {
+        self.p
+    }
+
+    /// Sets the probability (e.g. a schedule), keeping the generator's position.
+    ///
+    /// # Errors
+    /// [`PhmError::InvalidArgument`] unless `0 ≤ p < 1`; `p` is then unchanged.
+    pub fn set_p(&mut self, p: f64) -> Result<()> {
+        check_p(p)?;
+        self.p = p;
+        Ok(())
+    }
+
+    /// Restarts the generator from `seed`: the next masks are those of a layer built with
+    /// this seed.
+    pub fn reseed(&mut self, seed: u64) {
+        self.rng = ChaCha8Rng::seed_from_u64(seed);
+    }
+}
+
+impl<F: Float> Module<F> for Dropout<F> {
+    /// Draws a mask (one uniform per entry, in the input's logical order), applies it and
+    /// saves it.
+    fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
+        if self.p == 0.0 {
+            self.saved.push(Saved::Identity(x.shape().to_vec()));
+            return x.to_owned();
+        }
+        let scale = F::of(1.0 / (1.0 - self.p));
+        let p = self.p;
+        let rng = &mut self.rng;
+        let mask = ArrayD::from_shape_simple_fn(x.raw_dim(), || {
+            if rng.random::<f64>() < p {
+                F::zero()
+            } else {
+                scale
+            }
+        });
+        let y = &x * &mask;
+        self.saved.push(Saved::Mask(mask));
+        y
+    }
+
+    /// `dX = G ⊙ m / (1 − p)` with the mask of the matching forward pass.
+    ///
+    /// # Panics
+    /// If no forward pass is left to go back through, or `grad_output` does not have the
+    /// shape of that forward's input.
+    #[track_caller]
+    fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
+        let Some(saved) = self.saved.pop() else {
+            panic!("Dropout::backward called before forward (each backward needs its own forward)");
+        };
+        match saved {
+            Saved::Identity(shape) => {
+                assert_same_shape(
+                    "Dropout::backward",
+                    "grad_output",
+                    grad_output.shape(),
+                    &shape,
+                );
+                grad_output.to_owned()
+            }
+            Saved::Mask(mut mask) => {
+                assert_same_shape(
+                    "Dropout::backward",
+                    "grad_output",
+                    grad_output.shape(),
+                    mask.shape(),
+                );
+                Zip::from(&mut mask)
+                    .and(&grad_output)
+                    .for_each(|m, &g| *m *= g);
+                mask
+            }
+        }
+    }
+
+    /// The identity: dropout is off at inference.
+    fn infer(&self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
+        x.to_owned()
+    }
+
+    fn clear_saved(&mut self) {
+        self.saved.clear();
+    }
+
+    fn pending(&self) -> usize {
+        self.saved.len()
+    }
+
+    fn describe(&self) -> String {
+        format!("Dropout(p = {})", self.p)
+    }
+
+    fn hyperparameters(&self) -> Vec<(String, String)> {
+        vec![("p".into(), self.p.to_string())]
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Option<Vec<usize>> {
+        Some(input.to_vec())
+    }
+}
+
+impl<F> std::fmt::Debug for Dropout<F> {
+    /// `Dropout(p = …)`, not the generator or the masks.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Dropout(p = {})", self.p)
+    }
+}
