@@ -12,7 +12,10 @@ it again reproduces them byte for byte.
 
   - linear_fixtures: the linear family, a Sequential with activations, softmax cross-entropy
     (f32 and f64), other libraries' PHM layouts, a dense MLP state dict (safetensors files);
-  - conv_fixtures: 1-D and 2-D PHM convolutions (JSON files).
+  - conv_fixtures: 1-D and 2-D PHM convolutions (JSON files);
+  - transformer_fixtures: one pre-norm PHM Transformer block (causal and key-padding masks,
+    GELU FFN) with every parameter's gradient, f32 and f64 (safetensors files), checked
+    against torch.nn.TransformerEncoderLayer in f64.
 """
 
 import os
@@ -22,11 +25,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import linear_fixtures  # noqa: E402
 import conv_fixtures  # noqa: E402
+import transformer_fixtures  # noqa: E402
 
 
 def main():
     linear_fixtures.main()
     conv_fixtures.main()
+    transformer_fixtures.main()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 //! Data for training and evaluating classifiers: a labelled [`Dataset`], the bundled UCI
-//! handwritten [`digits`], seeded stratified splits, seeded shuffled mini-[`batches`] and a
-//! confusion matrix ([`metrics`]).
+//! handwritten [`digits`], seeded stratified splits, seeded shuffled mini-[`batches`], a
+//! confusion matrix ([`metrics`]) and character-level [`text`] (bundled Shakespeare plays)
+//! for next-character prediction.
 //!
 //! Everything random takes a generator (`&mut R` with `R: rand::Rng`): seed it
 //! (`StdRng::seed_from_u64`) and the same calls give the same splits and batch orders.
@@ -41,6 +42,7 @@ mod dataset;
 pub mod digits;
 pub mod metrics;
 mod split;
+pub mod text;
 
 pub use batches::{Batch, Batches};
 pub use dataset::Dataset;
