@@ -38,4 +38,6 @@ pub use lphm_linear::{LphmLinear, LphmLinearConfig};
 pub use phm_linear::{PhmLinear, PhmLinearConfig, Rule, Workspace};
 pub use pool::{AvgPool2d, Flatten, GlobalAvgPool, MaxPool2d};
 pub use rules::PhmRules;
-pub use transformer::{Dropout, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
+pub use transformer::{
+    Dropout, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, PositionalEncoding,
+};
