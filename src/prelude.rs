@@ -37,7 +37,11 @@ pub use crate::nn::{
     PhmConv1d, PhmConv1dConfig, PhmConv2d, PhmConv2dConfig, PhmLinear, PhmLinearConfig, PhmRules,
     Relu, Rule, Sigmoid, Size2, Tanh,
 };
-pub use crate::nn::{Dropout, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
+pub use crate::nn::{
+    AttentionConfig, BlockConfig, Dropout, Embedding, EmbeddingConfig, FeedForwardConfig,
+    LayerNorm, LayerNormConfig, MultiHeadAttention, PositionalEncoding, Projection, Sampling,
+    TransformerLm, TransformerLmConfig,
+};
 pub use crate::optim::{
     clip_grad_norm, Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig,
 };

@@ -299,3 +299,60 @@ fn compacter_low_rank_and_factorized_rules_match_their_formula() {
     // Export gives PyTorch's tensors back, bit for bit.
     assert_eq!(export_lphm(&layer, &names), dict);
 }
+
+/// One pre-norm PHM Transformer block (causal and key-padding masks, six PHM projections,
+/// GELU feed-forward) against the same block written with `torch.nn.functional`: output,
+/// input gradient and every parameter gradient.
+fn transformer_block_case<F: Float>(file: &str, tol: f64) {
+    use phm_nn::nn::transformer::{BlockConfig, Projection};
+    let f = Fixture::open(file);
+    let meta = |k: &str| -> usize {
+        let st = f.tensors();
+        let (_, m) = SafeTensors::read_metadata(&f.bytes).unwrap();
+        drop(st);
+        m.metadata().as_ref().unwrap()[k].parse().unwrap()
+    };
+    let (d, heads, ffn, n) = (meta("d"), meta("H"), meta("f"), meta("n"));
+    let mut block = BlockConfig::new(d, heads, ffn)
+        .with_projection(Projection::phm(n))
+        .init::<F, _>(None, 0, &mut StdRng::seed_from_u64(0))
+        .unwrap();
+    let ps = params(&block);
+    assert_eq!(
+        ps.len(),
+        4 + 6 * 3,
+        "2 norms × 2 + 6 projections × 3 tensors"
+    );
+    for (path, p) in &ps {
+        p.set_value(f.get::<F>(path).view())
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+    let pad = f.get::<F>("pad").mapv(|v| v != F::zero());
+    let x = f.get::<F>("x");
+    let what = |k: &str| format!("{file} {k}");
+    let y = block.infer_masked(x.view(), Some(pad.view()));
+    assert_rel(&y, &f.get::<F>("y"), tol, &what("infer"));
+    block.zero_grad();
+    let y = block.forward_masked(x.view(), Some(pad.view()));
+    assert_rel(&y, &f.get::<F>("y"), tol, &what("y"));
+    let dx = block.backward(f.get::<F>("g").view());
+    assert_rel(&dx, &f.get::<F>("dx"), tol, &what("dx"));
+    for (path, p) in &ps {
+        let (got, want) = (p.grad(), f.get::<F>(&format!("grad.{path}")));
+        if path == "attn.k.bias" {
+            // The key bias adds q·b to every score of a query's row, which the softmax
+            // ignores: its gradient is exactly zero, and both sides hold rounding noise.
+            let noise = |a: &ArrayD<F>| a.iter().fold(0.0f64, |m, v| m.max(v.as_f64().abs()));
+            let (a, b) = (noise(&got), noise(&want));
+            assert!(a < tol && b < tol, "{}: {a:e}, PyTorch {b:e}", what(path));
+            continue;
+        }
+        assert_rel(&got, &want, tol, &what(path));
+    }
+}
+
+#[test]
+fn a_phm_transformer_block_matches_pytorch() {
+    transformer_block_case::<f64>("transformer_block_f64.safetensors", 1e-10);
+    transformer_block_case::<f32>("transformer_block_f32.safetensors", 1e-5);
+}

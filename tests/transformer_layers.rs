@@ -4,8 +4,11 @@ mod common;
 
 use common::{assert_close, check_gradients_d, rng, uniform_d};
 use ndarray::{ArrayD, IxDyn};
-use phm_nn::nn::transformer::{Dropout, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
-use phm_nn::{Module, PhmError};
+use phm_nn::nn::transformer::{
+    Dropout, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, PositionalEncoding,
+    DEFAULT_LEARNED_INIT,
+};
+use phm_nn::{Init, Module, PhmError};
 
 // ---------------------------------------------------------------------------------------
 // LayerNorm
@@ -459,4 +462,164 @@ fn embedding_module_rejects_negative_ids() {
         .init::<f64, _>(&mut rng(84))
         .unwrap();
     emb.infer(ndarray::array![-1.0].into_dyn().view());
+}
+
+// ---------------------------------------------------------------------------------------
+// Positional encodings
+
+/// The closed form, written independently: angle = p · exp(−ln(10000) · 2i / width).
+fn sinusoid(p: usize, j: usize, width: usize) -> f64 {
+    let i2 = (j - j % 2) as f64;
+    let angle = p as f64 * (-(10000f64.ln()) * i2 / width as f64).exp();
+    if j.is_multiple_of(2) {
+        angle.sin()
+    } else {
+        angle.cos()
+    }
+}
+
+#[test]
+fn sinusoidal_values_match_the_closed_form() {
+    for width in [6usize, 5, 1] {
+        let pe = PositionalEncoding::<f64>::sinusoidal(width).unwrap();
+        assert!(!pe.is_learned() && pe.max_len().is_none() && pe.width() == width);
+        let table = pe.table(10);
+        assert_eq!(table.shape(), &[10, width]);
+        for p in [0usize, 1, 7, 9] {
+            for j in 0..width {
+                assert_close(table[[p, j]], sinusoid(p, j, width), 1e-12, "table");
+            }
+        }
+        // Far positions through infer_at: x = 0, so y = P[start..start + T].
+        let start = 1000;
+        let y = pe.infer_at(ArrayD::zeros(IxDyn(&[2, 3, width])).view(), start);
+        for b in 0..2 {
+            for t in 0..3 {
+                for j in 0..width {
+                    assert_close(y[[b, t, j]], sinusoid(start + t, j, width), 1e-12, "far");
+                }
+            }
+        }
+    }
+    // Position 0: sin 0 = 0 in even columns, cos 0 = 1 in odd ones.
+    let t = PositionalEncoding::<f32>::sinusoidal(4).unwrap().table(1);
+    assert_eq!(t.row(0).to_vec(), vec![0.0f32, 1.0, 0.0, 1.0]);
+}
+
+#[test]
+fn sinusoidal_gradient_is_the_identity() {
+    let mut pe = PositionalEncoding::<f64>::sinusoidal(4).unwrap();
+    let x = uniform_d(&mut rng(90), &[2, 3, 4]);
+    check_gradients_d(&mut pe, &x, 91, 1e-6);
+    let g = uniform_d(&mut rng(92), &[2, 3, 4]);
+    pe.forward_at(x.view(), 5);
+    assert_eq!(pe.backward(g.view()), g);
+    assert_eq!(pe.num_parameters(), 0);
+}
+
+#[test]
+fn learned_gradients_match_finite_differences() {
+    let mut pe =
+        PositionalEncoding::<f64>::learned(6, 4, DEFAULT_LEARNED_INIT, &mut rng(100)).unwrap();
+    assert!(pe.is_learned() && pe.max_len() == Some(6));
+    let x = uniform_d(&mut rng(101), &[2, 3, 4]);
+    check_gradients_d(&mut pe, &x, 102, 1e-6);
+    let x2 = uniform_d(&mut rng(103), &[5, 4]); // rank 2: (T, width)
+    check_gradients_d(&mut pe, &x2, 104, 1e-6);
+}
+
+#[test]
+fn learned_gradient_with_a_start_offset() {
+    let pe0 =
+        PositionalEncoding::<f64>::learned(7, 3, Init::Normal { std: 1.0 }, &mut rng(110)).unwrap();
+    let mut pe = pe0.clone();
+    let (start, x) = (3, uniform_d(&mut rng(111), &[2, 2, 3]));
+    let c = uniform_d(&mut rng(112), &[2, 2, 3]);
+    // Value: P rows start..start + T.
+    let y = pe.forward_at(x.view(), start);
+    let w = pe.weight_param().unwrap().value();
+    for ((b, t, j), v) in y
+        .view()
+        .into_dimensionality::<ndarray::Ix3>()
+        .unwrap()
+        .indexed_iter()
+    {
+        assert_close(*v, x[[b, t, j]] + w[[start + t, j]], 1e-15, "y");
+    }
+    assert_eq!(pe.infer_at(x.view(), start), y);
+    let dx = pe.backward(c.view());
+    assert_eq!(dx, c);
+    let grad = pe.weight_param().unwrap().grad();
+    let p = pe.weight_param().unwrap().share();
+    let eps = 1e-6;
+    for r in 0..7 {
+        for j in 0..3 {
+            p.write().value_mut()[[r, j]] += eps;
+            let lp = (&pe.infer_at(x.view(), start) * &c).sum();
+            p.write().value_mut()[[r, j]] -= 2.0 * eps;
+            let lm = (&pe.infer_at(x.view(), start) * &c).sum();
+            p.write().value_mut()[[r, j]] += eps;
+            assert_close(grad[[r, j]], (lp - lm) / (2.0 * eps), 1e-8, "dW at start 3");
+        }
+    }
+    // Only rows start..start + T get a gradient.
+    for r in (0..3).chain(5..7) {
+        assert!(
+            grad.slice(ndarray::s![r, ..]).iter().all(|&g| g == 0.0),
+            "row {r}"
+        );
+    }
+}
+
+#[test]
+fn positional_step_by_step_equals_the_whole_sequence() {
+    // What a key/value cache does in generation: token t alone at position t.
+    let sin = PositionalEncoding::<f32>::sinusoidal(8).unwrap();
+    let learned =
+        PositionalEncoding::<f32>::learned(5, 8, DEFAULT_LEARNED_INIT, &mut rng(120)).unwrap();
+    let x = uniform_d(&mut rng(121), &[2, 5, 8]).mapv(|v| v as f32);
+    for pe in [&sin, &learned] {
+        let whole = pe.infer(x.view());
+        assert_eq!(whole.shape(), &[2, 5, 8]);
+        for t in 0..5 {
+            let step = pe.infer_at(x.slice(ndarray::s![.., t..t + 1, ..]).into_dyn(), t);
+            assert_eq!(step, whole.slice(ndarray::s![.., t..t + 1, ..]).into_dyn());
+        }
+        assert_eq!(pe.output_shape(&[2, 5, 8]), Some(vec![2, 5, 8]));
+        assert_eq!(pe.output_shape(&[5, 8]), Some(vec![5, 8]));
+        assert_eq!(pe.output_shape(&[8]), None);
+        assert_eq!(
+            pe.infer(ArrayD::zeros(IxDyn(&[3, 8])).view()).shape(),
+            &[3, 8]
+        );
+    }
+    assert_eq!(learned.output_shape(&[1, 6, 8]), None, "beyond max_len");
+    let names: Vec<String> = phm_nn::module::params(&learned)
+        .into_iter()
+        .map(|(n, p)| format!("{n}{:?}", p.shape()))
+        .collect();
+    assert_eq!(names, ["weight[5, 8]"]);
+    assert!(matches!(
+        PositionalEncoding::<f32>::sinusoidal(0),
+        Err(PhmError::ZeroSize { .. })
+    ));
+    assert!(matches!(
+        PositionalEncoding::<f32>::learned(0, 4, DEFAULT_LEARNED_INIT, &mut rng(0)),
+        Err(PhmError::ZeroSize { .. })
+    ));
+}
+
+#[test]
+#[should_panic(expected = "positions 4..7 exceed the learned table's max_len 6")]
+fn learned_beyond_max_len_panics() {
+    let mut pe =
+        PositionalEncoding::<f64>::learned(6, 2, DEFAULT_LEARNED_INIT, &mut rng(130)).unwrap();
+    pe.forward_at(ArrayD::zeros(IxDyn(&[1, 3, 2])).view(), 4);
+}
+
+#[test]
+#[should_panic(expected = "rank ≥ 2")]
+fn positional_rank_one_panics() {
+    let pe = PositionalEncoding::<f64>::sinusoidal(2).unwrap();
+    pe.infer(ArrayD::zeros(IxDyn(&[2])).view());
 }

@@ -1,5 +1,6 @@
 //! Layers: dense [`Linear`], [`PhmLinear`], convolutions ([`conv`]: dense and PHM, 1-D and
-//! 2-D), [`pool`]ing, and element-wise [`activation`]s.
+//! 2-D), [`pool`]ing, element-wise [`activation`]s, and the [`transformer`] family
+//! (attention, feed-forward and pre-norm blocks, a decoder-only language model).
 //!
 //! Layers of the linear family act on the last axis of an input of any rank,
 //! `(…, in) → (…, out)`, as PyTorch's `nn.Linear` does; activations act element-wise on any
@@ -38,4 +39,8 @@ pub use lphm_linear::{LphmLinear, LphmLinearConfig};
 pub use phm_linear::{PhmLinear, PhmLinearConfig, Rule, Workspace};
 pub use pool::{AvgPool2d, Flatten, GlobalAvgPool, MaxPool2d};
 pub use rules::PhmRules;
-pub use transformer::{Dropout, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
+pub use transformer::{
+    AttentionConfig, Block, BlockConfig, Dropout, Embedding, EmbeddingConfig, FeedForward,
+    FeedForwardConfig, LayerNorm, LayerNormConfig, MultiHeadAttention, PositionalEncoding,
+    Projection, Sampling, TransformerLm, TransformerLmConfig,
+};

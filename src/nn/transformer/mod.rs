@@ -44,6 +44,8 @@ pub mod dropout;
 pub mod embedding;
 pub mod feed_forward;
 pub mod layer_norm;
+pub mod lm;
+pub mod positional;
 pub mod projection;
 
 pub use attention::{AttentionCache, AttentionConfig, MultiHeadAttention};
@@ -52,4 +54,6 @@ pub use dropout::Dropout;
 pub use embedding::{Embedding, EmbeddingConfig};
 pub use feed_forward::{FeedForward, FeedForwardConfig};
 pub use layer_norm::{LayerNorm, LayerNormConfig};
+pub use lm::{KvCache, Positional, Sampling, TransformerLm, TransformerLmConfig};
+pub use positional::{PositionalEncoding, DEFAULT_LEARNED_INIT};
 pub use projection::Projection;
