@@ -3,7 +3,9 @@
 //!
 //! Run: `cargo run --release --example bench_report` (add `-- --quick` for a smaller grid,
 //! `-- --key` for the key cases only (the ones `scripts/torch_bench.py` times in PyTorch),
-//! `-- --f64` for the f64 case, `-- --threads-sweep` for where threads start to pay). Threads: `PHM_NN_NUM_THREADS=1` for one. Every figure is the
+//! `-- --f64` for the f64 case, `-- --threads-sweep` for where threads start to pay,
+//! `-- --transformer` for one Transformer block only, dense against PHM n = 2, 4, 8; the full
+//! report ends with that table). Threads: `PHM_NN_NUM_THREADS=1` for one. Every figure is the
 //! median of interleaved samples, and GFLOP/s count `2·B·k·d` per forward (dense-equivalent),
 //! `6·B·k·d` per training step. The report starts with the CPU model, the SIMD level the GEMM
 //! dispatched to and the thread count, and ends with the peak memory of one training step
@@ -313,17 +315,16 @@ fn main() {
         threads_sweep();
         return;
     }
+    if args.iter().any(|a| a == "--transformer") {
+        print_machine();
+        transformer_table();
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let key = args.iter().any(|a| a == "--key");
     let f64_case = args.iter().any(|a| a == "--f64");
     let mut rng = StdRng::seed_from_u64(1);
-    println!(
-        "CPU: {} · GEMM SIMD: {} · threads: {} (PHM_NN_NUM_THREADS={})\n",
-        cpu_model(),
-        phm_nn::kernels::simd_level(),
-        phm_nn::kernels::num_threads(),
-        std::env::var("PHM_NN_NUM_THREADS").unwrap_or_else(|_| "unset".into()),
-    );
+    print_machine();
     let sizes: &[(usize, usize)] = if quick {
         &[(256, 256), (1024, 1024)]
     } else {
@@ -396,5 +397,100 @@ fn main() {
             (1024, 1024, 4, 256),
             (4096, 1024, 8, 256),
         ]);
+        if !quick && !key {
+            transformer_table();
+        }
+    }
+}
+
+/// The CPU model, the SIMD level the GEMM dispatched to and the thread count.
+fn print_machine() {
+    println!(
+        "CPU: {} · GEMM SIMD: {} · threads: {} (PHM_NN_NUM_THREADS={})\n",
+        cpu_model(),
+        phm_nn::kernels::simd_level(),
+        phm_nn::kernels::num_threads(),
+        std::env::var("PHM_NN_NUM_THREADS").unwrap_or_else(|_| "unset".into()),
+    );
+}
+
+/// One pre-norm Transformer block (d = 256, 4 heads, FFN 1024, T = 128, batch 8, causal),
+/// dense against PHM n = 2, 4, 8 (all six projections PHM): inference, training step
+/// (forward + backward), parameters and the peak bytes of one training step.
+fn transformer_table() {
+    use phm_nn::nn::transformer::{BlockConfig, Projection};
+    let (d, heads, ffn, t, batch) = (256, 4, 1024, 128, 8);
+    println!("\nOne Transformer block, d = {d}, {heads} heads, FFN {ffn}, T = {t}, batch {batch}, causal, f32 (medians of {SAMPLES} interleaved samples)\n");
+    println!("| projections | params | infer ms | train step ms | infer vs dense | train vs dense | step peak memory |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let mut rng = StdRng::seed_from_u64(5);
+    let x = ndarray::ArrayD::from_shape_simple_fn(ndarray::IxDyn(&[batch, t, d]), || {
+        rng.random_range(-1.0f32..1.0)
+    });
+    let g = x.mapv(|v| 0.5 * v);
+    let kinds = [
+        Projection::Dense,
+        Projection::phm(2),
+        Projection::phm(4),
+        Projection::phm(8),
+    ];
+    let mut blocks: Vec<_> = kinds
+        .iter()
+        .map(|&p| {
+            BlockConfig::new(d, heads, ffn)
+                .with_projection(p)
+                .init::<f32, _>(None, 0, &mut rng)
+                .unwrap()
+        })
+        .collect();
+    let infer: Vec<f64> = {
+        let mut fs: Vec<Box<dyn FnMut() + '_>> = blocks
+            .iter()
+            .map(|b| {
+                Box::new(|| {
+                    black_box(b.infer(x.view()));
+                }) as Box<dyn FnMut()>
+            })
+            .collect();
+        let mut refs: Vec<&mut dyn FnMut()> = fs
+            .iter_mut()
+            .map(|f| &mut **f as &mut dyn FnMut())
+            .collect();
+        race(&mut refs)
+    };
+    let train: Vec<f64> = {
+        let mut fs: Vec<Box<dyn FnMut() + '_>> = blocks
+            .iter_mut()
+            .map(|b| {
+                Box::new(|| {
+                    b.zero_grad();
+                    black_box(b.forward(x.view()));
+                    black_box(b.backward(g.view()));
+                    touch(b);
+                }) as Box<dyn FnMut()>
+            })
+            .collect();
+        let mut refs: Vec<&mut dyn FnMut()> = fs
+            .iter_mut()
+            .map(|f| &mut **f as &mut dyn FnMut())
+            .collect();
+        race(&mut refs)
+    };
+    for (i, (kind, block)) in kinds.iter().zip(blocks.iter_mut()).enumerate() {
+        let mut fresh = block.clone();
+        let peak = peak_bytes(|| {
+            black_box(fresh.forward(x.view()));
+            black_box(fresh.backward(g.view()));
+        });
+        println!(
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} MiB |",
+            kind.name(),
+            block.num_parameters(),
+            infer[i] * 1e3,
+            train[i] * 1e3,
+            infer[i] / infer[0],
+            train[i] / train[0],
+            peak as f64 / (1 << 20) as f64,
+        );
     }
 }

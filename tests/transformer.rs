@@ -299,3 +299,41 @@ fn block_with_shared_rules_and_padding_matches_finite_differences() {
     let mut m = Masked(block, pad);
     check_gradients_d(&mut m, &uniform_d(&mut rng(3), &[2, 4, 8]), 4, TOL);
 }
+
+#[test]
+fn fixed_quaternion_projections_are_frozen_and_exact() {
+    use phm_nn::{algebra::Algebra, Rule};
+    let projection = Projection::Phm {
+        n: 4,
+        rule: Rule::Fixed(Algebra::Quaternion),
+    };
+    let mut block = BlockConfig::new(8, 2, 8)
+        .with_projection(projection)
+        .init::<f64, _>(None, 0, &mut rng(60))
+        .unwrap();
+    // Frozen rules: 6 projections × 4³ entries, none trainable.
+    assert_eq!(block.num_frozen_parameters(), 6 * 64);
+    // Trainable: 4 × (8·8/4 + 8) attention, (8·8/4 + 8) × 2 feed-forward, 2 × 16 norms.
+    assert_eq!(block.num_parameters(), 4 * 24 + 2 * 24 + 32);
+    check_gradients_d(&mut block, &uniform_d(&mut rng(61), &[1, 3, 8]), 62, TOL);
+}
+
+#[test]
+fn attention_softmax_is_stable_in_f32() {
+    // Scores in the thousands: exp would overflow without subtracting the row maximum.
+    let attn64 = AttentionConfig::new(8, 2)
+        .init::<f64, _>(None, &mut rng(70))
+        .unwrap();
+    let attn32 = AttentionConfig::new(8, 2)
+        .init::<f32, _>(None, &mut rng(70))
+        .unwrap();
+    let x = uniform_d(&mut rng(71), &[2, 6, 8]).mapv(|v| 300.0 * v);
+    let y64 = attn64.infer(x.view());
+    let y32 = attn32.infer(x.mapv(|v| v as f32).view());
+    let scale = y64.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(scale > 1.0, "large outputs expected");
+    for (a, b) in y32.iter().zip(y64.iter()) {
+        assert!(a.is_finite(), "f32 output overflowed");
+        assert!((*a as f64 - b).abs() <= 1e-4 * scale, "{a} vs {b}");
+    }
+}
