@@ -366,6 +366,15 @@ impl<F: Float> TransformerLm<F> {
         self.blocks.iter_mut().try_for_each(|b| b.set_dropout(p))
     }
 
+    /// Panics unless `shape` is `(B, T)` with `T ≤ max_len`.
+    #[track_caller]
+    fn check_ids(&self, context: &str, shape: &[usize]) {
+        if shape.len() != 2 {
+            panic!("{context}: ids have shape {shape:?}, expected [B, T]");
+        }
+        self.check_len(context, shape[1]);
+    }
+
     #[track_caller]
     fn check_len(&self, context: &str, t: usize) {
         assert!(
@@ -604,13 +613,7 @@ fn into3<F: Float>(y: ArrayD<F>) -> Array3<F> {
 impl<F: Float> Module<F> for TransformerLm<F> {
     /// Logits `(B, T, vocab)` for token ids given as floats `(B, T)`.
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
-        if x.ndim() != 2 {
-            panic!(
-                "TransformerLm::forward: ids have shape {:?}, expected [B, T]",
-                x.shape()
-            );
-        }
-        self.check_len("TransformerLm::forward", x.shape()[1]);
+        self.check_ids("TransformerLm::forward", x.shape());
         let e = self.embed.forward(x);
         self.forward_rest(e, None).into_dyn()
     }
@@ -623,13 +626,7 @@ impl<F: Float> Module<F> for TransformerLm<F> {
     }
 
     fn infer(&self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
-        if x.ndim() != 2 {
-            panic!(
-                "TransformerLm::infer: ids have shape {:?}, expected [B, T]",
-                x.shape()
-            );
-        }
-        self.check_len("TransformerLm::infer", x.shape()[1]);
+        self.check_ids("TransformerLm::infer", x.shape());
         let e = self.embed.infer(x);
         self.infer_rest(e, None).into_dyn()
     }
