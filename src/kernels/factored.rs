@@ -189,16 +189,24 @@ fn ungroup_into<F: Float>(
 /// Largest layer (`k·d` weights) for which the blocks-first order keeps its intermediate
 /// group-major ([`forward_mix_outputs_grouped`]): `n` block products and one mixing GEMM for
 /// the whole batch instead of one mixing product per sample. On small layers the per-sample
-/// calls dominate (256², n = 8, batch 32: 6 % fewer instructions per training step; n = 4,
-/// batch 256: 21 % fewer, `valgrind --tool=callgrind` on `profile_step`); on 1024² layers the
+/// calls dominate (256², n = 4, batch 32: 10 % fewer instructions per training step; batch
+/// 256: 21 % fewer, `valgrind --tool=callgrind` on `profile_step`); on 1024² layers the
 /// per-sample products are large enough and the split block products cost as much as they
 /// save (1–4 % more instructions), so those keep the sample-major layout.
 const GROUP_MAJOR_MAX_WEIGHTS: usize = 1 << 18;
 
+/// Largest `n` for the group-major layout: at 256², n = 8, batch 32 its `n` block products are
+/// `(k × d/n)·(d/n × B)` = 256 × 32 × 32 each, and despite 6 % fewer instructions the step
+/// took 14 % more CPU time than the per-sample kernel (`perf stat`, 9 alternations, load ≈ 3);
+/// at n = 4 it took 7 % less.
+const GROUP_MAJOR_MAX_N: usize = 4;
+
 /// Whether the blocks-first order runs group-major for a batch of `batch` through `shape`
 /// (never at batch 1: inference keeps one block product with `n` rows).
 fn group_major(shape: PhmShape, batch: usize) -> bool {
-    batch >= 2 && shape.out_features() * shape.in_features() <= GROUP_MAJOR_MAX_WEIGHTS
+    batch >= 2
+        && shape.n() <= GROUP_MAJOR_MAX_N
+        && shape.out_features() * shape.in_features() <= GROUP_MAJOR_MAX_WEIGHTS
 }
 
 /// `dst ← srcᵀ + beta·dst` for a `(rows, cols)` matrix `src` and a `(cols, rows)` matrix
