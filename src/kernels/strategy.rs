@@ -125,7 +125,8 @@ pub struct CostModel {
     pub factored_load_per_n: f64,
     /// Fixed cost of one sample's mixing products (call overhead).
     pub call: f64,
-    /// Cost of one mixing multiply-add relative to a GEMM multiply-add.
+    /// Cost of one mixing multiply-add relative to a GEMM multiply-add: the mixing products
+    /// are short (`(n × n²)·(n² × k/n)` per sample) and run far below the GEMM peak.
     pub mix: f64,
     /// Cost per weight entry of building `W` (forward) or mapping `dW` back (backward), per
     /// pass.
@@ -146,7 +147,7 @@ impl Default for CostModel {
             factored_load: 16.0,
             factored_load_per_n: 2.0,
             call: 40_000.0,
-            mix: 3.5,
+            mix: 8.0,
             build: 40.0,
             max_materialized_bytes: 1 << 30,
         }
