@@ -1,8 +1,6 @@
 //! Transformer leaf layers: LayerNorm, Dropout, Embedding, positional encodings.
 
-mod common;
-
-use common::{assert_close, check_gradients_d, rng, uniform_d};
+use crate::common::{assert_close, check_gradients_d, rng, uniform_d};
 use ndarray::{ArrayD, IxDyn};
 use phm_nn::nn::transformer::{
     Dropout, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, PositionalEncoding,

@@ -2,9 +2,7 @@
 //! PHM, causal or not, with a padding mask), the feed-forward block, the pre-norm block, and
 //! the key/value cache.
 
-mod common;
-
-use common::{check_gradients_d, rng, uniform_d};
+use crate::common::{check_gradients_d, rng, uniform_d};
 use ndarray::{s, ArrayD, ArrayViewD, IxDyn};
 use phm_nn::module::params;
 use phm_nn::nn::transformer::{

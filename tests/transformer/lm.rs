@@ -2,9 +2,7 @@
 //! generation with the key/value cache against generation without it, save and reload, and
 //! a short algorithmic task (reversing a sequence) that the whole stack must learn.
 
-mod common;
-
-use common::{assert_close, rng};
+use crate::common::{assert_close, rng};
 use ndarray::{s, Array2, ArrayD};
 use phm_nn::io::{load_model_from_bytes, model_to_bytes};
 use phm_nn::module::params;
