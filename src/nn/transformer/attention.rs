@@ -57,7 +57,7 @@ use rand::Rng;
 use super::projection::Projection;
 use crate::error::{PhmError, Result};
 use crate::kernels::gemm::{assert_same_shape, gemm};
-use crate::kernels::shapes::{as_matrix, with_last};
+use crate::kernels::shapes::{as_matrix, into_matrix, unflatten, with_last};
 use crate::module::Module;
 use crate::nn::PhmRules;
 use crate::Float;
@@ -320,17 +320,20 @@ impl<F: Float> MultiHeadAttention<F> {
         (x[..x.len() - 2].iter().product(), t)
     }
 
-    /// Attention over projected `q`, `k`, `v` `(batch·T, d)`: returns the merged heads
-    /// `(batch·T, d)` and, when `keep_p`, every `P`.
+    /// Attention over projected `q`, `k`, `v` `(batch·T, d)` of an input with leading axes
+    /// `lead` `(…, T)`: returns the merged heads `(…, T, d)` and, when `keep_p`, every `P`.
+    #[allow(clippy::too_many_arguments)]
     fn core(
         &self,
         (batch, t): (usize, usize),
+        lead: &[usize],
         q: &Array2<F>,
         k: &Array2<F>,
         v: &Array2<F>,
-        pad: Option<&ArrayView2<'_, bool>>,
+        pad: Option<ArrayViewD<'_, bool>>,
         keep_p: bool,
-    ) -> (Array2<F>, Option<Array3<F>>) {
+    ) -> (ArrayD<F>, Option<Array3<F>>) {
+        let pad = pad.map(|m| flat_mask(m, (batch, t)));
         let (heads, dh) = (self.heads, self.head_width());
         let mut out = Array2::zeros((batch * t, self.width));
         let mut all_p = keep_p.then(|| Array3::zeros((batch * heads, t, t)));
@@ -350,13 +353,13 @@ impl<F: Float> MultiHeadAttention<F> {
                     self.scale(),
                     0,
                     self.causal,
-                    pad.map(|m| m.row(b)),
+                    pad.as_ref().map(|m| m.row(b)),
                     p,
                     out.slice_mut(s![rows.clone(), cols]),
                 );
             }
         }
-        (out, all_p)
+        (unflatten(out, lead), all_p)
     }
 
     /// Training forward pass with an optional key-padding mask `(…, T)` (`true` = padding).
@@ -370,21 +373,10 @@ impl<F: Float> MultiHeadAttention<F> {
     ) -> ArrayD<F> {
         let dims = self.dims("MultiHeadAttention::forward", x.shape(), pad.as_ref());
         let lead = x.shape()[..x.ndim() - 1].to_vec();
-        let q = to_matrix(self.q.forward(x.view()), self.width);
-        let k = to_matrix(self.k.forward(x.view()), self.width);
-        let v = to_matrix(self.v.forward(x.view()), self.width);
-        let pad = pad.map(|m| flat_mask(m, dims));
-        let (merged, p) = self.core(
-            dims,
-            &q,
-            &k,
-            &v,
-            pad.as_ref().map(|m| m.view()).as_ref(),
-            true,
-        );
-        let merged = merged
-            .into_shape_with_order(with_last(&lead, self.width))
-            .expect("rows are the leading axes");
+        let q = into_matrix(self.q.forward(x.view()), self.width);
+        let k = into_matrix(self.k.forward(x.view()), self.width);
+        let v = into_matrix(self.v.forward(x.view()), self.width);
+        let (merged, p) = self.core(dims, &lead, &q, &k, &v, pad, true);
         let y = self.o.forward(merged.view());
         self.saved.push(Saved {
             lead,
@@ -408,21 +400,10 @@ impl<F: Float> MultiHeadAttention<F> {
     ) -> ArrayD<F> {
         let dims = self.dims("MultiHeadAttention::infer", x.shape(), pad.as_ref());
         let lead = x.shape()[..x.ndim() - 1].to_vec();
-        let q = to_matrix(self.q.infer(x.view()), self.width);
-        let k = to_matrix(self.k.infer(x.view()), self.width);
-        let v = to_matrix(self.v.infer(x.view()), self.width);
-        let pad = pad.map(|m| flat_mask(m, dims));
-        let (merged, _) = self.core(
-            dims,
-            &q,
-            &k,
-            &v,
-            pad.as_ref().map(|m| m.view()).as_ref(),
-            false,
-        );
-        let merged = merged
-            .into_shape_with_order(with_last(&lead, self.width))
-            .expect("rows are the leading axes");
+        let q = into_matrix(self.q.infer(x.view()), self.width);
+        let k = into_matrix(self.k.infer(x.view()), self.width);
+        let v = into_matrix(self.v.infer(x.view()), self.width);
+        let (merged, _) = self.core(dims, &lead, &q, &k, &v, pad, false);
         self.o.infer(merged.view())
     }
 
@@ -457,9 +438,9 @@ impl<F: Float> MultiHeadAttention<F> {
             end <= cap,
             "MultiHeadAttention::infer_cached: {end} positions exceed the cache capacity {cap}"
         );
-        let q = to_matrix(self.q.infer(x.view()), width);
-        let k = to_matrix(self.k.infer(x.view()), width);
-        let v = to_matrix(self.v.infer(x.view()), width);
+        let q = into_matrix(self.q.infer(x.view()), width);
+        let k = into_matrix(self.k.infer(x.view()), width);
+        let v = into_matrix(self.v.infer(x.view()), width);
         for b in 0..batch {
             let rows = b * t..(b + 1) * t;
             cache
@@ -492,23 +473,8 @@ impl<F: Float> MultiHeadAttention<F> {
                 );
             }
         }
-        let merged = merged
-            .into_shape_with_order(vec![batch, t, width])
-            .expect("rows are batch · t");
-        self.o.infer(merged.view())
+        self.o.infer(unflatten(merged, &[batch, t]).view())
     }
-}
-
-/// A module output `(…, d)` as an owned `(rows, d)` matrix.
-fn to_matrix<F: Float>(y: ArrayD<F>, width: usize) -> Array2<F> {
-    let rows = y.len() / width.max(1);
-    let y = if y.is_standard_layout() {
-        y
-    } else {
-        y.as_standard_layout().into_owned()
-    };
-    y.into_shape_with_order((rows, width))
-        .expect("a standard-layout array reshapes")
 }
 
 /// A padding mask `(…, T)` as `(batch, T)`.
@@ -590,14 +556,10 @@ impl<F: Float> Module<F> for MultiHeadAttention<F> {
                 );
             }
         }
-        let shape = with_last(&saved.lead, self.width);
-        let reshape = |m: Array2<F>| {
-            m.into_shape_with_order(shape.clone())
-                .expect("rows are the leading axes")
-        };
-        let mut dx = self.v.backward(reshape(dv).view());
-        dx += &self.k.backward(reshape(dk).view());
-        dx += &self.q.backward(reshape(dq).view());
+        let lead = &saved.lead;
+        let mut dx = self.v.backward(unflatten(dv, lead).view());
+        dx += &self.k.backward(unflatten(dk, lead).view());
+        dx += &self.q.backward(unflatten(dq, lead).view());
         dx
     }
 

@@ -34,13 +34,13 @@
 //! # Ok::<(), phm_nn::PhmError>(())
 //! ```
 
-use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, Axis, Ix2, IxDyn};
+use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, Axis, Ix2};
 use rand::Rng;
 
 use crate::error::{PhmError, Result};
 use crate::init::{Fans, Init};
 use crate::kernels::gemm::assert_same_shape;
-use crate::kernels::shapes::with_last;
+use crate::kernels::shapes::{unflatten, with_last};
 use crate::module::{Module, Param};
 use crate::Float;
 
@@ -217,8 +217,7 @@ impl<F: Float> Embedding<F> {
         for (mut row, &id) in out.rows_mut().into_iter().zip(ids.iter()) {
             row.assign(&w.row(id));
         }
-        out.into_shape_with_order(IxDyn(&with_last(ids.shape(), width)))
-            .expect("rows are the number of ids")
+        unflatten(out, ids.shape())
     }
 
     #[track_caller]
