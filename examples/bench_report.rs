@@ -418,7 +418,8 @@ fn print_machine() {
 /// dense against PHM n = 2, 4, 8 (all six projections PHM): inference, training step
 /// (forward + backward), parameters and the peak bytes of one training step.
 fn transformer_table() {
-    use phm_nn::nn::transformer::{BlockConfig, Projection};
+    use phm_nn::nn::transformer::BlockConfig;
+    use phm_nn::nn::Projection;
     let (d, heads, ffn, t, batch) = (256, 4, 1024, 128, 8);
     println!("\nOne Transformer block, d = {d}, {heads} heads, FFN {ffn}, T = {t}, batch {batch}, causal, f32 (medians of {SAMPLES} interleaved samples)\n");
     println!("| projections | params | infer ms | train step ms | infer vs dense | train vs dense | step peak memory |");

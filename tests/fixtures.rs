@@ -304,7 +304,8 @@ fn compacter_low_rank_and_factorized_rules_match_their_formula() {
 /// GELU feed-forward) against the same block written with `torch.nn.functional`: output,
 /// input gradient and every parameter gradient.
 fn transformer_block_case<F: Float>(file: &str, tol: f64) {
-    use phm_nn::nn::transformer::{BlockConfig, Projection};
+    use phm_nn::nn::transformer::BlockConfig;
+    use phm_nn::nn::Projection;
     let f = Fixture::open(file);
     let meta = |k: &str| -> usize {
         let st = f.tensors();

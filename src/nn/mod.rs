@@ -1,6 +1,9 @@
-//! Layers: dense [`Linear`], [`PhmLinear`], convolutions ([`conv`]: dense and PHM, 1-D and
-//! 2-D), [`pool`]ing, element-wise [`activation`]s, and the [`transformer`] family
-//! (attention, feed-forward and pre-norm blocks, a decoder-only language model).
+//! Layers: the linear family (dense [`Linear`], [`PhmLinear`], low-rank [`LphmLinear`], and
+//! [`Projection`], the one choice among them that every projecting layer takes),
+//! convolutions ([`conv`]: dense and PHM, 1-D and 2-D), [`pool`]ing, element-wise
+//! [`activation`]s, [`LayerNorm`], [`Dropout`], [`Embedding`], [`PositionalEncoding`],
+//! adapters, and the [`transformer`] family (attention, feed-forward and pre-norm blocks, a
+//! decoder-only language model).
 //!
 //! Layers of the linear family act on the last axis of an input of any rank,
 //! `(…, in) → (…, out)`, as PyTorch's `nn.Linear` does; activations act element-wise on any
@@ -18,10 +21,15 @@
 pub mod activation;
 pub mod adapter;
 pub mod conv;
+pub mod dropout;
+pub mod embedding;
+pub mod layer_norm;
 pub mod linear;
 pub mod lphm_linear;
 pub mod phm_linear;
 pub mod pool;
+pub mod positional;
+pub mod projection;
 pub mod rules;
 pub mod transformer;
 
@@ -34,13 +42,17 @@ pub use conv::{
     Conv1d, Conv1dConfig, Conv2d, Conv2dConfig, PhmConv1d, PhmConv1dConfig, PhmConv2d,
     PhmConv2dConfig, Size2,
 };
+pub use dropout::Dropout;
+pub use embedding::{Embedding, EmbeddingConfig};
+pub use layer_norm::{LayerNorm, LayerNormConfig};
 pub use linear::{Linear, LinearConfig};
 pub use lphm_linear::{LphmLinear, LphmLinearConfig};
 pub use phm_linear::{PhmLinear, PhmLinearConfig, Rule, Workspace};
 pub use pool::{AvgPool2d, Flatten, GlobalAvgPool, MaxPool2d};
+pub use positional::{PositionalEncoding, DEFAULT_LEARNED_INIT};
+pub use projection::Projection;
 pub use rules::PhmRules;
 pub use transformer::{
-    AttentionConfig, Block, BlockConfig, Dropout, Embedding, EmbeddingConfig, FeedForward,
-    FeedForwardConfig, LayerNorm, LayerNormConfig, MultiHeadAttention, PositionalEncoding,
-    Projection, Sampling, TransformerLm, TransformerLmConfig,
+    AttentionConfig, Block, BlockConfig, FeedForward, FeedForwardConfig, MultiHeadAttention,
+    Sampling, TransformerLm, TransformerLmConfig,
 };

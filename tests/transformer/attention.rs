@@ -7,8 +7,8 @@ use ndarray::{s, ArrayD, ArrayViewD, IxDyn};
 use phm_nn::module::params;
 use phm_nn::nn::transformer::{
     AttentionCache, AttentionConfig, Block, BlockConfig, FeedForwardConfig, MultiHeadAttention,
-    Projection,
 };
+use phm_nn::nn::Projection;
 use phm_nn::Module;
 
 const TOL: f64 = 1e-6;

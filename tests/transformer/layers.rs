@@ -2,7 +2,7 @@
 
 use crate::common::{assert_close, check_gradients_d, rng, uniform_d};
 use ndarray::{ArrayD, IxDyn};
-use phm_nn::nn::transformer::{
+use phm_nn::nn::{
     Dropout, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, PositionalEncoding,
     DEFAULT_LEARNED_INIT,
 };

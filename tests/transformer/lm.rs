@@ -6,9 +6,8 @@ use crate::common::{assert_close, rng};
 use ndarray::{s, Array2, ArrayD};
 use phm_nn::io::{load_model_from_bytes, model_to_bytes};
 use phm_nn::module::params;
-use phm_nn::nn::transformer::{
-    Positional, Projection, Sampling, TransformerLm, TransformerLmConfig,
-};
+use phm_nn::nn::transformer::{Positional, Sampling, TransformerLm, TransformerLmConfig};
+use phm_nn::nn::Projection;
 use phm_nn::prelude::*;
 
 const TOL: f64 = 1e-6;

@@ -31,7 +31,8 @@
 //!
 //! ```
 //! use phm_nn::prelude::*;
-//! use phm_nn::nn::transformer::{AttentionCache, AttentionConfig, Projection};
+//! use phm_nn::nn::transformer::{AttentionCache, AttentionConfig};
+//! use phm_nn::nn::Projection;
 //! let mut rng = StdRng::seed_from_u64(0);
 //! let attn = AttentionConfig::new(16, 4)
 //!     .with_projection(Projection::phm(4))
@@ -54,11 +55,11 @@
 use ndarray::{s, Array2, Array3, ArrayD, ArrayView1, ArrayView2, ArrayViewD, ArrayViewMut2};
 use rand::Rng;
 
-use super::projection::Projection;
 use crate::error::{PhmError, Result};
 use crate::kernels::gemm::{assert_same_shape, gemm};
 use crate::kernels::shapes::{as_matrix, into_matrix, unflatten, with_last};
 use crate::module::Module;
+use crate::nn::projection::Projection;
 use crate::nn::PhmRules;
 use crate::Float;
 

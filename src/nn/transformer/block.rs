@@ -11,7 +11,8 @@
 //!
 //! ```
 //! use phm_nn::prelude::*;
-//! use phm_nn::nn::transformer::{BlockConfig, Projection};
+//! use phm_nn::nn::transformer::BlockConfig;
+//! use phm_nn::nn::Projection;
 //! let mut rng = StdRng::seed_from_u64(0);
 //! let block = BlockConfig::new(64, 4, 256)
 //!     .with_projection(Projection::phm(4))
@@ -28,12 +29,12 @@ use ndarray::{ArrayD, ArrayViewD};
 use rand::Rng;
 
 use super::attention::{AttentionCache, AttentionConfig, MultiHeadAttention};
-use super::dropout::Dropout;
 use super::feed_forward::{FeedForward, FeedForwardConfig};
-use super::layer_norm::{LayerNorm, LayerNormConfig};
-use super::projection::Projection;
 use crate::error::Result;
 use crate::module::Module;
+use crate::nn::dropout::Dropout;
+use crate::nn::layer_norm::{LayerNorm, LayerNormConfig};
+use crate::nn::projection::Projection;
 use crate::nn::PhmRules;
 use crate::Float;
 

@@ -9,7 +9,8 @@
 //!
 //! ```
 //! use phm_nn::prelude::*;
-//! use phm_nn::nn::transformer::{FeedForwardConfig, Projection};
+//! use phm_nn::nn::transformer::FeedForwardConfig;
+//! use phm_nn::nn::Projection;
 //! let mut rng = StdRng::seed_from_u64(0);
 //! let ffn = FeedForwardConfig::new(64, 256)
 //!     .with_projection(Projection::phm(4))
@@ -23,9 +24,9 @@
 use ndarray::{ArrayD, ArrayViewD};
 use rand::Rng;
 
-use super::projection::Projection;
 use crate::error::{PhmError, Result};
 use crate::module::Module;
+use crate::nn::projection::Projection;
 use crate::nn::{Gelu, PhmRules};
 use crate::Float;
 

@@ -22,7 +22,8 @@
 //!
 //! ```
 //! use phm_nn::prelude::*;
-//! use phm_nn::nn::transformer::{Projection, Sampling, TransformerLmConfig};
+//! use phm_nn::nn::transformer::{Sampling, TransformerLmConfig};
+//! use phm_nn::nn::Projection;
 //! let mut rng = StdRng::seed_from_u64(0);
 //! let mut lm = TransformerLmConfig::new(16, 32, 4, 2, 24)
 //!     .with_projection(Projection::phm(4))
@@ -52,13 +53,13 @@ use rand::{Rng, RngExt};
 
 use super::attention::AttentionCache;
 use super::block::{Block, BlockConfig};
-use super::dropout::Dropout;
-use super::embedding::{Embedding, EmbeddingConfig};
-use super::layer_norm::{LayerNorm, LayerNormConfig};
-use super::positional::PositionalEncoding;
-use super::projection::Projection;
 use crate::error::{PhmError, Result};
 use crate::module::Module;
+use crate::nn::dropout::Dropout;
+use crate::nn::embedding::{Embedding, EmbeddingConfig};
+use crate::nn::layer_norm::{LayerNorm, LayerNormConfig};
+use crate::nn::positional::PositionalEncoding;
+use crate::nn::projection::Projection;
 use crate::nn::{Linear, LinearConfig};
 use crate::Float;
 
@@ -184,7 +185,7 @@ impl TransformerLmConfig {
                 return Err(PhmError::ZeroSize { what });
             }
         }
-        let small = super::DEFAULT_LEARNED_INIT;
+        let small = crate::nn::DEFAULT_LEARNED_INIT;
         let embed = EmbeddingConfig::new(self.vocab, self.width)
             .with_init(small)
             .init(rng)?;

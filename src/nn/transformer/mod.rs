@@ -4,14 +4,14 @@
 //! Zhang et al. (ICLR 2021) replace every linear map of a Transformer — the query, key,
 //! value and output projections and both feed-forward layers — by a PHM layer, for about
 //! `1/n` of the parameters at close to the dense model's quality. Here one field,
-//! [`Projection`], makes that choice for a block or a whole model:
+//! [`Projection`](crate::nn::Projection), makes that choice for a block or a whole model:
 //!
 //! | layer | what it computes |
 //! |---|---|
-//! | [`Embedding`] | token ids `(…)` → rows of a table `(…, d)` |
-//! | [`PositionalEncoding`] | `X + P[start..start+T]`, sinusoidal or learned |
-//! | [`LayerNorm`] | `(x − mean)/√(var + ε) · w + b` over the last axis |
-//! | [`Dropout`] | seeded inverted dropout, off in `infer` |
+//! | [`Embedding`](crate::nn::Embedding) | token ids `(…)` → rows of a table `(…, d)` |
+//! | [`PositionalEncoding`](crate::nn::PositionalEncoding) | `X + P[start..start+T]`, sinusoidal or learned |
+//! | [`LayerNorm`](crate::nn::LayerNorm) | `(x − mean)/√(var + ε) · w + b` over the last axis |
+//! | [`Dropout`](crate::nn::Dropout) | seeded inverted dropout, off in `infer` |
 //! | [`MultiHeadAttention`] | `o(softmax(QKᵀ/√d_h + mask) V)` per head, causal and padding masks |
 //! | [`FeedForward`] | `fc2(gelu(fc1(X)))` |
 //! | [`Block`] | `H = X + Attn(LN₁ X)`, `Y = H + FFN(LN₂ H)` |
@@ -24,7 +24,8 @@
 //!
 //! ```
 //! use phm_nn::prelude::*;
-//! use phm_nn::nn::transformer::{BlockConfig, Projection};
+//! use phm_nn::nn::transformer::BlockConfig;
+//! use phm_nn::nn::Projection;
 //! let mut rng = StdRng::seed_from_u64(0);
 //! let dense = BlockConfig::new(128, 4, 512).init::<f32, _>(None, 0, &mut rng)?;
 //! let phm = BlockConfig::new(128, 4, 512)
@@ -40,20 +41,10 @@
 
 pub mod attention;
 pub mod block;
-pub mod dropout;
-pub mod embedding;
 pub mod feed_forward;
-pub mod layer_norm;
 pub mod lm;
-pub mod positional;
-pub mod projection;
 
 pub use attention::{AttentionCache, AttentionConfig, MultiHeadAttention};
 pub use block::{Block, BlockConfig};
-pub use dropout::Dropout;
-pub use embedding::{Embedding, EmbeddingConfig};
 pub use feed_forward::{FeedForward, FeedForwardConfig};
-pub use layer_norm::{LayerNorm, LayerNormConfig};
 pub use lm::{KvCache, Positional, Sampling, TransformerLm, TransformerLmConfig};
-pub use positional::{PositionalEncoding, DEFAULT_LEARNED_INIT};
-pub use projection::Projection;

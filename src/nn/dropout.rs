@@ -16,7 +16,7 @@
 //!
 //! ```
 //! use ndarray::ArrayD;
-//! use phm_nn::nn::transformer::Dropout;
+//! use phm_nn::nn::Dropout;
 //! use phm_nn::Module;
 //!
 //! let mut drop = Dropout::<f64>::new(0.5, 42)?;

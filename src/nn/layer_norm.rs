@@ -24,7 +24,7 @@
 //!
 //! ```
 //! use ndarray::array;
-//! use phm_nn::nn::transformer::LayerNormConfig;
+//! use phm_nn::nn::LayerNormConfig;
 //! use phm_nn::Module;
 //!
 //! let ln = LayerNormConfig::new(2).init::<f64>()?;

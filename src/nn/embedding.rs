@@ -18,7 +18,7 @@
 //!
 //! ```
 //! use ndarray::array;
-//! use phm_nn::nn::transformer::EmbeddingConfig;
+//! use phm_nn::nn::EmbeddingConfig;
 //! use phm_nn::prelude::*;
 //!
 //! let mut rng = StdRng::seed_from_u64(0);

@@ -18,7 +18,7 @@
 //! start at position `start`.
 //!
 //! ```
-//! use phm_nn::nn::transformer::PositionalEncoding;
+//! use phm_nn::nn::PositionalEncoding;
 //! use phm_nn::prelude::*;
 //!
 //! let pe = PositionalEncoding::<f64>::sinusoidal(4)?;

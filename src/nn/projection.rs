@@ -15,7 +15,7 @@
 //!
 //! ```
 //! use phm_nn::prelude::*;
-//! use phm_nn::nn::transformer::Projection;
+//! use phm_nn::nn::Projection;
 //! let mut rng = StdRng::seed_from_u64(0);
 //! let phm = Projection::phm(4);
 //! let rules = phm.new_rules::<f32, _>(&mut rng)?.expect("PHM has rules");
