@@ -77,6 +77,7 @@ pub mod nn;
 pub mod optim;
 pub mod prelude;
 pub mod research;
+pub mod rng;
 pub mod train;
 
 /// The `ndarray` this crate is built on (use it to avoid pinning a second version).
@@ -93,7 +94,8 @@ pub use module::{Module, Param, Sequential};
 pub use nn::activation::{Gelu, Relu, Sigmoid, Tanh};
 pub use nn::linear::{Linear, LinearConfig};
 pub use nn::lphm_linear::{LphmLinear, LphmLinearConfig};
-pub use nn::phm_linear::{PhmLinear, PhmLinearConfig, Rule, Workspace};
+pub use nn::phm_linear::{PhmLinear, PhmLinearConfig, Workspace};
+pub use nn::rules::Rule;
 
 /// The README's code blocks, compiled and run as doctests.
 #[cfg(doctest)]

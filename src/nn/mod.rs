@@ -35,7 +35,7 @@ pub mod transformer;
 
 pub use activation::{Gelu, Relu, Sigmoid, Tanh};
 pub use adapter::{
-    freeze, insert_adapters, set_trainable, Adapter, AdapterActivation, AdapterConfig, AdapterKind,
+    freeze, insert_adapters, set_trainable, Adapter, AdapterActivation, AdapterConfig,
     ParameterCount,
 };
 pub use conv::{
@@ -47,11 +47,11 @@ pub use embedding::{Embedding, EmbeddingConfig};
 pub use layer_norm::{LayerNorm, LayerNormConfig};
 pub use linear::{Linear, LinearConfig};
 pub use lphm_linear::{LphmLinear, LphmLinearConfig};
-pub use phm_linear::{PhmLinear, PhmLinearConfig, Rule, Workspace};
+pub use phm_linear::{PhmLinear, PhmLinearConfig, Workspace};
 pub use pool::{AvgPool2d, Flatten, GlobalAvgPool, MaxPool2d};
 pub use positional::{PositionalEncoding, DEFAULT_LEARNED_INIT};
 pub use projection::Projection;
-pub use rules::PhmRules;
+pub use rules::{PhmRules, Rule};
 pub use transformer::{
     AttentionConfig, Block, BlockConfig, FeedForward, FeedForwardConfig, MultiHeadAttention,
     Sampling, TransformerLm, TransformerLmConfig,
