@@ -484,7 +484,9 @@ fn summary_of_an_adapted_model_lists_the_adapters() {
 fn rules_are_sampled_with_phm_rules() {
     let mut r = rng(27);
     // The tensor PhmRules::new wraps is the one Rule::sample draws from the same generator.
-    let sampled: Param<f64> = Rule::Learned(Init::UnitFibers).sample(4, &mut rng(5)).unwrap();
+    let sampled: Param<f64> = Rule::Learned(Init::UnitFibers)
+        .sample(4, &mut rng(5))
+        .unwrap();
     let rules = PhmRules::<f64>::new(4, Rule::Learned(Init::UnitFibers), &mut rng(5)).unwrap();
     assert_eq!(rules.full_param().unwrap().value(), sampled.value());
     let quat: Param<f64> = Rule::Fixed(Algebra::Quaternion).sample(4, &mut r).unwrap();
@@ -505,7 +507,11 @@ fn rules_are_sampled_with_phm_rules() {
 fn scaled_projections_have_the_asked_weight_spread_and_a_zero_bias() {
     let mut r = rng(28);
     let (d, k, std) = (64, 64, 0.02);
-    for projection in [Projection::Dense, Projection::phm(4), Projection::low_rank(4, 4)] {
+    for projection in [
+        Projection::Dense,
+        Projection::phm(4),
+        Projection::low_rank(4, 4),
+    ] {
         let layer = projection
             .build_scaled::<f64, _>(d, k, std, None, &mut r)
             .unwrap();

@@ -442,15 +442,33 @@ fn every_layer_counts_and_clears_its_saved_states() {
     // forward, none after zero_grad.
     let mut r = rng(40);
     let mut layers: Vec<(Box<dyn Module<f64>>, Vec<usize>)> = vec![
-        (Box::new(LinearConfig::new(4, 3).init(&mut r).unwrap()), vec![2, 4]),
-        (Box::new(PhmLinearConfig::new(4, 2, 2).init(&mut r).unwrap()), vec![2, 4]),
-        (Box::new(LphmLinearConfig::new(4, 2, 2, 1).init(&mut r).unwrap()), vec![2, 4]),
+        (
+            Box::new(LinearConfig::new(4, 3).init(&mut r).unwrap()),
+            vec![2, 4],
+        ),
+        (
+            Box::new(PhmLinearConfig::new(4, 2, 2).init(&mut r).unwrap()),
+            vec![2, 4],
+        ),
+        (
+            Box::new(LphmLinearConfig::new(4, 2, 2, 1).init(&mut r).unwrap()),
+            vec![2, 4],
+        ),
         (Box::new(Relu::new()), vec![2, 4]),
         (Box::new(Gelu::new()), vec![2, 4]),
-        (Box::new(LayerNormConfig::new(4).init().unwrap()), vec![2, 4]),
+        (
+            Box::new(LayerNormConfig::new(4).init().unwrap()),
+            vec![2, 4],
+        ),
         (Box::new(Dropout::new(0.5, 1).unwrap()), vec![2, 4]),
-        (Box::new(Conv2dConfig::new(2, 2, 1).init(&mut r).unwrap()), vec![1, 2, 3, 3]),
-        (Box::new(PhmConv2dConfig::new(2, 2, 1, 2).init(&mut r).unwrap()), vec![1, 2, 3, 3]),
+        (
+            Box::new(Conv2dConfig::new(2, 2, 1).init(&mut r).unwrap()),
+            vec![1, 2, 3, 3],
+        ),
+        (
+            Box::new(PhmConv2dConfig::new(2, 2, 1, 2).init(&mut r).unwrap()),
+            vec![1, 2, 3, 3],
+        ),
         (Box::new(MaxPool2d::new(1, 1, 0).unwrap()), vec![1, 2, 3, 3]),
         (Box::new(Flatten::new()), vec![1, 2, 3, 3]),
     ];
