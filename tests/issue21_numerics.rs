@@ -1,0 +1,69 @@
+//! Issue 21, "Nothing silent": the numerics, geometry and tools faults. Each test is named
+//! after its fault and failed before the fix.
+mod common;
+
+use common::rng;
+use ndarray::{array, ArrayD};
+use phm_nn::module::params;
+use phm_nn::optim::clip_grad_norm;
+use phm_nn::prelude::*;
+
+fn grads(m: &dyn Module<f64>) -> Vec<ArrayD<f64>> {
+    params(m).iter().map(|(_, p)| p.grad()).collect()
+}
+
+/// A bias-free 1 → 2 layer whose weight gradient is `g` after one backward pass.
+fn layer_with_grad(g: [f64; 2]) -> Linear<f64> {
+    let mut layer = Linear::from_parts(array![[1.0f64], [1.0]], None).unwrap();
+    layer.forward(array![[1.0]].into_dyn().view());
+    layer.backward(array![[g[0], g[1]]].into_dyn().view());
+    layer
+}
+
+// ---- Fault 1: clipping must not erase training ---------------------------------------------
+
+#[test]
+fn fault1_clip_grad_norm_of_finite_huge_gradients_does_not_overflow() {
+    // Σ g² = 2·10⁴⁰⁰ overflows f64; the norm itself, √2·10²⁰⁰, does not.
+    let layer = layer_with_grad([1e200, 1e200]);
+    let norm = clip_grad_norm(&layer, 1.0).unwrap();
+    let expected = std::f64::consts::SQRT_2 * 1e200;
+    assert!(
+        ((norm - expected) / expected).abs() < 1e-15,
+        "norm {norm}, expected {expected}"
+    );
+    // Clipped to (just below) 1, not to 0: the direction survives.
+    let g = layer.weight_param().grad();
+    let clipped = (g[[0, 0]].powi(2) + g[[1, 0]].powi(2)).sqrt();
+    assert!((clipped - 1.0).abs() < 1e-5, "clipped norm {clipped}");
+    assert_eq!(g[[0, 0]], g[[1, 0]]);
+    assert!(g[[0, 0]] > 0.7, "{g}");
+}
+
+#[test]
+fn fault1_clip_grad_norm_of_tiny_gradients_is_exact() {
+    // Σ g² underflows to 0 without scaling: the norm must still be 5·10⁻²⁰⁰.
+    let layer = layer_with_grad([3e-200, 4e-200]);
+    let norm = clip_grad_norm(&layer, 1.0).unwrap();
+    assert!(((norm - 5e-200) / 5e-200).abs() < 1e-15, "norm {norm}");
+}
+
+#[test]
+fn fault1_clip_grad_norm_that_is_not_finite_is_an_error_and_changes_nothing() {
+    // Every entry is finite, but the norm √2·1.5·10³⁰⁸ exceeds f64::MAX.
+    let layer = layer_with_grad([1.5e308, 1.5e308]);
+    let before = grads(&layer);
+    let err = clip_grad_norm(&layer, 1.0).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PhmError::TooLarge {
+                what: "gradient norm",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("norm"), "{err}");
+    assert_eq!(grads(&layer), before);
+}
