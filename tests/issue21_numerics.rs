@@ -67,3 +67,74 @@ fn fault1_clip_grad_norm_that_is_not_finite_is_an_error_and_changes_nothing() {
     assert!(err.to_string().contains("norm"), "{err}");
     assert_eq!(grads(&layer), before);
 }
+
+// ---- Fault 10: the thread count from the environment -----------------------------------------
+
+fn available() -> usize {
+    std::thread::available_parallelism().map_or(1, |p| p.get())
+}
+
+/// Runs this binary's `fault10_num_threads_is_capped_child` in a child process with
+/// `PHM_NN_NUM_THREADS=value` (the variable is read once per process).
+fn child_with_threads(value: &str) -> std::process::Output {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "fault10_num_threads_is_capped_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PHM_NN_NUM_THREADS", value)
+        .env("PHM_NN_TEST_CHILD", "1")
+        .output()
+        .unwrap()
+}
+
+/// In every process: the thread count is at most the available parallelism, whatever the
+/// environment says. As a child of the tests below it also prints the count.
+#[test]
+fn fault10_num_threads_is_capped_child() {
+    let first = phm_nn::kernels::num_threads();
+    let second = phm_nn::kernels::num_threads();
+    assert_eq!(first, second);
+    assert!(first >= 1 && first <= available(), "{first} threads");
+    if std::env::var_os("PHM_NN_TEST_CHILD").is_some() {
+        println!("threads = {first}");
+    }
+}
+
+#[test]
+fn fault10_a_huge_thread_count_is_capped_with_one_warning() {
+    let out = child_with_threads("100000");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("threads = {}", available())),
+        "{stdout}"
+    );
+    let warnings = stderr.matches("PHM_NN_NUM_THREADS=100000").count();
+    assert_eq!(warnings, 1, "stderr: {stderr}");
+    assert!(stderr.contains("capped"), "stderr: {stderr}");
+}
+
+#[test]
+fn fault10_zero_or_garbage_thread_counts_are_rejected_with_a_clear_message() {
+    for bad in ["0", "abc", "-3", "2.5"] {
+        let out = child_with_threads(bad);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}: {stderr}");
+        assert!(
+            stderr.contains(&format!("PHM_NN_NUM_THREADS={bad:?}"))
+                || stderr.contains(&format!("PHM_NN_NUM_THREADS=\"{bad}\"")),
+            "{bad}: {stderr}"
+        );
+        assert!(stderr.contains("positive integer"), "{bad}: {stderr}");
+    }
+    // A valid count within the machine's parallelism is taken as is.
+    let out = child_with_threads("1");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("threads = 1"));
+}
