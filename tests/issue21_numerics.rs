@@ -3,7 +3,7 @@
 mod common;
 
 use common::rng;
-use ndarray::{array, ArrayD};
+use ndarray::{array, ArrayD, IxDyn};
 use phm_nn::module::params;
 use phm_nn::optim::clip_grad_norm;
 use phm_nn::prelude::*;
@@ -137,4 +137,116 @@ fn fault10_zero_or_garbage_thread_counts_are_rejected_with_a_clear_message() {
     let out = child_with_threads("1");
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("threads = 1"));
+}
+
+// ---- Fault 6: geometry that overflows ------------------------------------------------------
+
+/// Asserts that `r` is an error whose message names `value`.
+#[track_caller]
+fn err_naming<T: std::fmt::Debug>(r: std::result::Result<T, PhmError>, value: usize) {
+    let err = r.unwrap_err();
+    assert!(err.to_string().contains(&value.to_string()), "{err}");
+}
+
+#[test]
+fn fault6_padding_that_overflows_is_refused_at_construction() {
+    let p = 1usize << 63;
+    let mut r = rng(6);
+    err_naming(
+        Conv2dConfig::new(1, 1, 3)
+            .with_padding(p)
+            .init::<f64, _>(&mut r),
+        p,
+    );
+    err_naming(
+        Conv2dConfig::new(1, 1, 3)
+            .with_padding((0, p))
+            .init::<f64, _>(&mut r),
+        p,
+    );
+    err_naming(
+        Conv1dConfig::new(1, 1, 3)
+            .with_padding(p)
+            .init::<f64, _>(&mut r),
+        p,
+    );
+    err_naming(
+        PhmConv2dConfig::new(2, 2, 3, 2)
+            .with_padding(p)
+            .init::<f64, _>(&mut r),
+        p,
+    );
+    err_naming(
+        PhmConv1dConfig::new(2, 2, 3, 2)
+            .with_padding(p)
+            .init::<f64, _>(&mut r),
+        p,
+    );
+    err_naming(MaxPool2d::new(2, 2, p), p);
+    err_naming(AvgPool2d::new(2, 2, p), p);
+    err_naming(MaxPool2d::new(2, 2, (0, p)), p);
+}
+
+#[test]
+fn fault6_dilation_and_kernel_spans_that_overflow_are_refused_at_construction() {
+    let mut r = rng(6);
+    let d = usize::MAX;
+    // (k − 1)·d = usize::MAX fits, but the span (k − 1)·d + 1 does not.
+    err_naming(
+        Conv1dConfig::new(1, 1, 2)
+            .with_dilation(d)
+            .init::<f64, _>(&mut r),
+        d,
+    );
+    err_naming(
+        Conv2dConfig::new(1, 1, 2)
+            .with_dilation((1, d))
+            .init::<f64, _>(&mut r),
+        d,
+    );
+    err_naming(
+        PhmConv1dConfig::new(2, 2, 2, 2)
+            .with_dilation(d)
+            .init::<f64, _>(&mut r),
+        d,
+    );
+    // A span that fits, but not with twice the padding added.
+    let half = usize::MAX / 2;
+    err_naming(
+        Conv1dConfig::new(1, 1, 2)
+            .with_dilation(half)
+            .with_padding(half)
+            .init::<f64, _>(&mut r),
+        half,
+    );
+}
+
+#[test]
+fn fault6_an_output_too_large_to_index_is_a_panic_naming_it_not_a_wrong_answer() {
+    // Legal padding (PyTorch allows any), but a 5×5 image then has a 2⁴¹ × 2⁴¹ output: more
+    // positions than usize counts. No output shape, and a panic naming the sizes.
+    let conv = Conv2dConfig::new(1, 1, 3)
+        .with_padding(1usize << 40)
+        .init::<f64, _>(&mut rng(6))
+        .unwrap();
+    assert_eq!(conv.output_shape(&[1, 1, 5, 5]), None);
+    let x = ArrayD::<f64>::ones(IxDyn(&[1, 1, 5, 5]));
+    let panic = std::panic::catch_unwind(|| conv.infer(x.view())).unwrap_err();
+    let msg = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("too large"), "{msg}");
+    assert!(msg.contains("2199023255555"), "{msg}"); // the output height 2⁴¹ + 3
+}
+
+#[test]
+fn fault6_geometry_that_fits_still_works() {
+    let pool = MaxPool2d::new(3, 1, 1).unwrap();
+    let x = ArrayD::<f64>::from_shape_fn(IxDyn(&[1, 1, 3, 3]), |i| (i[2] * 3 + i[3]) as f64);
+    assert_eq!(pool.infer(x.view())[[0, 0, 0, 0]], 4.0);
+    let conv = Conv1dConfig::new(1, 1, 2)
+        .with_dilation(3)
+        .with_padding(2)
+        .init::<f64, _>(&mut rng(6))
+        .unwrap();
+    // ⌊(4 + 4 − 3·1 − 1)/1⌋ + 1 = 5
+    assert_eq!(conv.output_shape(&[1, 1, 4]), Some(vec![1, 1, 5]));
 }
