@@ -250,3 +250,92 @@ fn fault6_geometry_that_fits_still_works() {
     // ⌊(4 + 4 − 3·1 − 1)/1⌋ + 1 = 5
     assert_eq!(conv.output_shape(&[1, 1, 4]), Some(vec![1, 1, 5]));
 }
+
+// ---- Fault 5: a key/value cache from another model -------------------------------------------
+
+use phm_nn::nn::transformer::{Positional, TransformerLmConfig};
+
+fn lm(layers: usize, max_len: usize, positional: Positional) -> TransformerLm<f64> {
+    TransformerLmConfig::new(11, 8, 2, layers, max_len)
+        .with_positional(positional)
+        .init::<f64, _>(&mut rng(5))
+        .unwrap()
+}
+
+#[test]
+fn fault5_a_cache_from_a_model_with_other_layers_is_an_error() {
+    let one = lm(1, 8, Positional::Learned);
+    let two = lm(2, 8, Positional::Learned);
+    let mut cache = one.new_cache(1);
+    let ids = array![[1usize, 2, 3]];
+    let err = two.infer_step(ids.view(), &mut cache).unwrap_err();
+    assert!(
+        matches!(err, PhmError::InvalidArgument { what: "cache", .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("layers"), "{err}");
+    assert!(cache.is_empty(), "nothing appended");
+    // The cache still serves its own model.
+    assert_eq!(
+        one.infer_step(ids.view(), &mut cache).unwrap().dim(),
+        (1, 3, 11)
+    );
+}
+
+#[test]
+fn fault5_a_cache_from_a_model_with_a_longer_max_len_is_an_error_not_a_panic() {
+    let long = lm(1, 16, Positional::Learned);
+    let short = lm(1, 4, Positional::Learned);
+    let mut cache = long.new_cache(1);
+    let ids = array![[1usize, 2, 3, 4, 5, 6]];
+    let err = short.infer_step(ids.view(), &mut cache).unwrap_err();
+    assert!(err.to_string().contains("max_len"), "{err}");
+    // Other widths, heads or position encodings are errors too.
+    let wide = TransformerLmConfig::new(11, 16, 2, 1, 16)
+        .init::<f64, _>(&mut rng(5))
+        .unwrap();
+    assert!(wide.infer_step(ids.view(), &mut cache).is_err());
+    let sin = lm(1, 16, Positional::Sinusoidal);
+    let err = sin.infer_step(ids.view(), &mut cache).unwrap_err();
+    assert!(err.to_string().contains("positional"), "{err}");
+}
+
+// ---- Fault 9: allocations sized by the request, checked against the budget -------------------
+
+#[test]
+fn fault9_generation_allocates_for_what_is_generated_not_for_max_len() {
+    // A 2⁴⁰-token context: a cache sized by max_len would need 2⁴⁰ · 8 · 2 · 8 bytes.
+    let huge = lm(2, 1 << 40, Positional::Sinusoidal);
+    let tokens = huge
+        .generate(&[1, 2], 6, Sampling::greedy(), &mut rng(9))
+        .unwrap();
+    assert_eq!(tokens.len(), 8);
+    let again = huge
+        .generate_uncached(&[1, 2], 6, Sampling::greedy(), &mut rng(9))
+        .unwrap();
+    assert_eq!(tokens, again);
+    let mut cache = huge.new_cache(1);
+    assert_eq!(cache.capacity(), 1 << 40);
+    huge.infer_step(array![[3usize]].view(), &mut cache)
+        .unwrap();
+    assert_eq!(cache.len(), 1);
+}
+
+#[test]
+fn fault9_cache_weight_beyond_the_memory_budget_is_an_error() {
+    // 2¹⁵ × 2¹⁵ with n = 64: 2²⁴ block entries (64 MiB in f32) build a 4 GiB W, above the
+    // cost model's 1 GiB budget.
+    let mut layer = PhmLinearConfig::new(1 << 15, 1 << 15, 64)
+        .init::<f32, _>(&mut rng(9))
+        .unwrap();
+    let err = layer.cache_weight().unwrap_err();
+    assert!(matches!(err, PhmError::TooLarge { .. }), "{err:?}");
+    assert!(err.to_string().contains("4294967296"), "{err}");
+    assert!(!layer.weight_is_current());
+    // A layer within the budget caches its W.
+    let mut small = PhmLinearConfig::new(64, 64, 4)
+        .init::<f32, _>(&mut rng(9))
+        .unwrap();
+    small.cache_weight().unwrap();
+    assert!(small.weight_is_current());
+}
