@@ -339,3 +339,28 @@ fn fault9_cache_weight_beyond_the_memory_budget_is_an_error() {
     small.cache_weight().unwrap();
     assert!(small.weight_is_current());
 }
+
+// ---- 12: Embedding ids that the float type cannot hold exactly -------------------------------
+
+#[test]
+fn fault12_embedding_ids_beyond_the_exact_integers_of_f32_are_rejected() {
+    use phm_nn::nn::EmbeddingConfig;
+    // A table of 2²⁴ + 2 rows: id 2²⁴ + 1 exists, but as f32 it reads 2²⁴ (the next float).
+    let vocab = (1usize << 24) + 2;
+    let emb = EmbeddingConfig::new(vocab, 1)
+        .with_init(Init::Zeros)
+        .init::<f32, _>(&mut rng(12))
+        .unwrap();
+    let ambiguous = ((1u32 << 24) + 1) as f32;
+    assert_eq!(ambiguous as usize, 1 << 24); // the rounding the layer cannot see
+    let x = ArrayD::from_elem(IxDyn(&[1, 1]), ambiguous);
+    let panic = std::panic::catch_unwind(|| emb.infer(x.view())).unwrap_err();
+    let msg = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("16777216"), "{msg}");
+    assert!(msg.contains("exactly"), "{msg}");
+    // The largest id f32 holds exactly, 2²⁴ − 1, is still accepted; usize ids reach every row.
+    let ok = ArrayD::from_elem(IxDyn(&[1, 1]), ((1u32 << 24) - 1) as f32);
+    assert_eq!(emb.infer(ok.view()).shape(), &[1, 1, 1]);
+    let ids = ndarray::arr1(&[(1usize << 24) + 1]).into_dyn();
+    assert_eq!(emb.try_lookup_infer(ids.view()).unwrap().shape(), &[1, 1]);
+}

@@ -17,8 +17,8 @@
 //! with a [`KvCache`] for new tokens only, and [`TransformerLm::generate`] for sampling.
 //!
 //! The model is also a [`Module`] whose input is the token ids as floats `(B, T)` (each a
-//! whole number below the vocabulary size), so optimizers, checkpoints and summaries work on
-//! it as on any model.
+//! whole number below the vocabulary size, and below `2²⁴` in `f32`, the integers `f32` holds
+//! exactly), so optimizers, checkpoints and summaries work on it as on any model.
 //!
 //! ```
 //! use phm_nn::prelude::*;
