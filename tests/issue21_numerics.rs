@@ -364,3 +364,36 @@ fn fault12_embedding_ids_beyond_the_exact_integers_of_f32_are_rejected() {
     let ids = ndarray::arr1(&[(1usize << 24) + 1]).into_dyn();
     assert_eq!(emb.try_lookup_infer(ids.view()).unwrap().shape(), &[1, 1]);
 }
+
+// ---- 12: an empty batch or dataset is an error, everywhere ----------------------------------
+
+#[test]
+fn fault12_cross_entropy_on_an_empty_batch_is_an_error() {
+    let logits = ndarray::Array2::<f64>::zeros((0, 3));
+    let err = cross_entropy(logits.view(), &[]).unwrap_err();
+    assert_eq!(err, PhmError::ZeroSize { what: "batch" });
+    // Every leading axis counts as batch: (2, 0, 3) is empty too.
+    let logits = ndarray::Array3::<f64>::zeros((2, 0, 3));
+    assert!(cross_entropy(logits.view(), &[]).is_err());
+}
+
+#[test]
+fn fault12_fit_epoch_on_an_empty_dataset_is_an_error_like_evaluate() {
+    use phm_nn::data::Dataset;
+    use phm_nn::train::{evaluate, fit_epoch, FitConfig};
+    let mut model = LinearConfig::new(2, 3)
+        .init::<f64, _>(&mut rng(12))
+        .unwrap();
+    let before: Vec<ArrayD<f64>> = params(&model).iter().map(|(_, p)| p.value()).collect();
+    let empty = Dataset::new(ndarray::Array2::<f64>::zeros((0, 2)), vec![]).unwrap();
+    let mut opt = Sgd::new(SgdConfig::default()).unwrap();
+    let config = FitConfig {
+        batch_size: 4,
+        max_grad_norm: None,
+    };
+    let err = fit_epoch(&mut model, &mut opt, None, &empty, &config, &mut rng(1)).unwrap_err();
+    assert_eq!(err, PhmError::ZeroSize { what: "dataset" });
+    assert_eq!(evaluate(&model, &empty, 4).unwrap_err(), err);
+    let after: Vec<ArrayD<f64>> = params(&model).iter().map(|(_, p)| p.value()).collect();
+    assert_eq!(before, after);
+}
