@@ -53,7 +53,7 @@ fn bench_grid<F: Float>(
                     .init::<F, _>(&mut rng)
                     .unwrap();
                 // Inference after training, as the README recommends: W cached, Auto decides.
-                layer.cache_weight();
+                layer.cache_weight().unwrap();
                 layers.push((format!("phm_n{n}"), Box::new(layer)));
             }
             let forward_flops = 2 * (batch * k * d) as u64;

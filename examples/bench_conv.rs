@@ -120,7 +120,7 @@ fn main() -> phm_nn::Result<()> {
         names.push(format!("PhmConv2d n = {n} (train: {kernel})"));
         params.push(layer.num_parameters());
         let mut with_k = layer.clone();
-        with_k.linear_mut().cache_weight();
+        with_k.linear_mut().cache_weight().unwrap();
         cached.push(Some(Box::new(with_k)));
         layers.push(Box::new(layer));
     }

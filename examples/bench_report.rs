@@ -184,7 +184,7 @@ fn run_case<F: Float>(case: &Case, rng: &mut StdRng) -> String {
         for l in layers.iter_mut() {
             // Inference after training, as the README recommends: W cached for whoever wants it.
             if l.strategy() != Strategy::Factored {
-                l.cache_weight();
+                l.cache_weight().unwrap();
             }
         }
         let [auto, mat, fact] = &layers[..] else {

@@ -172,7 +172,7 @@ fn main() -> Result<()> {
     println!("training loss: {first:.4} -> {last:.4}\n");
 
     // Typed access inside a model: cache W in every PHM layer for large-batch inference.
-    for_each_mut::<f32, PhmLinear<f32>>(&mut deep, &mut |_, l| l.cache_weight());
+    for_each_mut::<f32, PhmLinear<f32>>(&mut deep, &mut |_, l| l.cache_weight().unwrap());
     let cached: Vec<String> = find_all::<f32, PhmLinear<f32>>(&deep)
         .into_iter()
         .map(|(path, l)| {

@@ -90,10 +90,13 @@ pub fn mse<F: Float, D: Dimension>(
 /// `(1/B)·Σ_b (logsumexp(logits_b) − logits_b[labels_b])` and the gradient
 /// `(softmax(logits) − onehot(labels))/B`. Matches PyTorch's `nn.CrossEntropyLoss()`.
 /// Computed with the row maximum subtracted, so large logits (e.g. `±1000`) neither overflow
-/// nor lose the loss. For an empty batch the value is NaN (`0/0`, as in PyTorch).
+/// nor lose the loss.
 ///
 /// # Errors
-/// [`PhmError::LabelOutOfRange`] if some `labels[row] >= classes` (the first such row).
+/// - [`PhmError::ZeroSize`] (`what: "batch"`) for an empty batch (no rows): the mean over no
+///   samples is `0/0`, which PyTorch returns as NaN; here, as in [`crate::train::fit_epoch`]
+///   and [`crate::train::evaluate`] on an empty dataset, it is an error;
+/// - [`PhmError::LabelOutOfRange`] if some `labels[row] >= classes` (the first such row).
 ///
 /// # Panics
 /// If `labels.len() != logits.nrows()`; the message names both.
@@ -106,6 +109,9 @@ pub fn cross_entropy<F: Float, D: Dimension>(
     let logits = rows("cross_entropy", logits);
     let logits = logits.view();
     check_labels_len("cross_entropy", &logits, labels);
+    if labels.is_empty() {
+        return Err(PhmError::ZeroSize { what: "batch" });
+    }
     let classes = logits.ncols();
     if let Some((row, &label)) = labels.iter().enumerate().find(|(_, &l)| l >= classes) {
         return Err(PhmError::LabelOutOfRange {

@@ -114,7 +114,8 @@ pub struct Evaluation {
 /// advanced only if the step succeeds.
 ///
 /// # Errors
-/// [`PhmError::LabelOutOfRange`] if a label is not below the model's output width, the
+/// [`PhmError::ZeroSize`] for an empty batch and [`PhmError::LabelOutOfRange`] if a label
+/// is not below the model's output width ([`cross_entropy`]), the
 /// errors of [`clip_grad_norm`] and of [`Optimizer::step`] (NaN or inf gradients or updates):
 /// then no parameter and no counter has changed (the gradients hold the failed batch's).
 ///
@@ -165,8 +166,10 @@ pub fn train_step<F: Float>(
 /// [`train_step`] per batch.
 ///
 /// # Errors
-/// [`PhmError::ZeroSize`] if `config.batch_size` is 0, and the errors of [`train_step`]
-/// (the epoch stops at the failing batch; earlier steps are kept).
+/// [`PhmError::ZeroSize`] if `data` is empty (`what: "dataset"`, as [`evaluate`]: an epoch
+/// over no samples has no loss) or `config.batch_size` is 0 — nothing is changed then — and
+/// the errors of [`train_step`] (the epoch stops at the failing batch; earlier steps are
+/// kept).
 ///
 /// # Panics
 /// As [`train_step`].
@@ -178,6 +181,9 @@ pub fn fit_epoch<F: Float, R: Rng + ?Sized>(
     config: &FitConfig,
     rng: &mut R,
 ) -> Result<EpochStats> {
+    if data.is_empty() {
+        return Err(PhmError::ZeroSize { what: "dataset" });
+    }
     let mut loss_sum = 0.0;
     let mut correct = 0;
     let mut samples = 0;
@@ -200,8 +206,8 @@ pub fn fit_epoch<F: Float, R: Rng + ?Sized>(
         }
     }
     Ok(EpochStats {
-        loss: loss_sum / samples.max(1) as f64,
-        accuracy: correct as f64 / samples.max(1) as f64,
+        loss: loss_sum / samples as f64,
+        accuracy: correct as f64 / samples as f64,
         samples,
         steps,
         max_grad_norm: max_norm,

@@ -121,7 +121,9 @@ fn a_loaded_model_computes_like_the_saved_one_after_a_cached_weight() {
     let saved = model::<f64>(1);
     let mut fresh = model::<f64>(2);
     // Cache W from the old values, then load: the cache must not survive the load.
-    phm_nn::module::for_each_mut::<f64, PhmLinear<f64>>(&mut fresh, &mut |_, l| l.cache_weight());
+    phm_nn::module::for_each_mut::<f64, PhmLinear<f64>>(&mut fresh, &mut |_, l| {
+        l.cache_weight().unwrap()
+    });
     io::load_model_from_bytes(&fresh, &io::model_to_bytes(&saved).unwrap()).unwrap();
     let x = ArrayD::from_elem(IxDyn(&[3, 8]), 0.25);
     // A stale W would give other outputs altogether; the kernels may differ in rounding.

@@ -344,7 +344,7 @@ fn typed_access_reaches_layers_inside_a_model() {
         .set_strategy(Strategy::Factored);
     let mut visited = Vec::new();
     for_each_mut::<f64, PhmLinear<f64>>(&mut model, &mut |path, l| {
-        l.cache_weight();
+        l.cache_weight().unwrap();
         visited.push(path.to_string());
     });
     assert_eq!(visited, ["0", "2", "4"]);

@@ -174,13 +174,13 @@ fn layer_reports_the_kernel_and_cache_state() {
     assert!(!layer.weight_is_current());
     // cache_weight builds W for the inference paths, and Auto then uses it at large batch.
     layer.set_strategy(Strategy::Auto);
-    layer.cache_weight();
+    layer.cache_weight().unwrap();
     assert!(layer.weight_is_current());
     let small =
         PhmLinear::from_parts(xorshift(1, (4, 4, 4)), xorshift(2, (4, 64, 64)), None).unwrap();
     let mut small = small;
     assert_eq!(small.kernel_for(256, Mode::Inference), Kernel::Factored);
-    small.cache_weight();
+    small.cache_weight().unwrap();
     assert_eq!(small.kernel_for(256, Mode::Inference), Kernel::Materialized);
 }
 

@@ -52,8 +52,11 @@ static POOL: OnceLock<Mutex<Option<SizedPool>>> = OnceLock::new();
 
 /// The number of threads a large product runs on.
 ///
-/// Defaults to the environment variable `PHM_NN_NUM_THREADS` (read once) when it holds a
-/// positive integer, and to the number of CPUs the process may use otherwise.
+/// Defaults to the environment variable `PHM_NN_NUM_THREADS`, read once (at the first call,
+/// usually the first large product), and to the number of CPUs the process may use
+/// ([`std::thread::available_parallelism`]) when it is unset or empty. A count above the
+/// available parallelism is capped to it, with one warning on stderr: more threads than CPUs
+/// only add contention (`PHM_NN_NUM_THREADS=5000` once made a product 3500 times slower).
 /// [`set_num_threads`] overrides both. Products smaller than [`PARALLEL_MIN_WORK`]
 /// multiply-adds always run on the calling thread.
 ///
@@ -61,16 +64,56 @@ static POOL: OnceLock<Mutex<Option<SizedPool>>> = OnceLock::new();
 /// phm_nn::kernels::set_num_threads(1); // single-threaded from now on
 /// assert_eq!(phm_nn::kernels::num_threads(), 1);
 /// ```
+///
+/// # Panics
+/// If `PHM_NN_NUM_THREADS` is set to anything but a positive integer (`0`, `-3`, `2.5`,
+/// `abc`, not Unicode): the message names the value. A misspelt thread count is a
+/// configuration error that should stop the program at its first product, not run it on a
+/// count the user did not ask for. Every later call panics the same way until
+/// [`set_num_threads`] decides the count.
+#[track_caller]
 pub fn num_threads() -> usize {
     let mut n = NUM_THREADS.lock().unwrap_or_else(|e| e.into_inner());
     if *n == 0 {
-        *n = std::env::var(NUM_THREADS_ENV)
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|&t| t > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |p| p.get()));
+        let available = std::thread::available_parallelism().map_or(1, |p| p.get());
+        let (threads, warning) = match std::env::var_os(NUM_THREADS_ENV) {
+            None => (available, None),
+            Some(value) => threads_from_env(&value, available).unwrap_or_else(|e| panic!("{e}")),
+        };
+        if let Some(warning) = warning {
+            eprintln!("phm-nn: warning: {warning}");
+        }
+        *n = threads;
     }
     *n
+}
+
+/// The thread count that `PHM_NN_NUM_THREADS=value` asks for on a machine with `available`
+/// CPUs, and the warning to print when it was capped; or why the value is rejected.
+fn threads_from_env(
+    value: &std::ffi::OsStr,
+    available: usize,
+) -> Result<(usize, Option<String>), String> {
+    let text = value.to_str().ok_or_else(|| {
+        format!("{NUM_THREADS_ENV}={value:?} is not a positive integer (not Unicode)")
+    })?;
+    if text.trim().is_empty() {
+        return Ok((available, None));
+    }
+    match text.trim().parse::<usize>() {
+        Ok(0) | Err(_) => Err(format!(
+            "{NUM_THREADS_ENV}={text:?} is not a positive integer: set it to a thread count \
+             from 1 to {available} (this machine's available parallelism), or unset it"
+        )),
+        Ok(t) if t > available => Ok((
+            available,
+            Some(format!(
+                "{NUM_THREADS_ENV}={t} exceeds the available parallelism {available}; \
+                 capped to {available} threads"
+            )),
+        )),
+        Ok(t) => Ok((t, None)),
+    }
 }
 
 /// Sets the number of threads large products run on, for the whole process (`1`: every
@@ -78,6 +121,8 @@ pub fn num_threads() -> usize {
 /// reassociation (the threads split the output; the backend may block a sum differently).
 ///
 /// To get one thread: `set_num_threads(1)`, or `PHM_NN_NUM_THREADS=1` in the environment.
+/// Unlike the environment variable, an explicit count is not capped at the available
+/// parallelism (thread sweeps and oversubscription tests ask for what they mean).
 ///
 /// # Panics
 /// If `threads` is 0.

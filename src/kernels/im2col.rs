@@ -53,7 +53,9 @@ impl ConvGeometry {
     /// # Errors
     /// [`PhmError::ZeroSize`] for zero channels or a zero kernel size;
     /// [`PhmError::InvalidArgument`] for a zero stride or dilation;
-    /// [`PhmError::TooLarge`] if `channels·kh·kw` overflows.
+    /// [`PhmError::TooLarge`] if `channels·kh·kw`, the dilated kernel span `d·(k − 1) + 1` or
+    /// `2·p + d·(k − 1) + 1` overflows `usize` on either axis (the message names the values):
+    /// every size computed from the geometry later is then computed with checked arithmetic.
     pub fn new(
         channels: usize,
         kernel: (usize, usize),
@@ -93,11 +95,29 @@ impl ConvGeometry {
                 what: "kernel",
                 reason: format!("{channels}·{}·{} overflows", kernel.0, kernel.1),
             })?;
-        for (k, d) in [(kernel.0, dilation.0), (kernel.1, dilation.1)] {
-            (k - 1).checked_mul(d).ok_or_else(|| PhmError::TooLarge {
-                what: "kernel",
-                reason: format!("dilation {d} · (kernel {k} − 1) overflows"),
-            })?;
+        for (axis, k, d, p) in [
+            ("height", kernel.0, dilation.0, padding.0),
+            ("width", kernel.1, dilation.1, padding.1),
+        ] {
+            let span = (k - 1)
+                .checked_mul(d)
+                .and_then(|v| v.checked_add(1))
+                .ok_or_else(|| PhmError::TooLarge {
+                    what: "dilation",
+                    reason: format!(
+                        "the dilated kernel along {axis}, dilation {d} · (kernel {k} − 1) + 1, \
+                         overflows usize"
+                    ),
+                })?;
+            p.checked_mul(2)
+                .and_then(|v| v.checked_add(span))
+                .ok_or_else(|| PhmError::TooLarge {
+                    what: "padding",
+                    reason: format!(
+                        "padding {p} per side along {axis}: 2 · {p} + the dilated kernel span \
+                         {span} overflows usize"
+                    ),
+                })?;
         }
         Ok(g)
     }
@@ -135,12 +155,20 @@ impl ConvGeometry {
     /// PyTorch's output size `⌊(H + 2p − d·(k − 1) − 1)/s⌋ + 1` on both axes.
     ///
     /// # Errors
-    /// [`PhmError::InvalidArgument`] if the dilated kernel `d·(k − 1) + 1` is larger than the
-    /// padded input `H + 2p` on either axis (the message names both).
+    /// - [`PhmError::InvalidArgument`] if the dilated kernel `d·(k − 1) + 1` is larger than the
+    ///   padded input `H + 2p` on either axis (the message names both);
+    /// - [`PhmError::TooLarge`] if the padded input `H + 2p` overflows `usize`.
     pub fn output_size(&self, h: usize, w: usize) -> Result<(usize, usize)> {
         let axis = |name: &str, size: usize, k: usize, s: usize, p: usize, d: usize| {
+            // Fits: checked by `new`.
             let span = d * (k - 1) + 1;
-            let padded = size.saturating_add(2 * p);
+            let padded = p
+                .checked_mul(2)
+                .and_then(|v| v.checked_add(size))
+                .ok_or_else(|| PhmError::TooLarge {
+                    what: "padded input",
+                    reason: format!("size {size} + 2 · padding {p} along {name} overflows usize"),
+                })?;
             if span > padded {
                 Err(PhmError::InvalidArgument {
                     what: "kernel_size",

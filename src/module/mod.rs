@@ -358,7 +358,7 @@ fn collect<'a, F: Float, T: Module<F>>(
 /// let mut model = Sequential::<f32>::new()
 ///     .add(PhmLinearConfig::new(8, 8, 4).init(&mut rng)?)
 ///     .add(Relu::new());
-/// for_each_mut::<f32, PhmLinear<f32>>(&mut model, &mut |_, layer| layer.cache_weight());
+/// for_each_mut::<f32, PhmLinear<f32>>(&mut model, &mut |_, layer| layer.cache_weight().unwrap());
 /// assert!(model.get::<PhmLinear<f32>>(0).unwrap().weight_is_current());
 /// # Ok::<(), phm_nn::PhmError>(())
 /// ```

@@ -251,7 +251,10 @@ impl<F: Float> Module<F> for Embedding<F> {
     /// The input holds the ids as floats.
     ///
     /// # Panics
-    /// If an entry is not a non-negative integer below `vocab`.
+    /// If an entry is not a non-negative integer below `vocab`, or is not below `2²⁴` in
+    /// `f32` (`2⁵³` in `f64`): from there on a float cannot tell neighbouring ids apart
+    /// (`2²⁴ + 1` as `f32` is `2²⁴`), so larger vocabularies take `usize` ids
+    /// ([`Embedding::lookup`]).
     #[track_caller]
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         let ids = ids_of("Embedding::forward", &x, self.vocab());
@@ -304,13 +307,25 @@ impl<F: Float> Module<F> for Embedding<F> {
     }
 }
 
-/// The ids held as floats in `x`, checked.
+/// The ids held as floats in `x`, checked. Only ids below `2^p` (`p` the float's mantissa
+/// digits: `2²⁴` for `f32`, `2⁵³` for `f64`) are accepted: from `2^p` on, neighbouring integers
+/// round to the same float (`2²⁴ + 1` reads as `2²⁴` in `f32`), so the row would be a guess.
 #[track_caller]
 fn ids_of<F: Float>(context: &str, x: &ArrayViewD<'_, F>, vocab: usize) -> ArrayD<usize> {
+    // 2^p = 2 / ε (ε = 2^(1 − p)).
+    let exact = 2.0 / F::epsilon().as_f64();
     x.mapv(|v| {
         let f = v.as_f64();
         if !(f >= 0.0 && f.fract() == 0.0 && f < vocab as f64) {
             panic!("{context}: id {f} is not an integer in 0..{vocab} (out of range for vocab {vocab})");
+        }
+        if f >= exact {
+            panic!(
+                "{context}: id {f} is not below {exact}, the integers {} holds exactly: it may \
+                 be the rounding of a neighbouring id; pass ids above {exact} as usize \
+                 (Embedding::lookup, TransformerLm::forward_ids)",
+                std::any::type_name::<F>()
+            );
         }
         f as usize
     })

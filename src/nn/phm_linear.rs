@@ -52,9 +52,7 @@ use rand::Rng;
 
 #[cfg(doc)]
 use crate::algebra::Algebra;
-#[cfg(doc)]
-use crate::error::PhmError;
-use crate::error::{check_shape, Result};
+use crate::error::{check_shape, PhmError, Result};
 use crate::init::{Fans, Init};
 use crate::kernels::factored;
 use crate::kernels::gemm::{
@@ -463,9 +461,32 @@ impl<F: Float> PhmLinear<F> {
     /// factored there is no cached `W`. Worth it before large-batch inference, where one plain
     /// GEMM with `W` is the fastest kernel (see `BENCHMARKS.md`); at small batch Auto keeps
     /// using the factored kernel anyway. On a whole model:
-    /// `module::for_each_mut::<F, PhmLinear<F>>(&mut model, &mut |_, l| l.cache_weight())`.
-    pub fn cache_weight(&mut self) {
+    /// `module::for_each_mut::<F, PhmLinear<F>>(&mut model, &mut |_, l| { l.cache_weight().unwrap(); })`.
+    ///
+    /// # Errors
+    /// [`PhmError::TooLarge`] if `W` (`k·d` scalars) exceeds the memory budget of the cost
+    /// model ([`CostModel::max_materialized_bytes`](crate::kernels::strategy::CostModel::max_materialized_bytes),
+    /// 1 GiB by default; [`set_cost_model`](crate::kernels::strategy::set_cost_model) raises
+    /// it): a `2¹⁷ × 2¹⁷` layer would need 64 GiB. Nothing is cached then, and inference stays
+    /// on the factored kernel.
+    pub fn cache_weight(&mut self) -> Result<()> {
+        let budget = cost_model().max_materialized_bytes;
+        let bytes = (self.shape.out_features() as u128)
+            * (self.shape.in_features() as u128)
+            * std::mem::size_of::<F>() as u128;
+        if bytes > u128::from(budget) {
+            return Err(PhmError::TooLarge {
+                what: "cached weight",
+                reason: format!(
+                    "W of {} × {} needs {bytes} bytes, more than the memory budget of {budget} \
+                     bytes (CostModel::max_materialized_bytes)",
+                    self.shape.out_features(),
+                    self.shape.in_features()
+                ),
+            });
+        }
         self.current_weight();
+        Ok(())
     }
 
     /// Drops the cached `W`, the saved forward states and the reusable training buffers,

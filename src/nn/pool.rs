@@ -53,7 +53,8 @@ struct PoolFrame {
 impl Window {
     fn new(kernel: Size2, stride: Size2, padding: Size2) -> Result<Self> {
         let geometry = ConvGeometry::new(1, kernel.into(), stride.into(), padding.into(), (1, 1))?;
-        if 2 * padding.0 > kernel.0 || 2 * padding.1 > kernel.1 {
+        // `p > ⌊k/2⌋` is `2p > k` without the overflow of `2p`.
+        if padding.0 > kernel.0 / 2 || padding.1 > kernel.1 / 2 {
             return Err(PhmError::InvalidArgument {
                 what: "padding",
                 reason: format!(
@@ -75,8 +76,14 @@ impl Window {
             .geometry
             .output_size(shape[2], shape[3])
             .map_err(|e| format!("input has shape {shape:?}: {e}"))?;
+        let planes = shape[0]
+            .checked_mul(shape[1])
+            .filter(|p| p.checked_mul(ho).and_then(|v| v.checked_mul(wo)).is_some())
+            .ok_or_else(|| {
+                format!("input has shape {shape:?}: the output ({ho} × {wo}) is too large")
+            })?;
         Ok(PoolFrame {
-            planes: shape[0] * shape[1],
+            planes,
             h: shape[2],
             w: shape[3],
             ho,
@@ -151,7 +158,8 @@ impl MaxPool2d {
     ///
     /// # Errors
     /// [`PhmError::ZeroSize`] for a zero kernel; [`PhmError::InvalidArgument`] for a zero
-    /// stride or a padding larger than half the kernel.
+    /// stride or a padding larger than half the kernel; [`PhmError::TooLarge`] for a padding
+    /// whose double overflows `usize` (the message names it).
     pub fn new(
         kernel: impl Into<Size2>,
         stride: impl Into<Size2>,

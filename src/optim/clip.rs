@@ -14,6 +14,10 @@ use crate::Float;
 /// `max_norm`. The norm is accumulated in `f64`. Call it between `backward` and the
 /// optimizer step.
 ///
+/// The norm is computed without overflow or underflow, scaled by the largest `|entry|`
+/// (`‖g‖ = m·√(Σ (g/m)²)`): finite gradients of `1e200` in `f64` have the norm they have, and
+/// are clipped, not zeroed.
+///
 /// ```
 /// use ndarray::array;
 /// use phm_nn::optim::clip_grad_norm;
@@ -33,7 +37,10 @@ use crate::Float;
 /// # Errors
 /// - [`PhmError::InvalidArgument`] if `max_norm` is negative or not finite;
 /// - [`PhmError::NonFiniteGradient`] naming the first parameter whose gradient holds NaN or
-///   inf (PyTorch's `error_if_nonfinite = True`).
+///   inf (PyTorch's `error_if_nonfinite = True`);
+/// - [`PhmError::TooLarge`] (`what: "gradient norm"`) if every entry is finite but the global
+///   norm is not (it exceeds `f64::MAX`): PyTorch's `error_if_nonfinite = True` again, where
+///   clipping by an infinite norm would set every gradient to 0 and silently stop training.
 ///
 /// Either way no gradient is changed.
 pub fn clip_grad_norm<F: Float>(model: &dyn Module<F>, max_norm: f64) -> Result<f64> {
@@ -47,27 +54,55 @@ pub fn clip_grad_norm<F: Float>(model: &dyn Module<F>, max_norm: f64) -> Result<
         .into_iter()
         .filter(|(_, p)| p.is_trainable())
         .collect();
-    let mut sum_sq = 0.0f64;
+    // Pass 1: every entry finite, and the largest |entry| (the scale).
+    let mut scale = 0.0f64;
+    let mut largest = "";
     for (path, p) in &trainable {
-        let r = p.read();
-        let mut s = 0.0f64;
-        for &g in r.grad().iter() {
+        for &g in p.read().grad().iter() {
             let g = g.as_f64();
             if !g.is_finite() {
                 return Err(PhmError::NonFiniteGradient {
                     param: path.clone(),
                 });
             }
-            s += g * g;
+            if g.abs() > scale {
+                scale = g.abs();
+                largest = path;
+            }
         }
-        sum_sq += s;
     }
-    let norm = sum_sq.sqrt();
+    // Pass 2: ‖g‖ = scale · √(Σ (g/scale)²): every term is at most 1, so the sum neither
+    // overflows (gradients of 1e200) nor underflows (gradients of 1e-200).
+    let norm = if scale == 0.0 {
+        0.0
+    } else {
+        let mut sum_sq = 0.0f64;
+        for (_, p) in &trainable {
+            sum_sq += p
+                .read()
+                .grad()
+                .iter()
+                .map(|&g| (g.as_f64() / scale).powi(2))
+                .sum::<f64>();
+        }
+        scale * sum_sq.sqrt()
+    };
+    if !norm.is_finite() {
+        return Err(PhmError::TooLarge {
+            what: "gradient norm",
+            reason: format!(
+                "the global L2 norm of the gradients exceeds the f64 range (largest |entry| \
+                 {scale:e}, in `{largest}`); no gradient was changed"
+            ),
+        });
+    }
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {
-        let c = F::of(coef);
+        // Scaled in f64, then rounded once: a tiny `coef` does not flush to 0 in f32 first.
         for (_, p) in &trainable {
-            p.write().grad_mut().mapv_inplace(|g| g * c);
+            p.write()
+                .grad_mut()
+                .mapv_inplace(|g| F::of(g.as_f64() * coef));
         }
     }
     Ok(norm)

@@ -116,7 +116,8 @@ impl Conv1dConfig {
     /// # Errors
     /// [`PhmError::ZeroSize`](crate::PhmError::ZeroSize) for zero channels or kernel size;
     /// [`PhmError::InvalidArgument`](crate::PhmError::InvalidArgument) for a zero stride or
-    /// dilation, or an invalid init.
+    /// dilation, or an invalid init; [`PhmError::TooLarge`](crate::PhmError::TooLarge) if the
+    /// padding or dilation makes the size arithmetic overflow.
     pub fn init<F: Float, R: Rng + ?Sized>(&self, rng: &mut R) -> Result<Conv1d<F>> {
         let core = DenseConv::init(
             1,
@@ -150,7 +151,7 @@ impl<F: Float> Conv1d<F> {
     /// [`PhmError::ShapeMismatch`](crate::PhmError::ShapeMismatch) if the bias length is not
     /// `C_out`; [`PhmError::ZeroSize`](crate::PhmError::ZeroSize) for an empty kernel;
     /// [`PhmError::InvalidArgument`](crate::PhmError::InvalidArgument) for a zero stride or
-    /// dilation.
+    /// dilation; [`PhmError::TooLarge`](crate::PhmError::TooLarge) as [`Conv1dConfig::init`].
     pub fn from_parts(
         weight: Array3<F>,
         bias: Option<Array1<F>>,

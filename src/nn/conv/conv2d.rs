@@ -120,7 +120,8 @@ impl Conv2dConfig {
     ///
     /// # Errors
     /// [`PhmError::ZeroSize`] for zero channels or kernel size; [`PhmError::InvalidArgument`]
-    /// for a zero stride or dilation, or an invalid init.
+    /// for a zero stride or dilation, or an invalid init; [`PhmError::TooLarge`] if the
+    /// padding or dilation makes the size arithmetic overflow (see [`ConvGeometry::new`]).
     pub fn init<F: Float, R: Rng + ?Sized>(&self, rng: &mut R) -> Result<Conv2d<F>> {
         let core = DenseConv::init(
             2,
@@ -151,7 +152,8 @@ impl<F: Float> Conv2d<F> {
     ///
     /// # Errors
     /// [`PhmError::ShapeMismatch`] if the bias length is not `C_out`; [`PhmError::ZeroSize`] for
-    /// an empty kernel; [`PhmError::InvalidArgument`] for a zero stride or dilation.
+    /// an empty kernel; [`PhmError::InvalidArgument`] for a zero stride or dilation;
+    /// [`PhmError::TooLarge`] as [`Conv2dConfig::init`].
     pub fn from_parts(
         weight: Array4<F>,
         bias: Option<Array1<F>>,

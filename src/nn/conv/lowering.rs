@@ -55,6 +55,20 @@ impl Lowering {
             .geometry
             .output_size(h, w)
             .map_err(|e| format!("input has shape {shape:?}: {e}"))?;
+        // The lowered matrix `(B·H_out·W_out, C·kh·kw)` must be countable (and addressable).
+        shape[0]
+            .checked_mul(ho)
+            .and_then(|v| v.checked_mul(wo))
+            .and_then(|rows| rows.checked_mul(self.geometry.cols()))
+            .filter(|&n| n <= isize::MAX as usize / 8)
+            .ok_or_else(|| {
+                format!(
+                    "input has shape {shape:?}: the output ({ho} × {wo} positions per sample, \
+                     batch {}) lowered to {} columns is too large to allocate",
+                    shape[0],
+                    self.geometry.cols()
+                )
+            })?;
         Ok(Frame {
             batch: shape[0],
             h,
@@ -82,7 +96,8 @@ impl Lowering {
     /// `cols(X)` `(B·H_out·W_out, C_in·kh·kw)` and the frame.
     ///
     /// # Panics
-    /// If `x` does not fit (wrong rank or channels, kernel larger than the padded input).
+    /// If `x` does not fit (wrong rank or channels, kernel larger than the padded input), or
+    /// the lowered matrix is too large to count or to allocate.
     #[track_caller]
     pub(crate) fn lower<F: Float>(
         &self,
@@ -97,7 +112,23 @@ impl Lowering {
             .view()
             .into_shape_with_order((f.batch, self.geometry.channels(), f.h, f.w))
             .expect("standard layout reshapes");
-        let mut cols = Array2::zeros((f.batch * f.ho * f.wo, self.geometry.cols()));
+        let shape = (f.batch * f.ho * f.wo, self.geometry.cols());
+        // Reserve first, so that a matrix too large for this machine is a panic naming its
+        // size, not an abort.
+        let len = shape.0 * shape.1;
+        let mut storage: Vec<F> = Vec::new();
+        if storage.try_reserve_exact(len).is_err() {
+            panic!(
+                "{context}: input has shape {:?}: the lowered input ({} × {} values, {} bytes) \
+                 is too large to allocate",
+                x.shape(),
+                shape.0,
+                shape.1,
+                len.saturating_mul(std::mem::size_of::<F>())
+            );
+        }
+        storage.resize(len, F::zero());
+        let mut cols = Array2::from_shape_vec(shape, storage).expect("len = rows · cols");
         im2col(x4, &self.geometry, (f.ho, f.wo), cols.view_mut());
         (cols, f)
     }

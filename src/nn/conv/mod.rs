@@ -97,8 +97,9 @@ macro_rules! delegate_module {
     ($ty:ident) => {
         impl<F: Float> Module<F> for $ty<F> {
             /// # Panics
-            /// If `x` is not channels first with the layer's input channels, or the dilated
-            /// kernel is larger than the padded input; the message names the shapes.
+            /// If `x` is not channels first with the layer's input channels, the dilated
+            /// kernel is larger than the padded input, or the output is too large to count or
+            /// allocate (a huge padding); the message names the shapes.
             #[track_caller]
             fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
                 self.core.forward(x)

@@ -150,7 +150,7 @@ impl PhmConv1dConfig {
     /// # Errors
     /// As [`PhmConv2dConfig::init`](super::PhmConv2dConfig::init): channel counts `n` does not
     /// divide, zero sizes, a zero stride or dilation, a fixed algebra whose dimension is not
-    /// `n`, an invalid init.
+    /// `n`, an invalid init, a padding or dilation that makes the size arithmetic overflow.
     pub fn init<F: Float, R: Rng + ?Sized>(&self, rng: &mut R) -> Result<PhmConv1d<F>> {
         Ok(PhmConv1d {
             core: self.spec().init(None, rng)?,
@@ -198,7 +198,8 @@ impl<F: Float> PhmConv1d<F> {
     /// together; [`PhmError::ZeroN`](crate::PhmError::ZeroN) /
     /// [`PhmError::ZeroSize`](crate::PhmError::ZeroSize) for empty tensors;
     /// [`PhmError::InvalidArgument`](crate::PhmError::InvalidArgument) for a zero stride or
-    /// dilation.
+    /// dilation; [`PhmError::TooLarge`](crate::PhmError::TooLarge) as
+    /// [`PhmConv1dConfig::init`].
     pub fn from_parts(
         rules: Array3<F>,
         kernels: Array4<F>,

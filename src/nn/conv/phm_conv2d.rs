@@ -157,7 +157,9 @@ impl PhmConv2dConfig {
     /// - [`PhmError::ZeroN`], [`PhmError::ZeroSize`], or [`PhmError::NotDivisible`] for channel
     ///   counts that `n` does not divide (e.g. `in_channels 6 is not divisible by n = 4`);
     /// - [`PhmError::InvalidArgument`] for a zero stride or dilation, a fixed algebra whose
-    ///   dimension is not `n`, or an invalid init.
+    ///   dimension is not `n`, or an invalid init;
+    /// - [`PhmError::TooLarge`] if the padding or dilation makes the size arithmetic overflow
+    ///   (see [`ConvGeometry::new`](crate::kernels::im2col::ConvGeometry::new)).
     pub fn init<F: Float, R: Rng + ?Sized>(&self, rng: &mut R) -> Result<PhmConv2d<F>> {
         let kernel = [self.kernel_size.0, self.kernel_size.1];
         Ok(PhmConv2d {
@@ -226,7 +228,7 @@ impl<F: Float> PhmConv2d<F> {
     /// # Errors
     /// [`PhmError::ShapeMismatch`] if the tensors do not fit together; [`PhmError::ZeroN`] /
     /// [`PhmError::ZeroSize`] for empty tensors; [`PhmError::InvalidArgument`] for a zero
-    /// stride or dilation.
+    /// stride or dilation; [`PhmError::TooLarge`] as [`PhmConv2dConfig::init`].
     pub fn from_parts(
         rules: Array3<F>,
         kernels: Array5<F>,

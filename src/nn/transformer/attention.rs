@@ -171,23 +171,29 @@ pub struct MultiHeadAttention<F: Float> {
 }
 
 /// The keys and values of the tokens seen so far, for generation through
-/// [`MultiHeadAttention::infer_cached`]: `(batch, capacity, d)` each, of which the first
+/// [`MultiHeadAttention::infer_cached`]: `(batch, allocated, d)` each, of which the first
 /// [`len`](AttentionCache::len) positions are filled.
+///
+/// The allocation grows with what is cached (doubling, up to the
+/// [`capacity`](AttentionCache::capacity)), not with the capacity: a cache for a context of
+/// `2⁴⁰` tokens that holds ten positions holds ten positions' worth of memory.
 #[derive(Debug, Clone)]
 pub struct AttentionCache<F> {
     k: Array3<F>,
     v: Array3<F>,
     len: usize,
+    capacity: usize,
 }
 
 impl<F: Float> AttentionCache<F> {
     /// An empty cache for `batch` sequences of width `width`, holding up to `capacity`
-    /// positions (allocated once).
+    /// positions. Nothing is allocated for positions until they are cached.
     pub fn new(batch: usize, width: usize, capacity: usize) -> Self {
         AttentionCache {
-            k: Array3::zeros((batch, capacity, width)),
-            v: Array3::zeros((batch, capacity, width)),
+            k: Array3::zeros((batch, 0, width)),
+            v: Array3::zeros((batch, 0, width)),
             len: 0,
+            capacity,
         }
     }
 
@@ -203,12 +209,49 @@ impl<F: Float> AttentionCache<F> {
 
     /// Most positions the cache can hold.
     pub fn capacity(&self) -> usize {
-        self.k.dim().1
+        self.capacity
     }
 
     /// Number of sequences.
     pub fn batch(&self) -> usize {
         self.k.dim().0
+    }
+
+    /// Width `d` of each key and value.
+    pub fn width(&self) -> usize {
+        self.k.dim().2
+    }
+
+    /// Positions allocated now (at least [`len`](Self::len), at most the capacity).
+    pub fn allocated(&self) -> usize {
+        self.k.dim().1
+    }
+
+    /// Positions that will be allocated once `end` positions are cached: the current
+    /// allocation if it suffices, else `end` rounded up by doubling, at most the capacity.
+    pub(crate) fn allocation_for(&self, end: usize) -> usize {
+        let now = self.allocated();
+        if end <= now {
+            now
+        } else {
+            end.max(now.saturating_mul(2)).min(self.capacity.max(end))
+        }
+    }
+
+    /// Makes room for `end` positions, keeping the cached ones.
+    fn grow_to(&mut self, end: usize) {
+        let positions = self.allocation_for(end);
+        if positions == self.allocated() {
+            return;
+        }
+        let (batch, _, width) = self.k.dim();
+        for a in [&mut self.k, &mut self.v] {
+            let mut bigger = Array3::zeros((batch, positions, width));
+            bigger
+                .slice_mut(s![.., ..self.len, ..])
+                .assign(&a.slice(s![.., ..self.len, ..]));
+            *a = bigger;
+        }
     }
 
     /// Forgets every cached position (keeps the allocation).
@@ -421,7 +464,7 @@ impl<F: Float> MultiHeadAttention<F> {
             self.causal,
             "MultiHeadAttention::infer_cached: a key/value cache needs causal attention"
         );
-        let (batch, cap, width) = cache.k.dim();
+        let (batch, cap, width) = (cache.batch(), cache.capacity(), cache.width());
         assert_same_shape(
             "MultiHeadAttention::infer_cached",
             "input",
@@ -442,6 +485,7 @@ impl<F: Float> MultiHeadAttention<F> {
         let q = into_matrix(self.q.infer(x.view()), width);
         let k = into_matrix(self.k.infer(x.view()), width);
         let v = into_matrix(self.v.infer(x.view()), width);
+        cache.grow_to(end);
         for b in 0..batch {
             let rows = b * t..(b + 1) * t;
             cache

@@ -17,8 +17,8 @@
 //! with a [`KvCache`] for new tokens only, and [`TransformerLm::generate`] for sampling.
 //!
 //! The model is also a [`Module`] whose input is the token ids as floats `(B, T)` (each a
-//! whole number below the vocabulary size), so optimizers, checkpoints and summaries work on
-//! it as on any model.
+//! whole number below the vocabulary size, and below `2²⁴` in `f32`, the integers `f32` holds
+//! exactly), so optimizers, checkpoints and summaries work on it as on any model.
 //!
 //! ```
 //! use phm_nn::prelude::*;
@@ -227,9 +227,17 @@ impl TransformerLmConfig {
 }
 
 /// The key/value caches of every block of a [`TransformerLm`], for generation.
+///
+/// A cache knows the architecture of the model that made it ([`TransformerLm::new_cache`]):
+/// another model's [`infer_step`](TransformerLm::infer_step) refuses it with an error that
+/// names the difference (layers, width, heads, `max_len`, vocabulary, position encoding)
+/// instead of computing logits from keys it never produced. Memory grows with the positions
+/// cached, not with `max_len` (see [`AttentionCache`]).
 #[derive(Debug, Clone)]
 pub struct KvCache<F> {
     layers: Vec<AttentionCache<F>>,
+    /// `(name, value)` of every hyper-parameter of the model that the cache depends on.
+    model: Vec<(&'static str, String)>,
 }
 
 impl<F: Float> KvCache<F> {
@@ -248,10 +256,32 @@ impl<F: Float> KvCache<F> {
         self.layers.first().map_or(0, |c| c.capacity())
     }
 
+    /// Bytes allocated now for keys and values (grows with [`len`](Self::len)).
+    pub fn allocated_bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|c| 2 * c.batch() * c.allocated() * c.width() * std::mem::size_of::<F>())
+            .sum()
+    }
+
     /// Forgets every position (keeps the allocation).
     pub fn clear(&mut self) {
         self.layers.iter_mut().for_each(AttentionCache::clear);
     }
+}
+
+/// The hyper-parameters of `config` that a key/value cache depends on.
+fn cache_key(config: &TransformerLmConfig) -> Vec<(&'static str, String)> {
+    vec![
+        ("layers", config.layers.to_string()),
+        ("width", config.width.to_string()),
+        ("heads", config.heads.to_string()),
+        ("max_len", config.max_len.to_string()),
+        ("vocab", config.vocab.to_string()),
+        ("ffn_width", config.ffn_width.to_string()),
+        ("projection", config.projection.name()),
+        ("positional", format!("{:?}", config.positional)),
+    ]
 }
 
 /// How [`TransformerLm::generate`] picks each next token.
@@ -456,7 +486,8 @@ impl<F: Float> TransformerLm<F> {
         into3(self.head.infer(x.view()))
     }
 
-    /// An empty key/value cache for `batch` sequences of up to `max_len` tokens.
+    /// An empty key/value cache for `batch` sequences of up to `max_len` tokens, tied to this
+    /// model's architecture. It allocates as positions are cached, not `max_len` up front.
     pub fn new_cache(&self, batch: usize) -> KvCache<F> {
         KvCache {
             layers: self
@@ -464,6 +495,7 @@ impl<F: Float> TransformerLm<F> {
                 .iter()
                 .map(|_| AttentionCache::new(batch, self.config.width, self.config.max_len))
                 .collect(),
+            model: cache_key(&self.config),
         }
     }
 
@@ -473,16 +505,45 @@ impl<F: Float> TransformerLm<F> {
     /// sequence.
     ///
     /// # Errors
-    /// [`PhmError::InvalidArgument`] if the sequence would exceed `max_len`, the batch is not
-    /// the cache's, or an id is not below the vocabulary size; nothing is appended then.
+    /// Nothing is appended on error:
+    /// - [`PhmError::InvalidArgument`] with `what: "cache"` if `cache` was made by a model of
+    ///   another architecture (the message names the first hyper-parameter that differs, e.g.
+    ///   `layers`, `max_len`), or holds another batch size;
+    /// - [`PhmError::InvalidArgument`] with `what: "ids"` if the sequence would exceed
+    ///   `max_len` or an id is not below the vocabulary size;
+    /// - [`PhmError::TooLarge`] if growing the cache would exceed the memory budget of the
+    ///   cost model ([`CostModel::max_materialized_bytes`](crate::kernels::strategy::CostModel::max_materialized_bytes),
+    ///   1 GiB by default; [`set_cost_model`](crate::kernels::strategy::set_cost_model)
+    ///   raises it).
     pub fn infer_step(
         &self,
         ids: ArrayView2<'_, usize>,
         cache: &mut KvCache<F>,
     ) -> Result<Array3<F>> {
+        let mine = cache_key(&self.config);
+        if let Some(((what, theirs), (_, ours))) =
+            cache.model.iter().zip(&mine).find(|(a, b)| a != b)
+        {
+            return Err(PhmError::InvalidArgument {
+                what: "cache",
+                reason: format!(
+                    "the cache was made by a model with {what} = {theirs}, this model has \
+                     {what} = {ours}; make one with this model's new_cache"
+                ),
+            });
+        }
         let start = cache.len();
         let (batch, t) = ids.dim();
-        if start + t > cache.capacity() {
+        if let Some(c) = cache.layers.first() {
+            if c.batch() != batch {
+                return Err(PhmError::InvalidArgument {
+                    what: "cache",
+                    reason: format!("batch {batch}, but the cache holds {}", c.batch()),
+                });
+            }
+        }
+        let end = start.checked_add(t).filter(|&e| e <= cache.capacity());
+        let Some(end) = end else {
             return Err(PhmError::InvalidArgument {
                 what: "ids",
                 reason: format!(
@@ -490,12 +551,25 @@ impl<F: Float> TransformerLm<F> {
                     cache.capacity()
                 ),
             });
-        }
+        };
         if let Some(c) = cache.layers.first() {
-            if c.batch() != batch {
-                return Err(PhmError::InvalidArgument {
-                    what: "ids",
-                    reason: format!("batch {batch}, but the cache holds {}", c.batch()),
+            let positions = c.allocation_for(end);
+            let budget = crate::kernels::strategy::cost_model().max_materialized_bytes;
+            let bytes = [2, cache.layers.len(), batch, positions, self.config.width]
+                .iter()
+                .try_fold(std::mem::size_of::<F>() as u128, |acc, &v| {
+                    acc.checked_mul(v as u128)
+                });
+            if bytes.is_none_or(|b| b > u128::from(budget)) {
+                return Err(PhmError::TooLarge {
+                    what: "key/value cache",
+                    reason: format!(
+                        "{} layers × batch {batch} × {positions} positions × width {} keys and \
+                         values exceed the memory budget of {budget} bytes \
+                         (CostModel::max_materialized_bytes)",
+                        cache.layers.len(),
+                        self.config.width
+                    ),
                 });
             }
         }
