@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod bridge;
+pub mod conv;
 pub mod kernels;
 pub mod linear;
 pub mod rules;
