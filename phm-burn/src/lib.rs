@@ -16,6 +16,7 @@ pub mod bridge;
 pub mod conv;
 pub mod kernels;
 pub mod linear;
+pub mod pool;
 pub mod rules;
 
 pub use bridge::Bridge;

@@ -393,3 +393,41 @@ fn bad_configs_are_typed_errors() {
         .unwrap();
     assert!(layer.to_native::<f32>().is_err(), "dtype mismatch accepted");
 }
+
+#[test]
+fn pooling_and_flatten_match_phm_nn() {
+    use phm_burn::pool::{Flatten, GlobalAvgPool, MaxPool2d};
+    let x = data(12, &[3, 2, 7, 6]);
+    for (k, s, p) in [([2, 2], [2, 2], [0, 0]), ([3, 2], [2, 1], [1, 1])] {
+        let pool = MaxPool2d::new(k, s, p).unwrap();
+        let mut native = pool.to_native();
+        let NativeRun {
+            y: y_ref,
+            g,
+            dx: dx_ref,
+            ..
+        } = native_run(&mut native, &x, 13);
+        let (y, dx, _) = burn_run::<4>(&x, &g, |x| pool.forward(x));
+        assert_match(&format!("max pool {k:?} {s:?} {p:?} Y"), &y, &y_ref);
+        assert_match(&format!("max pool {k:?} {s:?} {p:?} dX"), &dx, &dx_ref);
+    }
+    assert!(MaxPool2d::new([2, 2], [0, 1], [0, 0]).is_err());
+    assert!(MaxPool2d::new([2, 2], [1, 1], [2, 0]).is_err());
+
+    let mut native = phm_nn::nn::GlobalAvgPool::new();
+    let y_ref = Module::<f64>::forward(&mut native, x.view());
+    let g = data(14, y_ref.shape());
+    let dx_ref = Module::<f64>::backward(&mut native, g.view());
+    let dev = Device::default().autodiff();
+    let xt = tensor_from_array::<f64, 4>(x.view(), &dev).require_grad();
+    let y = GlobalAvgPool.forward(xt.clone());
+    let grads = (y.clone() * tensor_from_array::<f64, 2>(g.view(), &dev))
+        .sum()
+        .backward();
+    assert_match("global avg Y", &y, &y_ref);
+    assert_match("global avg dX", &xt.grad(&grads).unwrap(), &dx_ref);
+
+    let y_ref = Module::<f64>::infer(&phm_nn::nn::Flatten::new(), x.view());
+    let y = Flatten.forward(tensor_from_array::<f64, 4>(x.view(), &dev));
+    assert_match("flatten", &y, &y_ref);
+}

@@ -25,7 +25,7 @@
 //!     .with_fixed_rules(true)
 //!     .with_stride([2, 2])
 //!     .with_padding([1, 1])
-//!     .init::<f64>(&device)?;
+//!     .init::<f32>(&device)?;
 //! assert_eq!(conv.blocks.dims(), [4, 2, 9]);
 //! let y = conv.forward(Tensor::<4>::ones([1, 4, 7, 7], &device));
 //! assert_eq!(y.dims(), [1, 8, 4, 4]);

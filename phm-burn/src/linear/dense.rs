@@ -8,12 +8,16 @@
 //! `nn.Linear` default). Note that burn's own `nn::Linear` stores `(in, out)`.
 //!
 //! ```
-//! use phm_burn::burn::tensor::{Device, Tensor};
+//! use phm_burn::burn::tensor::{DType, Device, Tensor};
 //! use phm_burn::linear::LinearConfig;
 //! let device = Device::default();
-//! let layer = LinearConfig::new(8, 3).init::<f64>(&device)?;
+//! let layer = LinearConfig::new(8, 3).init::<f32>(&device)?;
 //! assert_eq!(layer.weight.dims(), [3, 8]);
 //! assert_eq!(layer.forward(Tensor::<3>::ones([2, 7, 8], &device)).dims(), [2, 7, 3]);
+//! // An f64 layer takes f64 inputs (burn panics on mixed dtypes):
+//! let layer = LinearConfig::new(8, 3).init::<f64>(&device)?;
+//! let x = Tensor::<2>::ones([4, 8], (&device, DType::F64));
+//! assert_eq!(layer.forward(x).dtype(), DType::F64);
 //! # Ok::<(), phm_burn::phm_nn::PhmError>(())
 //! ```
 

@@ -18,7 +18,7 @@
 //! use phm_burn::burn::tensor::{Device, Tensor};
 //! use phm_burn::linear::LphmLinearConfig;
 //! let device = Device::default();
-//! let layer = LphmLinearConfig::new(16, 8, 4, 2).with_factorized_rules(true).init::<f64>(&device)?;
+//! let layer = LphmLinearConfig::new(16, 8, 4, 2).with_factorized_rules(true).init::<f32>(&device)?;
 //! assert!(layer.rules.is_none() && layer.rules_left.is_some());
 //! assert_eq!((layer.u.dims(), layer.v.dims()), ([4, 2, 2], [4, 4, 2]));
 //! assert_eq!(layer.forward(Tensor::<3>::ones([2, 3, 16], &device)).dims(), [2, 3, 8]);

@@ -20,14 +20,14 @@
 //!
 //! let device = Device::default();
 //! // Quaternion rules (frozen): 8 → 4.
-//! let quat = PhmLinearConfig::new(8, 4, 4).with_fixed_rules(true).init::<f64>(&device)?;
+//! let quat = PhmLinearConfig::new(8, 4, 4).with_fixed_rules(true).init::<f32>(&device)?;
 //! assert!(quat.fixed_rules);
 //! let y = quat.forward(Tensor::<2>::ones([3, 8], &device));
 //! assert_eq!(y.dims(), [3, 4]);
 //! // Two layers sharing one rule set, held by the caller:
-//! let rules = PhmRulesConfig::new(2).init::<f64>(&device)?;
-//! let l1 = PhmLinearConfig::new(8, 6, 2).with_seed(1).init_shared::<f64>(&rules, &device)?;
-//! let l2 = PhmLinearConfig::new(6, 4, 2).with_seed(2).init_shared::<f64>(&rules, &device)?;
+//! let rules = PhmRulesConfig::new(2).init::<f32>(&device)?;
+//! let l1 = PhmLinearConfig::new(8, 6, 2).with_seed(1).init_shared::<f32>(&rules, &device)?;
+//! let l2 = PhmLinearConfig::new(6, 4, 2).with_seed(2).init_shared::<f32>(&rules, &device)?;
 //! assert!(l1.rules.is_none());
 //! let a = rules.matrices();
 //! let x = Tensor::<3>::ones([2, 5, 8], &device);
