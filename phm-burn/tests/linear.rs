@@ -314,11 +314,7 @@ fn shared_case(factorized: bool, path: PhmPath) {
     let p1 = Projection::from_native(first.as_ref(), true, &dev).unwrap();
     let p2 = Projection::from_native(&second, true, &dev).unwrap();
     assert!(p1.uses_shared_rules() && p2.uses_shared_rules());
-    let p1 = match p1 {
-        Projection::Phm(l) => Projection::Phm(l.with_path(path)),
-        Projection::LowRankPhm(l) => Projection::LowRankPhm(l.with_path(path)),
-        dense => dense,
-    };
+    let (p1, p2) = (p1.with_path(path), p2.with_path(path));
 
     let (x, g) = (data(5, &[5, 6]), data(6, &[5, 4]));
     let h = first.forward(x.view());
@@ -620,4 +616,12 @@ fn autodiff_matches_finite_differences() {
             }
         }
     }
+}
+
+#[test]
+#[should_panic(expected = "PhmLinear::forward: input of dtype F32, but the parameters are F64")]
+fn an_input_of_another_dtype_is_a_clear_panic() {
+    let dev = Device::default();
+    let layer = PhmLinearConfig::new(4, 4, 2).init::<f64>(&dev).unwrap();
+    let _ = layer.forward(Tensor::<2>::ones([1, 4], (&dev, DType::F32)));
 }

@@ -99,11 +99,11 @@ impl Conv2d {
     /// - `x`: `(B, C_in, H, W)`; output `(B, C_out, H_out, W_out)`.
     ///
     /// # Panics
-    /// If `x` does not have `C_in` channels, or the dilated kernel is larger than the padded
+    /// If `x` does not have `C_in` channels or the layer's dtype, or the dilated kernel is larger than the padded
     /// input.
     #[track_caller]
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        check_input("Conv2d::forward", &x, self.weight.dims()[1]);
+        check_input("Conv2d::forward", &x, &self.weight);
         conv2d(
             x,
             self.weight.val(),
@@ -217,11 +217,11 @@ impl Conv1d {
     /// - `x`: `(B, C_in, L)`; output `(B, C_out, L_out)`.
     ///
     /// # Panics
-    /// If `x` does not have `C_in` channels, or the dilated kernel is longer than the padded
+    /// If `x` does not have `C_in` channels or the layer's dtype, or the dilated kernel is longer than the padded
     /// input.
     #[track_caller]
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        check_input("Conv1d::forward", &x, self.weight.dims()[1]);
+        check_input("Conv1d::forward", &x, &self.weight);
         conv1d(
             x,
             self.weight.val(),

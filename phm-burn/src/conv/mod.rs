@@ -50,9 +50,11 @@ fn options<const N: usize>(
     ConvOptions::new(stride, padding, dilation, 1)
 }
 
-/// Panics unless `x` is `(B, channels, …)`.
+/// Panics unless `x` is `(B, channels, …)` of the kernel's dtype.
 #[track_caller]
-fn check_input<const D: usize>(layer: &str, x: &Tensor<D>, channels: usize) {
+fn check_input<const D: usize>(layer: &str, x: &Tensor<D>, kernel: &Tensor<D>) {
+    crate::linear::check_dtype(layer, x, kernel);
+    let channels = kernel.dims()[1];
     assert_eq!(
         x.dims()[1],
         channels,

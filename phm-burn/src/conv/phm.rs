@@ -163,12 +163,12 @@ impl PhmConv2d {
     /// - `x`: `(B, C_in, H, W)`; output `(B, C_out, H_out, W_out)`.
     ///
     /// # Panics
-    /// If `x` does not have `C_in` channels, or the dilated kernel is larger than the padded
+    /// If `x` does not have `C_in` channels or the layer's dtype, or the dilated kernel is larger than the padded
     /// input.
     #[track_caller]
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let k = self.weight();
-        check_input("PhmConv2d::forward", &x, k.dims()[1]);
+        check_input("PhmConv2d::forward", &x, &k);
         conv2d(
             x,
             k,
@@ -315,12 +315,12 @@ impl PhmConv1d {
     /// - `x`: `(B, C_in, L)`; output `(B, C_out, L_out)`.
     ///
     /// # Panics
-    /// If `x` does not have `C_in` channels, or the dilated kernel is longer than the padded
+    /// If `x` does not have `C_in` channels or the layer's dtype, or the dilated kernel is longer than the padded
     /// input.
     #[track_caller]
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let k = self.weight();
-        check_input("PhmConv1d::forward", &x, k.dims()[1]);
+        check_input("PhmConv1d::forward", &x, &k);
         conv1d(
             x,
             k,

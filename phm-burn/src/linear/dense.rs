@@ -29,7 +29,7 @@ use phm_nn::ndarray::{Ix1, Ix2};
 use phm_nn::rand::{rngs::StdRng, SeedableRng};
 use phm_nn::Float;
 
-use super::array_of;
+use super::{array_of, check_dtype};
 use crate::bridge::Bridge;
 use crate::rules::param;
 
@@ -78,7 +78,7 @@ impl Linear {
     /// - `x`: `(…, in)`; output `(…, out)`.
     ///
     /// # Panics
-    /// If the last axis of `x` is not `in`.
+    /// If the last axis of `x` is not `in`, or its dtype is not the layer's.
     #[track_caller]
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let w = self.weight.val();
@@ -89,6 +89,7 @@ impl Linear {
             "Linear::forward: input of shape {:?}, expected (…, {d}) for a {d} → {k} layer",
             x.dims()
         );
+        check_dtype("Linear::forward", &x, &w);
         linear(x, w.transpose(), self.bias.as_ref().map(Param::val))
     }
 }

@@ -47,7 +47,7 @@ use phm_nn::nn::PhmRules as NativeRules;
 use phm_nn::rand::{rngs::StdRng, SeedableRng};
 use phm_nn::{Float, PhmError};
 
-use super::{add_bias, array_of, pick_rules};
+use super::{add_bias, array_of, check_dtype, pick_rules};
 use crate::bridge::Bridge;
 use crate::kernels::{phm_product, PhmPath};
 use crate::rules::{param, rule_of, PhmRules};
@@ -186,7 +186,7 @@ impl PhmLinear {
     /// - `x`: `(…, d)`; `rules`: `(n, n, n)`; output `(…, k)`.
     ///
     /// # Panics
-    /// If the last axis of `x` is not `d`; if the layer holds rules and `rules` is `Some`, or
+    /// If the last axis of `x` is not `d` or its dtype is not the layer's; if the layer holds rules and `rules` is `Some`, or
     /// holds none and `rules` is `None`; if `rules` is not `(n, n, n)`.
     #[track_caller]
     pub fn forward_with_rules<const D: usize>(
@@ -194,6 +194,7 @@ impl PhmLinear {
         x: Tensor<D>,
         rules: Option<&Tensor<3>>,
     ) -> Tensor<D> {
+        check_dtype("PhmLinear::forward", &x, &self.blocks);
         let a = pick_rules(
             "PhmLinear",
             self.rules.as_ref().map(Param::val),
