@@ -174,6 +174,19 @@ fn auto_path_matches_both_forced_paths() {
     // Rows 1 (factored) and 64 (materialized) under the Auto rule.
     assert_eq!(PhmPath::Auto.resolve(1, 4, 16, 8), PhmPath::Factored);
     assert_eq!(PhmPath::Auto.resolve(64, 4, 16, 8), PhmPath::Materialized);
+    // Low rank: per row 4·8·(16 + 16 + 16) = 1536 against 512 + 1024 + 256·B.
+    assert_eq!(
+        PhmPath::Auto.resolve_low_rank(1, 4, 16, 16, 8),
+        PhmPath::Factored
+    );
+    assert_eq!(
+        PhmPath::Auto.resolve_low_rank(100, 4, 16, 16, 8),
+        PhmPath::Materialized
+    );
+    assert_eq!(
+        PhmPath::Materialized.resolve_low_rank(1, 4, 16, 16, 8),
+        PhmPath::Materialized
+    );
     for rows in [1, 64] {
         let x = tensor_from_array::<f64, 2>(data(rows as u64, &[rows, 16]).view(), &dev);
         let want = layer
