@@ -15,6 +15,9 @@
 //! `let a = self.rules.matrices();` once and calls `forward_with_rules(x, Some(&a))` on each
 //! projection; burn's autodiff sums the gradients of every use into the one parameter.
 //! Fixed (algebra) rules are parameters with gradients disabled: never trained, but saved.
+//! They stay frozen when a module built on a plain device is put into training with burn's
+//! `Module::train()` (tested); note that in burn 0.22 `to_device(&device.autodiff())` alone
+//! does not make parameters tracked — build on `device.autodiff()` or call `train()`.
 //!
 //! ```
 //! use phm_burn::burn::module::Module;

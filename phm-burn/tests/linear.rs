@@ -638,3 +638,21 @@ fn an_input_of_another_dtype_is_a_clear_panic() {
     let layer = PhmLinearConfig::new(4, 4, 2).init::<f64>(&dev).unwrap();
     let _ = layer.forward(Tensor::<2>::ones([1, 4], (&dev, DType::F32)));
 }
+
+#[test]
+fn frozen_rules_stay_frozen_when_a_plain_module_moves_to_autodiff() {
+    use phm_burn::burn::module::Module as BurnModule;
+    let dev = Device::default();
+    for fixed in [false, true] {
+        let layer = PhmLinearConfig::new(8, 4, 4)
+            .with_fixed_rules(fixed)
+            .init::<f64>(&dev)
+            .unwrap()
+            .train();
+        let x = Tensor::<2>::ones([2, 8], (&dev.clone().autodiff(), DType::F64));
+        let grads = layer.forward(x).sum().backward();
+        let rules = layer.rules.as_ref().unwrap();
+        assert_eq!(rules.grad(&grads).is_some(), !fixed, "fixed = {fixed}");
+        assert!(layer.blocks.grad(&grads).is_some());
+    }
+}
