@@ -22,6 +22,10 @@
 //! `B·n²·min(k, d) ≤ FACTORED_WORK_RATIO · n·k·d`, i.e. when the batch of rows `B` is small
 //! relative to `max(k, d)/n` — at batch 1 (decoding) it also reads `n` times fewer weights.
 //! [`FACTORED_WORK_RATIO`] is `1` (equal work) until the benchmarks measure a better value.
+//! Low-rank blocks `S_i = U_i V_iᵀ` have their own factored product
+//! ([`low_rank_factored_matmul`], never forms `S` or `W`) and rule
+//! ([`PhmPath::resolve_low_rank`]). Force a path with [`PhmPath::Materialized`] or
+//! [`PhmPath::Factored`] (each layer's `path` field, `with_path`).
 //!
 //! ```
 //! use phm_burn::burn::tensor::{Device, Tensor};

@@ -128,6 +128,10 @@ pub struct PhmRules {
 
 impl PhmRules {
     /// The hypercomplex dimension `n`.
+    ///
+    /// # Panics
+    /// If the fields were set by hand to hold neither full nor factorized rules (as for
+    /// [`matrices`](Self::matrices) and [`to_native`](Self::to_native)).
     pub fn n(&self) -> usize {
         match (&self.rules, &self.rules_left) {
             (Some(a), _) => a.dims()[0],
@@ -149,6 +153,9 @@ impl PhmRules {
     /// The rule matrices `A` `(n, n, n)`: the full tensor, or built from the factors
     /// (differentiably). Compute it once per forward pass and hand it to every projection's
     /// `forward_with_rules`.
+    ///
+    /// # Panics
+    /// If the fields hold neither full nor factorized rules.
     pub fn matrices(&self) -> Tensor<3> {
         match (&self.rules, &self.rules_left, &self.rules_right) {
             (Some(a), _, _) => a.val(),
@@ -161,6 +168,9 @@ impl PhmRules {
     ///
     /// # Errors
     /// [`PhmError::CheckpointMismatch`] if a tensor's dtype is not `F`'s.
+    ///
+    /// # Panics
+    /// If the fields hold neither full nor factorized rules.
     pub fn to_native<F: Float>(&self) -> phm_nn::Result<NativeRules<F>> {
         let rules = match (&self.rules, &self.rules_left, &self.rules_right) {
             (Some(a), _, _) => NativeRules::full(phm_nn::Param::new(array_from_tensor::<F, 3>(

@@ -11,7 +11,7 @@
 //! fixed rules are frozen (`fixed_rules`); shared rules are held by the model
 //! (`rules = None`, [`PhmConv2dConfig::init_shared`], [`PhmConv2d::forward_with_rules`], as
 //! for the linear layers: see [`crate::rules`]). `K` is built on each call
-//! ([`build_weight`](crate::kernels::build_weight), reshaped) and passed to burn's
+//! ([`crate::kernels::build_weight`], reshaped) and passed to burn's
 //! functional convolution with the layer's stride, padding and dilation.
 //!
 //! ```
@@ -133,10 +133,10 @@ impl PhmConv2dConfig {
     /// with `seed`, in `F`'s dtype on `device`.
     ///
     /// # Errors
-    /// phm-nn's: [`PhmError::NotDivisible`](phm_nn::PhmError::NotDivisible) for channels that
-    /// `n` does not divide, [`PhmError::ZeroN`](phm_nn::PhmError::ZeroN),
-    /// [`PhmError::ZeroSize`](phm_nn::PhmError::ZeroSize),
-    /// [`PhmError::InvalidArgument`](phm_nn::PhmError::InvalidArgument) for a zero stride or
+    /// phm-nn's: [`PhmError::NotDivisible`] for channels that
+    /// `n` does not divide, [`PhmError::ZeroN`],
+    /// [`PhmError::ZeroSize`],
+    /// [`PhmError::InvalidArgument`] for a zero stride or
     /// dilation or fixed rules of an `n` with no algebra.
     pub fn init<F: Float>(&self, device: &Device) -> phm_nn::Result<PhmConv2d> {
         let native = self

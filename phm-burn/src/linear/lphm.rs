@@ -12,7 +12,7 @@
 //! ([`LphmLinearConfig::init_shared`], [`LphmLinear::forward_with_rules`]). Two paths
 //! ([`PhmPath`], rule [`PhmPath::resolve_low_rank`]): the materialized one builds the blocks
 //! `S = U Vᵀ` (one batched matmul) and `W`, then multiplies; the factored one
-//! ([`low_rank_factored_matmul`](crate::kernels::low_rank_factored_matmul)) multiplies by
+//! ([`crate::kernels::low_rank_factored_matmul`]) multiplies by
 //! `V`, mixes with the rules, then multiplies by `U`, never forming `S` or `W`.
 //!
 //! ```
