@@ -13,6 +13,11 @@
 #![warn(missing_docs)]
 
 pub mod bridge;
+pub mod conv;
+pub mod kernels;
+pub mod linear;
+pub mod pool;
+pub mod rules;
 
 pub use bridge::Bridge;
 pub use burn;
