@@ -1,0 +1,203 @@
+//! Multi-head self-attention with causal and key-padding masks, phm-nn's
+//! [`phm_nn::nn::transformer::MultiHeadAttention`] in burn.
+//!
+//! ```text
+//!     Q = q(X),  K = k(X),  V = v(X)              X: (B, T, d), each projection d → d
+//!     for each head h (columns h·d_h … (h+1)·d_h, d_h = d / H):
+//!         S_h = Q_h K_hᵀ / √d_h  (+ −∞ where masked)          (T, T)
+//!         P_h = softmax(S_h)  row by row                       (T, T)
+//!         O_h = P_h V_h                                        (T, d_h)
+//!     Y = o([O_1 … O_H])
+//! ```
+//!
+//! Masks: with `causal`, query `i` sees keys `j ≤ i`; a key-padding mask `(B, T)` of `bool`
+//! (`true` = padding, PyTorch's `key_padding_mask` convention) hides those keys from every
+//! query. A query that sees no key at all gets `P = 0` (output `o(0)`, no gradient), where
+//! PyTorch gives NaN — as phm-nn. Gradients come from burn's autodiff.
+//!
+//! ```
+//! use phm_burn::burn::tensor::{Bool, Device, Tensor};
+//! use phm_burn::transformer::AttentionConfig;
+//! let device = Device::default();
+//! let attn = AttentionConfig::new(8, 2).init::<f32>(&device)?;
+//! let x = Tensor::<3>::ones([3, 5, 8], &device);
+//! let pad = Tensor::<2, Bool>::from_bool([[false; 5]; 3], &device);
+//! assert_eq!(attn.forward(x, Some(pad)).dims(), [3, 5, 8]);
+//! # Ok::<(), phm_nn::PhmError>(())
+//! ```
+
+use std::collections::HashMap;
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::tensor::activation::softmax;
+use burn::tensor::{Bool, Device, Tensor};
+use phm_nn::nn::transformer as native;
+use phm_nn::prelude::{SeedableRng, StdRng};
+use phm_nn::Float;
+
+use super::proj::Proj;
+use super::{load_values, native_values};
+use crate::Bridge;
+
+/// The score given to masked keys before the softmax: finite, so that a row with no visible
+/// key gives no NaN (its weights are then set to zero), and far below any real score.
+const MASKED: f64 = -1e30;
+
+/// Configuration of a [`MultiHeadAttention`].
+#[derive(Config, Debug)]
+pub struct AttentionConfig {
+    /// Model width `d` (a multiple of `heads`).
+    pub width: usize,
+    /// Number of heads `H`.
+    pub heads: usize,
+    /// Whether query `i` sees only keys `j ≤ i` (default `true`).
+    #[config(default = true)]
+    pub causal: bool,
+    /// Seed of the generator drawing the projections (phm-nn's init).
+    #[config(default = 0)]
+    pub seed: u64,
+}
+
+impl AttentionConfig {
+    /// The phm-nn config.
+    fn native(&self) -> native::AttentionConfig {
+        native::AttentionConfig::new(self.width, self.heads).with_causal(self.causal)
+    }
+
+    /// Builds the layer in `F`'s dtype on `device`: phm-nn's init with a generator seeded by
+    /// `seed`.
+    ///
+    /// # Errors
+    /// Those of [`phm_nn::nn::transformer::AttentionConfig::init`]: a zero width or head
+    /// count, a width not a multiple of `heads`.
+    pub fn init<F: Float>(&self, device: &Device) -> phm_nn::Result<MultiHeadAttention> {
+        let native = self
+            .native()
+            .init::<F, _>(None, &mut StdRng::seed_from_u64(self.seed))?;
+        MultiHeadAttention::from_native(&native, device)
+    }
+}
+
+/// Multi-head self-attention; see the [module docs](self). Parameters `q.*`, `k.*`, `v.*`,
+/// `o.*` as in phm-nn.
+#[derive(Module, Debug)]
+pub struct MultiHeadAttention {
+    /// Query projection.
+    pub q: Proj,
+    /// Key projection.
+    pub k: Proj,
+    /// Value projection.
+    pub v: Proj,
+    /// Output projection.
+    pub o: Proj,
+    /// Model width `d`.
+    pub width: usize,
+    /// Number of heads `H`.
+    pub heads: usize,
+    /// Whether the attention is causal.
+    pub causal: bool,
+}
+
+impl MultiHeadAttention {
+    /// Self-attention over `x` with an optional key-padding mask (`true` = padding).
+    ///
+    /// # Shapes
+    /// - `x`: `[B, T, d]`
+    /// - `pad`: `[B, T]`
+    /// - output: `[B, T, d]`
+    ///
+    /// # Panics
+    /// If `x` is not `[B, T, d]` or `pad` is not `[B, T]`.
+    #[track_caller]
+    pub fn forward(&self, x: Tensor<3>, pad: Option<Tensor<2, Bool>>) -> Tensor<3> {
+        let [b, t, d] = x.dims();
+        assert_eq!(
+            d,
+            self.width,
+            "MultiHeadAttention::forward: input has shape {:?}, expected [B, T, {}]",
+            x.dims(),
+            self.width
+        );
+        if let Some(pad) = &pad {
+            assert_eq!(
+                pad.dims(),
+                [b, t],
+                "MultiHeadAttention::forward: padding mask has shape {:?}, expected {:?}",
+                pad.dims(),
+                [b, t]
+            );
+        }
+        let (h, dh) = (self.heads, self.width / self.heads);
+        let split = |y: Tensor<3>| y.reshape([b, t, h, dh]).swap_dims(1, 2); // (B, H, T, d_h)
+        let q = split(self.q.forward(x.clone()));
+        let k = split(self.k.forward(x.clone()));
+        let v = split(self.v.forward(x));
+        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (dh as f64).sqrt()); // (B, H, T, T)
+        let device = scores.device();
+        let mut hidden: Option<Tensor<4, Bool>> = None;
+        if self.causal {
+            // `true` above the diagonal: key j > query i.
+            let upper = Tensor::<2, Bool>::tril_mask([t, t], 0, &device);
+            hidden = Some(upper.unsqueeze::<4>().expand([b, 1, t, t]));
+        }
+        if let Some(pad) = pad {
+            let pad = pad.reshape([b, 1, 1, t]).expand([b, 1, t, t]);
+            hidden = Some(match hidden {
+                Some(m) => m.bool_or(pad),
+                None => pad,
+            });
+        }
+        let p = match hidden {
+            None => softmax(scores, 3),
+            Some(m) => {
+                let m = m.expand([b, h, t, t]);
+                softmax(scores.mask_fill(m.clone(), MASKED), 3).mask_fill(m, 0.0)
+            }
+        };
+        let merged = p.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
+        self.o.forward(merged)
+    }
+
+    /// The phm-nn config of this layer.
+    fn native_config(&self) -> native::AttentionConfig {
+        native::AttentionConfig::new(self.width, self.heads).with_causal(self.causal)
+    }
+}
+
+impl Bridge for MultiHeadAttention {
+    type Native<F: Float> = native::MultiHeadAttention<F>;
+
+    fn to_native<F: Float>(&self) -> phm_nn::Result<Self::Native<F>> {
+        let out = self
+            .native_config()
+            .init::<F, _>(None, &mut StdRng::seed_from_u64(0))?;
+        let mut values = HashMap::new();
+        for (name, p) in [
+            ("q", &self.q),
+            ("k", &self.k),
+            ("v", &self.v),
+            ("o", &self.o),
+        ] {
+            native_values(&*p.to_native::<F>()?, name, &mut values);
+        }
+        load_values(&out, values)?;
+        Ok(out)
+    }
+
+    /// # Errors
+    /// [`phm_nn::PhmError::CheckpointMismatch`] for a projection kind this module cannot
+    /// hold.
+    fn from_native<F: Float>(native: &Self::Native<F>, device: &Device) -> phm_nn::Result<Self> {
+        let [q, k, v, o] = native.projections();
+        Ok(MultiHeadAttention {
+            q: Proj::from_native(q, device)?,
+            k: Proj::from_native(k, device)?,
+            v: Proj::from_native(v, device)?,
+            o: Proj::from_native(o, device)?,
+            width: native.width(),
+            heads: native.heads(),
+            causal: native.is_causal(),
+        })
+    }
+}
