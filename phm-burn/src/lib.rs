@@ -13,6 +13,9 @@
 #![warn(missing_docs)]
 
 pub mod bridge;
+pub mod kernels;
+pub mod linear;
+pub mod rules;
 pub mod transformer;
 
 pub use bridge::Bridge;
