@@ -9,6 +9,7 @@ use phm_burn::bridge::{array_from_tensor, tensor_from_array};
 use phm_burn::burn::module::{Module, ModuleVisitor, Param};
 use phm_burn::burn::tensor::activation::log_softmax;
 use phm_burn::burn::tensor::{Bool, DType, Device, Gradients, Int, Tensor, TensorData};
+use phm_burn::linear::ProjectionConfig;
 use phm_burn::transformer::{
     AttentionConfig, Block, BlockConfig, MultiHeadAttention, Positional, TransformerLm,
 };
@@ -76,12 +77,17 @@ struct Paths<'a> {
 }
 
 impl ModuleVisitor for Paths<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.stack.push(name.to_string());
+    // An enum (the `Projection` choice) adds its variant to burn's path but not to phm-nn's.
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        if !container_type.starts_with("Enum:") {
+            self.stack.push(name.to_string());
+        }
     }
 
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.stack.pop();
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        if !container_type.starts_with("Enum:") {
+            self.stack.pop();
+        }
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
@@ -120,8 +126,14 @@ fn assert_grads<F: phm_nn::Module<f64>>(native: &F, burn: &HashMap<String, Array
             .iter()
             .fold(0.0f64, |m, (_, p)| m.max(max_abs(&p.grad())));
     for (path, p) in list {
+        // Shared rules: phm-nn lists them at their first use, the burn model holds them once.
         let g = burn
             .get(&path)
+            .or_else(|| {
+                path.ends_with(".rules")
+                    .then(|| burn.get("rules.rules"))
+                    .flatten()
+            })
             .unwrap_or_else(|| panic!("burn has no parameter {path}; it has {:?}", burn.keys()));
         assert_rel_floor(g, &p.grad(), floor, &format!("grad of {path}"));
     }
@@ -173,9 +185,21 @@ fn check_layer<N, B>(
     assert_grads(native, &burn_grads(burn, &grads));
 }
 
-fn attention_case(causal: bool, pad: bool, batch: usize) {
+/// Dense, PHM n = 2 and 4, quaternion (fixed) rules, LPHM.
+fn kinds() -> [ProjectionConfig; 5] {
+    [
+        ProjectionConfig::Dense,
+        ProjectionConfig::phm(2),
+        ProjectionConfig::phm(4),
+        ProjectionConfig::Phm { n: 4, fixed: true },
+        ProjectionConfig::low_rank(2, 1),
+    ]
+}
+
+fn attention_case(kind: ProjectionConfig, causal: bool, pad: bool, batch: usize) {
     let mut native = native::AttentionConfig::new(8, 2)
         .with_causal(causal)
+        .with_projection(kind.to_native())
         .init::<f64, _>(None, &mut StdRng::seed_from_u64(7))
         .unwrap();
     let burn = MultiHeadAttention::from_native(&native, &device()).unwrap();
@@ -190,13 +214,15 @@ fn attention_case(causal: bool, pad: bool, batch: usize) {
 }
 
 #[test]
-fn attention_dense_matches_phm_nn() {
-    for causal in [true, false] {
-        for pad in [false, true] {
-            attention_case(causal, pad, 3);
+fn attention_matches_phm_nn() {
+    for kind in kinds() {
+        for causal in [true, false] {
+            for pad in [false, true] {
+                attention_case(kind, causal, pad, 3);
+            }
         }
+        attention_case(kind, true, true, 1);
     }
-    attention_case(true, true, 1);
 }
 
 #[test]
@@ -215,9 +241,10 @@ fn attention_config_init_is_phm_nn_init() {
     }
 }
 
-fn block_case(causal: bool, pad: bool, batch: usize) {
+fn block_case(kind: ProjectionConfig, causal: bool, pad: bool, batch: usize) {
     let mut native = native::BlockConfig::new(8, 2, 12)
         .with_causal(causal)
+        .with_projection(kind.to_native())
         .init::<f64, _>(None, 0, &mut StdRng::seed_from_u64(11))
         .unwrap();
     // Non-trivial norms: phm-nn starts them at w = 1, b = 0.
@@ -240,9 +267,11 @@ fn block_case(causal: bool, pad: bool, batch: usize) {
 
 #[test]
 fn block_matches_phm_nn() {
-    block_case(true, false, 3);
-    block_case(true, true, 3);
-    block_case(false, true, 1);
+    for kind in kinds() {
+        block_case(kind, true, false, 3);
+        block_case(kind, true, true, 3);
+        block_case(kind, false, true, 1);
+    }
 }
 
 #[test]
@@ -321,6 +350,49 @@ fn lm_dense_learned_positions_matches_phm_nn() {
 }
 
 #[test]
+fn lm_phm_shared_rules_sinusoidal_tied_matches_phm_nn() {
+    lm_case(
+        native::TransformerLmConfig::new(11, 8, 2, 2, 8)
+            .with_ffn_width(12)
+            .with_projection(ProjectionConfig::phm(4).to_native())
+            .with_shared_rules(true)
+            .with_positional(Positional::Sinusoidal)
+            .with_tied_embeddings(true),
+        3,
+        true,
+    );
+}
+
+#[test]
+fn lm_fixed_quaternion_rules_matches_phm_nn() {
+    lm_case(
+        native::TransformerLmConfig::new(9, 8, 2, 1, 8)
+            .with_ffn_width(16)
+            .with_projection(ProjectionConfig::Phm { n: 4, fixed: true }.to_native()),
+        1,
+        false,
+    );
+}
+
+#[test]
+fn lm_lphm_and_phm2_match_phm_nn() {
+    for (kind, shared) in [
+        (ProjectionConfig::low_rank(2, 2), false),
+        (ProjectionConfig::low_rank(4, 1), true),
+        (ProjectionConfig::phm(2), false),
+    ] {
+        lm_case(
+            native::TransformerLmConfig::new(10, 8, 2, 2, 8)
+                .with_ffn_width(16)
+                .with_projection(kind.to_native())
+                .with_shared_rules(shared),
+            3,
+            false,
+        );
+    }
+}
+
+#[test]
 fn lm_dense_sinusoidal_tied_with_padding_matches_phm_nn() {
     lm_case(
         native::TransformerLmConfig::new(11, 8, 2, 2, 8)
@@ -349,10 +421,14 @@ fn round_trip<F: phm_nn::Float>(config: native::TransformerLmConfig) {
         burn.visit(&mut paths);
         let mut burn_paths: Vec<String> = paths.found.into_keys().collect();
         burn_paths.sort();
+        let shared = native.config().shared_rules;
         let mut native_paths: Vec<String> = params(&native)
             .into_iter()
             .map(|(p, _)| p)
-            .filter(|p| !p.starts_with("head") || !native.config().tied_embeddings)
+            .map(|p| match shared && p.ends_with(".rules") {
+                true => "rules.rules".to_string(),
+                false => p,
+            })
             .collect();
         native_paths.sort();
         assert_eq!(burn_paths, native_paths, "the same parameter paths");
@@ -381,6 +457,14 @@ fn bridge_round_trip_is_bit_exact() {
         native::TransformerLmConfig::new(13, 8, 4, 1, 10)
             .with_positional(Positional::Sinusoidal)
             .with_tied_embeddings(true),
+        native::TransformerLmConfig::new(13, 8, 2, 2, 10)
+            .with_projection(ProjectionConfig::phm(4).to_native())
+            .with_shared_rules(true)
+            .with_tied_embeddings(true),
+        native::TransformerLmConfig::new(13, 8, 2, 1, 10)
+            .with_projection(ProjectionConfig::Phm { n: 4, fixed: true }.to_native()),
+        native::TransformerLmConfig::new(13, 8, 2, 1, 10)
+            .with_projection(ProjectionConfig::low_rank(2, 2).to_native()),
     ];
     for c in configs {
         round_trip::<f32>(c.clone());

@@ -7,17 +7,23 @@
 //!     logits = LN_f(X_L) W_headᵀ + b_head                (B, T, vocab)
 //! ```
 //!
-//! The head is dense, optionally tied to the embedding (`W_head = E`, no head bias: the
-//! model holds `E` once). Train with [`TransformerLm::forward`] and burn's autodiff (e.g.
+//! Every projection of every block is dense, PHM or low-rank PHM ([`ProjectionConfig`]);
+//! with `shared_rules`, the model holds one rule set ([`PhmRules`], path `rules.rules`; in
+//! phm-nn the tensor every projection shares, first met at `blocks.0.attn.q.rules`) and
+//! hands its matrices to every projection. The head is dense, optionally tied to the
+//! embedding (`W_head = E`, no head bias: the model holds `E` once). Train with [`TransformerLm::forward`] and burn's autodiff (e.g.
 //! cross-entropy of the logits against the next tokens); sample with
 //! [`TransformerLm::generate`] (greedy or with a temperature; no key/value cache: each step
 //! runs the model on the whole context).
 //!
 //! ```
 //! use phm_burn::burn::tensor::{Device, Int, Tensor};
+//! use phm_burn::linear::ProjectionConfig;
 //! use phm_burn::transformer::{Positional, TransformerLmConfig};
 //! let device = Device::default();
 //! let lm = TransformerLmConfig::new(16, 8, 2, 2, 12)
+//!     .with_projection(ProjectionConfig::phm(4))
+//!     .with_shared_rules(true)
 //!     .with_positional(Positional::Sinusoidal)
 //!     .with_tied_embeddings(true)
 //!     .init::<f32>(&device)?;
@@ -33,17 +39,20 @@ use std::collections::HashMap;
 
 use burn::module::Module;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use phm_nn::module::find_all;
 use phm_nn::nn::transformer as native;
+use phm_nn::nn::PhmRules as NativeRules;
 use phm_nn::prelude::{SeedableRng, StdRng};
 use phm_nn::rand::{Rng, RngExt};
 use phm_nn::{Float, PhmError, Result};
 
-use super::proj::Proj;
 use super::{
-    child_values, load_values, native_child, native_child_dyn, Block, Dropout, Embedding,
-    LayerNorm, PositionalEncoding,
+    child_values, in_child, load_values, native_child, native_values, projection_config, Block,
+    Dropout, Embedding, LayerNorm, PositionalEncoding,
 };
 use crate::bridge::array_from_tensor;
+use crate::linear::{Linear, ProjectionConfig};
+use crate::rules::PhmRules;
 use crate::Bridge;
 
 pub use phm_nn::nn::transformer::Positional;
@@ -64,6 +73,10 @@ pub struct TransformerLmConfig {
     pub max_len: usize,
     /// Feed-forward hidden width (default `4d`).
     pub ffn_width: usize,
+    /// Every block projection's kind (default dense).
+    pub projection: ProjectionConfig,
+    /// One rule set for every PHM-family projection of the model (default `false`).
+    pub shared_rules: bool,
     /// Dropout probability after the embedding and on every residual branch (default 0).
     pub dropout: f64,
     /// Position encoding (default learned).
@@ -90,6 +103,20 @@ impl TransformerLmConfig {
     #[must_use]
     pub fn with_ffn_width(mut self, ffn_width: usize) -> Self {
         self.ffn_width = ffn_width;
+        self
+    }
+
+    /// Sets the projections' kind.
+    #[must_use]
+    pub fn with_projection(mut self, projection: ProjectionConfig) -> Self {
+        self.projection = projection;
+        self
+    }
+
+    /// Sets whether one rule set serves every projection.
+    #[must_use]
+    pub fn with_shared_rules(mut self, shared: bool) -> Self {
+        self.shared_rules = shared;
         self
     }
 
@@ -131,6 +158,8 @@ impl TransformerLmConfig {
             self.max_len,
         )
         .with_ffn_width(self.ffn_width)
+        .with_projection(self.projection.to_native())
+        .with_shared_rules(self.shared_rules)
         .with_dropout(self.dropout, 0)
         .with_positional(self.positional)
         .with_tied_embeddings(self.tied_embeddings)
@@ -145,6 +174,8 @@ impl TransformerLmConfig {
             layers: c.layers,
             max_len: c.max_len,
             ffn_width: c.ffn_width,
+            projection: projection_config(c.projection),
+            shared_rules: c.shared_rules,
             dropout: c.dropout,
             positional: c.positional,
             tied_embeddings: c.tied_embeddings,
@@ -158,7 +189,8 @@ impl TransformerLmConfig {
     ///
     /// # Errors
     /// Those of [`phm_nn::nn::transformer::TransformerLmConfig::init`]: a zero size, a width
-    /// not a multiple of `heads`, a dropout probability outside `[0, 1)`.
+    /// not a multiple of `heads` or of the projection's `n`, a dropout probability outside
+    /// `[0, 1)`.
     pub fn init<F: Float>(&self, device: &Device) -> Result<TransformerLm> {
         let native = self
             .to_native()
@@ -168,7 +200,8 @@ impl TransformerLmConfig {
 }
 
 /// A decoder-only Transformer language model; see the [module docs](self). Children
-/// `embed`, `pos`, `drop`, `blocks.{l}`, `ln_f`, `head` as in phm-nn.
+/// `embed`, `pos`, `drop`, `blocks.{l}`, `ln_f`, `head` as in phm-nn, and `rules` when the
+/// rules are shared.
 #[derive(Module, Debug)]
 pub struct TransformerLm {
     /// Token embedding `(vocab, d)`.
@@ -177,12 +210,14 @@ pub struct TransformerLm {
     pub pos: PositionalEncoding,
     /// Dropout after the embedding.
     pub drop: Dropout,
+    /// The rules every PHM-family projection shares (`None` unless `shared_rules`).
+    pub rules: Option<PhmRules>,
     /// The blocks, in order.
     pub blocks: Vec<Block>,
     /// Final norm.
     pub ln_f: LayerNorm,
     /// Vocabulary head `d → vocab`; `None` when tied to the embedding.
-    pub head: Option<Proj>,
+    pub head: Option<Linear>,
     /// The configuration (with the seed the model was built from).
     #[module(skip)]
     pub config: TransformerLmConfig,
@@ -209,8 +244,9 @@ impl TransformerLm {
         );
         let x = self.pos.forward(self.embed.forward(ids));
         let mut x = self.drop.forward(x);
+        let rules = self.rules.as_ref().map(PhmRules::matrices);
         for block in &self.blocks {
-            x = block.forward(x, pad.clone());
+            x = block.forward_with_rules(x, pad.clone(), rules.as_ref());
         }
         let x = self.ln_f.forward(x);
         match &self.head {
@@ -301,24 +337,42 @@ fn pick<R: Rng + ?Sized>(logits: &[f64], temperature: f64, rng: &mut R) -> usize
     best
 }
 
+/// The rule set the PHM-family projections of `native` share (those of its first one).
+fn shared_native_rules<F: Float>(native: &native::TransformerLm<F>) -> Option<NativeRules<F>> {
+    if let Some((_, l)) = find_all::<F, phm_nn::PhmLinear<F>>(native).first() {
+        return NativeRules::full(l.rules_param().share()).ok();
+    }
+    find_all::<F, phm_nn::LphmLinear<F>>(native)
+        .first()
+        .map(|(_, l)| l.rules().share())
+}
+
 impl Bridge for TransformerLm {
     type Native<F: Float> = native::TransformerLm<F>;
 
-    fn to_native<F: Float>(&self) -> Result<Self::Native<F>> {
+    fn to_native<F: Float>(&self) -> phm_nn::Result<Self::Native<F>> {
         let out = self
             .config
             .to_native()
             .with_dropout(self.drop.p, 0)
             .init::<F, _>(&mut StdRng::seed_from_u64(0))?;
+        let shared = match &self.rules {
+            Some(r) => Some(r.to_native::<F>().map_err(in_child("rules"))?),
+            None => None,
+        };
         let mut values = HashMap::new();
         child_values::<F, _>(&self.embed, "embed", &mut values)?;
         child_values::<F, _>(&self.pos, "pos", &mut values)?;
         for (l, block) in self.blocks.iter().enumerate() {
-            child_values::<F, _>(block, &format!("blocks.{l}"), &mut values)?;
+            let name = format!("blocks.{l}");
+            let twin = block
+                .to_native_with_rules(shared.as_ref())
+                .map_err(in_child(&name))?;
+            native_values(&twin, &name, &mut values);
         }
         child_values::<F, _>(&self.ln_f, "ln_f", &mut values)?;
         match &self.head {
-            Some(head) => super::native_values(&*head.to_native::<F>()?, "head", &mut values),
+            Some(head) => child_values::<F, _>(head, "head", &mut values)?,
             None => {
                 let e = array_from_tensor::<F, 2>(&self.embed.weight.val(), "embed.weight")?;
                 values.insert("head.weight".into(), e);
@@ -329,26 +383,36 @@ impl Bridge for TransformerLm {
     }
 
     /// # Errors
-    /// [`PhmError::CheckpointMismatch`] for a layer this module cannot hold.
-    fn from_native<F: Float>(native: &Self::Native<F>, device: &Device) -> Result<Self> {
+    /// [`PhmError::CheckpointMismatch`] or [`PhmError::InvalidArgument`] for a layer this
+    /// module cannot hold.
+    fn from_native<F: Float>(native: &Self::Native<F>, device: &Device) -> phm_nn::Result<Self> {
         let config = TransformerLmConfig::from_native(native.config(), 0);
+        let rules = match config.shared_rules {
+            true => shared_native_rules(native)
+                .map(|r| PhmRules::from_native(&r, device))
+                .transpose()?,
+            false => None,
+        };
+        let shared = rules.is_some();
         let head = if config.tied_embeddings {
             None
         } else {
-            Some(Proj::from_native(
-                native_child_dyn(native, "head")?,
-                device,
-            )?)
+            Some(Linear::from_native(native_child(native, "head")?, device)?)
         };
         Ok(TransformerLm {
             embed: Embedding::from_native(native.embedding(), device)?,
             pos: PositionalEncoding::from_native(native_child(native, "pos")?, device)?,
             drop: Dropout::from_native(native_child(native, "drop")?, device)?,
+            rules,
             blocks: native
                 .blocks()
                 .iter()
-                .map(|b| Block::from_native(b, device))
-                .collect::<Result<_>>()?,
+                .enumerate()
+                .map(|(l, b)| {
+                    Block::from_native_with_rules(b, shared, device)
+                        .map_err(in_child(&format!("blocks.{l}")))
+                })
+                .collect::<phm_nn::Result<_>>()?,
             ln_f: LayerNorm::from_native(native_child(native, "ln_f")?, device)?,
             head,
             config,

@@ -49,7 +49,6 @@ pub mod feed_forward;
 pub mod layer_norm;
 pub mod lm;
 pub mod positional;
-mod proj;
 
 pub use attention::{AttentionConfig, MultiHeadAttention};
 pub use block::{Block, BlockConfig};
@@ -66,6 +65,7 @@ use std::collections::HashMap;
 use phm_nn::ndarray::ArrayD;
 use phm_nn::{Float, Module as NativeModule, PhmError, Result};
 
+use crate::linear::ProjectionConfig;
 use crate::Bridge;
 
 /// The seed a config's `init` gives the phm-nn twin's generator unless told otherwise.
@@ -123,20 +123,7 @@ pub(crate) fn child_values<F: Float, M: Bridge>(
     prefix: &str,
     out: &mut HashMap<String, ArrayD<F>>,
 ) -> Result<()> {
-    let native = child.to_native::<F>().map_err(|e| match e {
-        PhmError::CheckpointMismatch {
-            source,
-            tensor,
-            expected,
-            found,
-        } => PhmError::CheckpointMismatch {
-            source,
-            tensor: join(prefix, &tensor),
-            expected,
-            found,
-        },
-        other => other,
-    })?;
+    let native = child.to_native::<F>().map_err(in_child(prefix))?;
     native_values(&native, prefix, out);
     Ok(())
 }
@@ -170,6 +157,42 @@ pub(crate) fn load_values<F: Float>(
             "a tensor the phm-nn model lacks",
         )),
         None => Ok(()),
+    }
+}
+
+/// The projection kind of phm-nn's `p` (fixed rules: those of the algebra of dimension `n`).
+pub(crate) fn projection_config(p: phm_nn::nn::Projection) -> ProjectionConfig {
+    use phm_nn::nn::Projection as P;
+    let fixed = |rule: phm_nn::Rule| matches!(rule, phm_nn::Rule::Fixed(_));
+    match p {
+        P::Dense => ProjectionConfig::Dense,
+        P::Phm { n, rule } => ProjectionConfig::Phm {
+            n,
+            fixed: fixed(rule),
+        },
+        P::LowRankPhm { n, rank, rule } => ProjectionConfig::LowRankPhm {
+            n,
+            rank,
+            fixed: fixed(rule),
+        },
+    }
+}
+
+/// Prefixes the tensor name of a [`PhmError::CheckpointMismatch`] with `prefix`.
+pub(crate) fn in_child(prefix: &str) -> impl Fn(PhmError) -> PhmError + '_ {
+    move |e| match e {
+        PhmError::CheckpointMismatch {
+            source,
+            tensor,
+            expected,
+            found,
+        } => PhmError::CheckpointMismatch {
+            source,
+            tensor: join(prefix, &tensor),
+            expected,
+            found,
+        },
+        other => other,
     }
 }
 
