@@ -74,6 +74,19 @@ struct Paths<'a> {
     grads: Option<&'a Gradients>,
     stack: Vec<String>,
     found: HashMap<String, ArrayD<f64>>,
+    /// Whether each parameter takes part in autodiff (fixed rules must not).
+    trainable: HashMap<String, bool>,
+}
+
+impl<'a> Paths<'a> {
+    fn new(grads: Option<&'a Gradients>) -> Self {
+        Paths {
+            grads,
+            stack: Vec::new(),
+            found: HashMap::new(),
+            trainable: HashMap::new(),
+        }
+    }
 }
 
 impl ModuleVisitor for Paths<'_> {
@@ -98,17 +111,14 @@ impl ModuleVisitor for Paths<'_> {
             Some(g) => read(&g, &path),
             None => ArrayD::zeros(value.raw_dim()),
         };
+        self.trainable.insert(path.clone(), t.is_require_grad());
         self.found.insert(path, grad);
     }
 }
 
 /// The gradient of every parameter of `m` by path.
 fn burn_grads<M: Module>(m: &M, grads: &Gradients) -> HashMap<String, ArrayD<f64>> {
-    let mut paths = Paths {
-        grads: Some(grads),
-        stack: Vec::new(),
-        found: HashMap::new(),
-    };
+    let mut paths = Paths::new(Some(grads));
     m.visit(&mut paths);
     paths.found
 }
@@ -185,10 +195,11 @@ fn check_layer<N, B>(
     assert_grads(native, &burn_grads(burn, &grads));
 }
 
-/// Dense, PHM n = 2 and 4, quaternion (fixed) rules, LPHM.
-fn kinds() -> [ProjectionConfig; 5] {
+/// Dense, PHM n = 1, 2 and 4, quaternion (fixed) rules, LPHM.
+fn kinds() -> [ProjectionConfig; 6] {
     [
         ProjectionConfig::Dense,
+        ProjectionConfig::phm(1),
         ProjectionConfig::phm(2),
         ProjectionConfig::phm(4),
         ProjectionConfig::Phm { n: 4, fixed: true },
@@ -413,11 +424,7 @@ fn round_trip<F: phm_nn::Float>(config: native::TransformerLmConfig) {
     let native = config.init::<F, _>(&mut StdRng::seed_from_u64(9)).unwrap();
     let burn = TransformerLm::from_native(&native, &Device::default()).unwrap();
     if std::mem::size_of::<F>() == 8 {
-        let mut paths = Paths {
-            grads: None,
-            stack: Vec::new(),
-            found: HashMap::new(),
-        };
+        let mut paths = Paths::new(None);
         burn.visit(&mut paths);
         let mut burn_paths: Vec<String> = paths.found.into_keys().collect();
         burn_paths.sort();
@@ -497,4 +504,70 @@ fn greedy_generation_matches_phm_nn() {
     assert!(burn.generate(&[], 1, 0.0, &mut rng).is_err());
     assert!(burn.generate(&[9], 1, 0.0, &mut rng).is_err());
     assert!(burn.generate(&[1], 1, -1.0, &mut rng).is_err());
+}
+
+#[test]
+fn lm_config_init_is_phm_nn_init_and_holds_shared_tensors_once() {
+    let config = phm_burn::transformer::TransformerLmConfig::new(12, 8, 2, 2, 9)
+        .with_ffn_width(16)
+        .with_projection(ProjectionConfig::Phm { n: 4, fixed: true })
+        .with_shared_rules(true)
+        .with_tied_embeddings(true)
+        .with_seed(21);
+    let burn = config.init::<f64>(&device()).unwrap();
+    let native = config
+        .to_native()
+        .init::<f64, _>(&mut StdRng::seed_from_u64(21))
+        .unwrap();
+    let back = burn.to_native::<f64>().unwrap();
+    for ((pa, a), (pb, b)) in params(&back).into_iter().zip(params(&native)) {
+        assert_eq!(pa, pb);
+        assert_eq!(a.value(), b.value(), "{pa}");
+    }
+    // One rule tensor and one embedding, as phm-nn counts them.
+    let all = native.num_parameters() + native.num_frozen_parameters();
+    assert_eq!(burn.num_params(), all);
+    // The fixed (quaternion) rules take no part in autodiff.
+    let mut paths = Paths::new(None);
+    burn.visit(&mut paths);
+    assert!(!paths.trainable["rules.rules"]);
+    assert!(paths.trainable["embed.weight"]);
+}
+
+#[test]
+fn dropout_is_off_at_inference_and_scales_kept_values_in_training() {
+    let drop = phm_burn::transformer::DropoutConfig::new(0.5)
+        .init()
+        .unwrap();
+    let x = Tensor::<2>::ones([64, 64], &Device::default());
+    assert_eq!(drop.forward(x.clone()).to_data(), x.to_data());
+    let y = drop.forward(Tensor::<2>::ones([64, 64], &device()));
+    let v: Vec<f32> = y.to_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    assert!(
+        v.iter().all(|&a| a == 0.0 || a == 2.0),
+        "kept values × 1/(1 − p)"
+    );
+    let kept = v.iter().filter(|&&a| a == 2.0).count();
+    assert!(
+        (1500..2600).contains(&kept),
+        "{kept} of 4096 kept at p = 0.5"
+    );
+    assert!(phm_burn::transformer::DropoutConfig::new(1.0)
+        .init()
+        .is_err());
+}
+
+#[test]
+fn sampling_with_a_temperature_is_seeded_and_in_vocabulary() {
+    let lm = phm_burn::transformer::TransformerLmConfig::new(7, 4, 1, 1, 5)
+        .init::<f32>(&Device::default())
+        .unwrap();
+    let run = || {
+        lm.generate(&[3], 12, 1.5, &mut StdRng::seed_from_u64(8))
+            .unwrap()
+    };
+    let a = run();
+    assert_eq!(a, run());
+    assert_eq!(a.len(), 13);
+    assert!(a.iter().all(|&t| t < 7));
 }

@@ -5,8 +5,9 @@
 //!     otherwise:  y = x
 //! ```
 //!
-//! It is off on a plain (inference) device, after [`Module::valid`] or
-//! [`Module::freeze`](burn::module::Module), and for `p = 0` (what the parity tests use).
+//! It is off on a plain (inference, non-autodiff) device — where [`Module::valid`] puts a
+//! model — when its `training` flag is cleared (burn's freezing does), and for `p = 0`
+//! (what the parity tests use).
 //! The masks come from burn's generator, so they differ from phm-nn's seeded masks; the
 //! layer has no parameters.
 //!
