@@ -13,8 +13,10 @@
 #![warn(missing_docs)]
 
 pub mod bridge;
+pub mod conv;
 pub mod kernels;
 pub mod linear;
+pub mod pool;
 pub mod rules;
 pub mod transformer;
 

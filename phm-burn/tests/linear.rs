@@ -314,11 +314,7 @@ fn shared_case(factorized: bool, path: PhmPath) {
     let p1 = Projection::from_native(first.as_ref(), true, &dev).unwrap();
     let p2 = Projection::from_native(&second, true, &dev).unwrap();
     assert!(p1.uses_shared_rules() && p2.uses_shared_rules());
-    let p1 = match p1 {
-        Projection::Phm(l) => Projection::Phm(l.with_path(path)),
-        Projection::LowRankPhm(l) => Projection::LowRankPhm(l.with_path(path)),
-        dense => dense,
-    };
+    let (p1, p2) = (p1.with_path(path), p2.with_path(path));
 
     let (x, g) = (data(5, &[5, 6]), data(6, &[5, 4]));
     let h = first.forward(x.view());
@@ -531,4 +527,101 @@ fn fixed_rules_stay_frozen_through_init_and_bridge() {
     let native = layer.to_native::<f64>().unwrap();
     assert!(!native.rules().is_trainable());
     assert_eq!(native.num_parameters(), 4 + 8 + 4); // U, V, bias only
+}
+
+/// Central differences of `L = Σ Y ⊙ G` through burn's own forward (both paths) agree with
+/// burn's autodiff for a few entries of every parameter and of the input.
+#[test]
+fn autodiff_matches_finite_differences() {
+    let native = phm_nn::LphmLinearConfig::new(6, 9, 3, 2)
+        .with_factorized_rules(true)
+        .init::<f64, _>(&mut rng(30))
+        .unwrap();
+    let (x, g) = (data(31, &[3, 6]), data(32, &[3, 9]));
+    let dev = ad();
+    let loss = |layer: &LphmLinear, x: &ArrayD<f64>| -> f64 {
+        let xt = tensor_from_array::<f64, 2>(x.view(), &Device::default());
+        let y = layer.forward(xt);
+        let y = array_from_tensor::<f64, 2>(&y, "y").unwrap();
+        (&y * &g).sum()
+    };
+    let eps = 1e-6;
+    for path in PATHS {
+        let layer = LphmLinear::from_native(&native, &dev)
+            .unwrap()
+            .with_path(path);
+        let (_, dx, grads) = run::<2>(&x, &g, |x| layer.forward(x));
+        let plain = LphmLinear::from_native(&native, &Device::default())
+            .unwrap()
+            .with_path(path);
+        // The input.
+        let dx = array_from_tensor::<f64, 2>(&dx, "dx").unwrap();
+        for idx in [[0, 0], [2, 5], [1, 3]] {
+            let (mut xp, mut xm) = (x.clone(), x.clone());
+            xp[IxDyn(&idx)] += eps;
+            xm[IxDyn(&idx)] -= eps;
+            let fd = (loss(&plain, &xp) - loss(&plain, &xm)) / (2.0 * eps);
+            assert!(
+                (fd - dx[idx]).abs() < 1e-6,
+                "{path:?} dX{idx:?}: {fd} vs {}",
+                dx[idx]
+            );
+        }
+        // Each parameter, through phm-nn's values perturbed and converted again.
+        let mut names = Vec::new();
+        native.visit_params(&mut |name, _| names.push(name.to_string()));
+        for name in names {
+            let grad_of = |l: &LphmLinear| -> ArrayD<f64> {
+                let t = match name.as_str() {
+                    "rules_left" => array_from_tensor::<f64, 2>(
+                        &grad(l.rules_left.as_ref().unwrap(), &grads, "l"),
+                        "l",
+                    ),
+                    "rules_right" => array_from_tensor::<f64, 2>(
+                        &grad(l.rules_right.as_ref().unwrap(), &grads, "r"),
+                        "r",
+                    ),
+                    "u" => array_from_tensor::<f64, 3>(&grad(&l.u, &grads, "u"), "u"),
+                    "v" => array_from_tensor::<f64, 3>(&grad(&l.v, &grads, "v"), "v"),
+                    _ => array_from_tensor::<f64, 1>(
+                        &grad(l.bias.as_ref().unwrap(), &grads, "b"),
+                        "b",
+                    ),
+                };
+                t.unwrap()
+            };
+            let auto = grad_of(&layer);
+            for flat in [0, auto.len() / 2, auto.len() - 1] {
+                let shifted = |delta: f64| {
+                    let moved = native.clone();
+                    moved.visit_params(&mut |n, p| {
+                        if n == name {
+                            let mut w = p.write();
+                            let mut v = w.value_mut();
+                            let cell = v.iter_mut().nth(flat).unwrap();
+                            *cell += delta;
+                        }
+                    });
+                    let l = LphmLinear::from_native(&moved, &Device::default())
+                        .unwrap()
+                        .with_path(path);
+                    loss(&l, &x)
+                };
+                let fd = (shifted(eps) - shifted(-eps)) / (2.0 * eps);
+                let a = *auto.iter().nth(flat).unwrap();
+                assert!(
+                    (fd - a).abs() < 1e-6,
+                    "{path:?} d{name}[{flat}]: {fd} vs {a}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "PhmLinear::forward: input of dtype F32, but the parameters are F64")]
+fn an_input_of_another_dtype_is_a_clear_panic() {
+    let dev = Device::default();
+    let layer = PhmLinearConfig::new(4, 4, 2).init::<f64>(&dev).unwrap();
+    let _ = layer.forward(Tensor::<2>::ones([1, 4], (&dev, DType::F32)));
 }
