@@ -9,6 +9,7 @@ use phm_burn::bridge::{array_from_tensor, tensor_from_array};
 use phm_burn::burn::module::{Module, ModuleVisitor, Param};
 use phm_burn::burn::tensor::activation::log_softmax;
 use phm_burn::burn::tensor::{Bool, DType, Device, Gradients, Int, Tensor, TensorData};
+use phm_burn::kernels::PhmPath;
 use phm_burn::linear::ProjectionConfig;
 use phm_burn::transformer::{
     AttentionConfig, Block, BlockConfig, MultiHeadAttention, Positional, TransformerLm,
@@ -312,6 +313,12 @@ fn burn_cross_entropy(logits: Tensor<3>, targets: &[usize]) -> Tensor<1> {
 }
 
 fn lm_case(config: native::TransformerLmConfig, batch: usize, pad: bool) {
+    for path in [PhmPath::Auto, PhmPath::Materialized, PhmPath::Factored] {
+        lm_case_with(config.clone(), batch, pad, path);
+    }
+}
+
+fn lm_case_with(config: native::TransformerLmConfig, batch: usize, pad: bool, path: PhmPath) {
     let mut native = config
         .init::<f64, _>(&mut StdRng::seed_from_u64(5))
         .unwrap();
@@ -322,7 +329,9 @@ fn lm_case(config: native::TransformerLmConfig, batch: usize, pad: bool) {
         }
     }
     let dev = device();
-    let burn = TransformerLm::from_native(&native, &dev).unwrap();
+    let burn = TransformerLm::from_native(&native, &dev)
+        .unwrap()
+        .with_path(path);
     let (t, vocab) = (6, native.vocab());
     let ids = Array2::from_shape_fn((batch, t), |(b, i)| (5 * b + 3 * i + 1) % vocab);
     let targets: Vec<usize> = ids.iter().map(|&i| (7 * i + 2) % vocab).collect();

@@ -45,6 +45,7 @@ use phm_nn::prelude::{SeedableRng, StdRng};
 use phm_nn::Float;
 
 use super::{in_child, load_values, native_values, projection_config};
+use crate::kernels::PhmPath;
 use crate::linear::{Projection, ProjectionConfig};
 use crate::Bridge;
 
@@ -195,6 +196,18 @@ impl MultiHeadAttention {
         };
         let merged = p.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
         self.o.forward_with_rules(merged, rules)
+    }
+
+    /// Sets the way every PHM-family projection computes its product (no effect on dense).
+    #[must_use]
+    pub fn with_path(self, path: PhmPath) -> Self {
+        MultiHeadAttention {
+            q: self.q.with_path(path),
+            k: self.k.with_path(path),
+            v: self.v.with_path(path),
+            o: self.o.with_path(path),
+            ..self
+        }
     }
 
     /// The phm-nn twin; `shared` are the model's phm-nn rules when the projections use

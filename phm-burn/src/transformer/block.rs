@@ -29,6 +29,7 @@ use super::{
     child_values, in_child, load_values, native_child, native_values, Dropout, FeedForward,
     LayerNorm, MultiHeadAttention,
 };
+use crate::kernels::PhmPath;
 use crate::linear::ProjectionConfig;
 use crate::Bridge;
 
@@ -151,6 +152,16 @@ impl Block {
             .ffn
             .forward_with_rules(self.ln2.forward(h.clone()), rules);
         h + self.drop2.forward(b)
+    }
+
+    /// Sets the way every PHM-family projection computes its product (no effect on dense).
+    #[must_use]
+    pub fn with_path(self, path: PhmPath) -> Self {
+        Block {
+            attn: self.attn.with_path(path),
+            ffn: self.ffn.with_path(path),
+            ..self
+        }
     }
 
     /// The phm-nn twin; `shared` are the model's phm-nn rules when the projections use

@@ -32,6 +32,7 @@ use phm_nn::prelude::{SeedableRng, StdRng};
 use phm_nn::Float;
 
 use super::{in_child, load_values, native_child_dyn, native_values, projection_config};
+use crate::kernels::PhmPath;
 use crate::linear::{Projection, ProjectionConfig};
 use crate::Bridge;
 
@@ -121,6 +122,16 @@ impl FeedForward {
         );
         let h = gelu(self.fc1.forward_with_rules(x, rules));
         self.fc2.forward_with_rules(h, rules)
+    }
+
+    /// Sets the way both PHM-family layers compute their products (no effect on dense).
+    #[must_use]
+    pub fn with_path(self, path: PhmPath) -> Self {
+        FeedForward {
+            fc1: self.fc1.with_path(path),
+            fc2: self.fc2.with_path(path),
+            ..self
+        }
     }
 
     /// The phm-nn twin; `shared` are the model's phm-nn rules when the layers use shared

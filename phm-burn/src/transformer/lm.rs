@@ -51,6 +51,7 @@ use super::{
     Dropout, Embedding, LayerNorm, PositionalEncoding,
 };
 use crate::bridge::array_from_tensor;
+use crate::kernels::PhmPath;
 use crate::linear::{Linear, ProjectionConfig};
 use crate::rules::PhmRules;
 use crate::Bridge;
@@ -252,6 +253,15 @@ impl TransformerLm {
         match &self.head {
             Some(head) => head.forward(x),
             None => x.matmul(self.embed.weight.val().transpose().unsqueeze::<3>()),
+        }
+    }
+
+    /// Sets the way every PHM-family projection computes its product (no effect on dense).
+    #[must_use]
+    pub fn with_path(self, path: PhmPath) -> Self {
+        TransformerLm {
+            blocks: self.blocks.into_iter().map(|b| b.with_path(path)).collect(),
+            ..self
         }
     }
 
