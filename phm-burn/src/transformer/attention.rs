@@ -50,7 +50,9 @@ use crate::linear::{Projection, ProjectionConfig};
 use crate::Bridge;
 
 /// The score given to masked keys before the softmax: finite, so that a row with no visible
-/// key gives no NaN (its weights are then set to zero), and far below any real score.
+/// key gives no NaN (its weights are then set to zero), and far below any real score. It is
+/// finite in `f32` and `f64`; a half-precision model would round it to `−∞`, and a query
+/// with no visible key would then give NaN.
 const MASKED: f64 = -1e30;
 
 /// Configuration of a [`MultiHeadAttention`].
