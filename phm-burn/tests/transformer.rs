@@ -580,3 +580,61 @@ fn sampling_with_a_temperature_is_seeded_and_in_vocabulary() {
     assert_eq!(a.len(), 13);
     assert!(a.iter().all(|&t| t < 7));
 }
+
+#[test]
+fn cached_steps_equal_the_full_forward() {
+    let configs = [
+        native::TransformerLmConfig::new(11, 8, 2, 2, 9)
+            .with_ffn_width(16)
+            .with_projection(ProjectionConfig::phm(4).to_native())
+            .with_shared_rules(true),
+        native::TransformerLmConfig::new(11, 8, 4, 1, 9)
+            .with_positional(Positional::Sinusoidal)
+            .with_tied_embeddings(true),
+    ];
+    for config in configs {
+        let native = config
+            .init::<f64, _>(&mut StdRng::seed_from_u64(3))
+            .unwrap();
+        let dev = Device::default();
+        let lm = TransformerLm::from_native(&native, &dev).unwrap();
+        let (b, t) = (3, 7);
+        let ids: Vec<i64> = (0..b * t).map(|i| ((5 * i + 2) % 11) as i64).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t]), &dev);
+        let full = read(&lm.forward(ids.clone(), None), "full");
+        let mut cache = lm.new_cache();
+        for (from, to) in [(0usize, 3usize), (3, 4), (4, 7)] {
+            let step = lm.forward_step(ids.clone().slice([0..b, from..to]), &mut cache);
+            assert_eq!(cache.len(), to);
+            let want = full
+                .slice(phm_nn::ndarray::s![.., from..to, ..])
+                .to_owned()
+                .into_dyn();
+            assert_rel(&read(&step, "step"), &want, "cached step");
+        }
+    }
+}
+
+#[test]
+fn cached_generation_equals_uncached_and_phm_nn() {
+    let native = native::TransformerLmConfig::new(9, 8, 2, 2, 6)
+        .with_projection(ProjectionConfig::low_rank(2, 1).to_native())
+        .init::<f64, _>(&mut StdRng::seed_from_u64(6))
+        .unwrap();
+    let lm = TransformerLm::from_native(&native, &Device::default()).unwrap();
+    // 14 steps with max_len 6: the context restarts several times.
+    let want = native
+        .generate(
+            &[4, 1],
+            14,
+            native::Sampling::greedy(),
+            &mut StdRng::seed_from_u64(0),
+        )
+        .unwrap();
+    let rng = || StdRng::seed_from_u64(2);
+    assert_eq!(lm.generate(&[4, 1], 14, 0.0, &mut rng()).unwrap(), want);
+    assert_eq!(
+        lm.generate(&[4, 1], 14, 0.8, &mut rng()).unwrap(),
+        lm.generate_uncached(&[4, 1], 14, 0.8, &mut rng()).unwrap()
+    );
+}

@@ -95,6 +95,35 @@ impl AttentionConfig {
     }
 }
 
+/// The keys and values of the tokens one attention layer has seen, for generation through
+/// [`MultiHeadAttention::forward_cached`]: `(B, H, T, d_h)` each.
+#[derive(Debug, Clone, Default)]
+pub struct AttentionCache {
+    kv: Option<(Tensor<4>, Tensor<4>)>,
+}
+
+impl AttentionCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        AttentionCache::default()
+    }
+
+    /// Number of positions cached.
+    pub fn len(&self) -> usize {
+        self.kv.as_ref().map_or(0, |(k, _)| k.dims()[2])
+    }
+
+    /// Whether no position is cached.
+    pub fn is_empty(&self) -> bool {
+        self.kv.is_none()
+    }
+
+    /// Forgets every position.
+    pub fn clear(&mut self) {
+        self.kv = None;
+    }
+}
+
 /// Multi-head self-attention; see the [module docs](self). Parameters `q.*`, `k.*`, `v.*`,
 /// `o.*` as in phm-nn.
 #[derive(Module, Debug)]
@@ -196,6 +225,66 @@ impl MultiHeadAttention {
                 softmax(scores.mask_fill(m.clone(), MASKED), 3).mask_fill(m, 0.0)
             }
         };
+        let merged = p.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
+        self.o.forward_with_rules(merged, rules)
+    }
+
+    /// Causal attention of the **new** tokens `x` of sequences whose earlier keys and values
+    /// are in `cache`, which it extends: the outputs equal the last `t` positions of
+    /// [`forward`](Self::forward) over the whole sequence, and the prefix is not recomputed.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, t, d]` (the cache's `B`)
+    /// - `rules`: `[n, n, n]`
+    /// - output: `[B, t, d]`
+    ///
+    /// # Panics
+    /// If the attention is not causal (a cache is only valid for causal attention), `x` is
+    /// not `[B, t, d]`, or its batch is not the cache's.
+    #[track_caller]
+    pub fn forward_cached(
+        &self,
+        x: Tensor<3>,
+        cache: &mut AttentionCache,
+        rules: Option<&Tensor<3>>,
+    ) -> Tensor<3> {
+        assert!(
+            self.causal,
+            "MultiHeadAttention::forward_cached: a key/value cache needs causal attention"
+        );
+        let [b, t, d] = x.dims();
+        assert_eq!(
+            d,
+            self.width,
+            "MultiHeadAttention::forward_cached: input has shape {:?}, expected [B, t, {}]",
+            x.dims(),
+            self.width
+        );
+        let (h, dh) = (self.heads, self.width / self.heads);
+        let split = |y: Tensor<3>| y.reshape([b, t, h, dh]).swap_dims(1, 2); // (B, H, t, d_h)
+        let q = split(self.q.forward_with_rules(x.clone(), rules));
+        let k = split(self.k.forward_with_rules(x.clone(), rules));
+        let v = split(self.v.forward_with_rules(x, rules));
+        let start = cache.len();
+        let (k, v) = match cache.kv.take() {
+            None => (k, v),
+            Some((k0, v0)) => {
+                let [b0, ..] = k0.dims();
+                assert_eq!(
+                    b0, b,
+                    "MultiHeadAttention::forward_cached: batch {b}, but the cache holds {b0}"
+                );
+                (Tensor::cat(vec![k0, k], 2), Tensor::cat(vec![v0, v], 2))
+            }
+        };
+        cache.kv = Some((k.clone(), v.clone()));
+        let total = start + t;
+        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (dh as f64).sqrt()); // (B, H, t, total)
+                                                                               // Query i (position start + i) sees keys j ≤ start + i: never an empty row.
+        let hidden = Tensor::<2, Bool>::tril_mask([t, total], start as i64, &scores.device())
+            .unsqueeze::<4>()
+            .expand([b, h, t, total]);
+        let p = softmax(scores.mask_fill(hidden, MASKED), 3);
         let merged = p.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
         self.o.forward_with_rules(merged, rules)
     }

@@ -26,8 +26,8 @@ use phm_nn::prelude::{SeedableRng, StdRng};
 use phm_nn::Float;
 
 use super::{
-    child_values, in_child, load_values, native_child, native_values, Dropout, FeedForward,
-    LayerNorm, MultiHeadAttention,
+    child_values, in_child, load_values, native_child, native_values, AttentionCache, Dropout,
+    FeedForward, LayerNorm, MultiHeadAttention,
 };
 use crate::kernels::PhmPath;
 use crate::linear::ProjectionConfig;
@@ -147,6 +147,33 @@ impl Block {
         let a = self
             .attn
             .forward_with_rules(self.ln1.forward(x.clone()), pad, rules);
+        let h = x + self.drop1.forward(a);
+        let b = self
+            .ffn
+            .forward_with_rules(self.ln2.forward(h.clone()), rules);
+        h + self.drop2.forward(b)
+    }
+
+    /// The block on the **new** tokens `x`, with the attention's key/value `cache` (see
+    /// [`MultiHeadAttention::forward_cached`]).
+    ///
+    /// # Shapes
+    /// - `x`: `[B, t, d]`
+    /// - `rules`: `[n, n, n]`
+    /// - output: `[B, t, d]`
+    ///
+    /// # Panics
+    /// As [`MultiHeadAttention::forward_cached`].
+    #[track_caller]
+    pub fn forward_cached(
+        &self,
+        x: Tensor<3>,
+        cache: &mut AttentionCache,
+        rules: Option<&Tensor<3>>,
+    ) -> Tensor<3> {
+        let a = self
+            .attn
+            .forward_cached(self.ln1.forward(x.clone()), cache, rules);
         let h = x + self.drop1.forward(a);
         let b = self
             .ffn

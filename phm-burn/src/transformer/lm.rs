@@ -13,8 +13,9 @@
 //! hands its matrices to every projection. The head is dense, optionally tied to the
 //! embedding (`W_head = E`, no head bias: the model holds `E` once). Train with [`TransformerLm::forward`] and burn's autodiff (e.g.
 //! cross-entropy of the logits against the next tokens); sample with
-//! [`TransformerLm::generate`] (greedy or with a temperature; no key/value cache: each step
-//! runs the model on the whole context).
+//! [`TransformerLm::generate`] (greedy or with a temperature) through a key/value cache
+//! ([`KvCache`], [`TransformerLm::forward_step`]): each step runs the model on the new token
+//! only.
 //!
 //! ```
 //! use phm_burn::burn::tensor::{Device, Int, Tensor};
@@ -47,8 +48,8 @@ use phm_nn::rand::{Rng, RngExt};
 use phm_nn::{Float, PhmError, Result};
 
 use super::{
-    child_values, in_child, load_values, native_child, native_values, projection_config, Block,
-    Dropout, Embedding, LayerNorm, PositionalEncoding,
+    child_values, in_child, load_values, native_child, native_values, projection_config,
+    AttentionCache, Block, Dropout, Embedding, LayerNorm, PositionalEncoding,
 };
 use crate::bridge::array_from_tensor;
 use crate::kernels::PhmPath;
@@ -200,6 +201,29 @@ impl TransformerLmConfig {
     }
 }
 
+/// The key/value caches of every block of a [`TransformerLm`], for generation.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<AttentionCache>,
+}
+
+impl KvCache {
+    /// Number of positions cached.
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, AttentionCache::len)
+    }
+
+    /// Whether no position is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets every position.
+    pub fn clear(&mut self) {
+        self.layers.iter_mut().for_each(AttentionCache::clear);
+    }
+}
+
 /// A decoder-only Transformer language model; see the [module docs](self). Children
 /// `embed`, `pos`, `drop`, `blocks.{l}`, `ln_f`, `head` as in phm-nn, and `rules` when the
 /// rules are shared.
@@ -249,7 +273,54 @@ impl TransformerLm {
         for block in &self.blocks {
             x = block.forward_with_rules(x, pad.clone(), rules.as_ref());
         }
-        let x = self.ln_f.forward(x);
+        self.logits(self.ln_f.forward(x))
+    }
+
+    /// An empty key/value cache for [`forward_step`](Self::forward_step).
+    pub fn new_cache(&self) -> KvCache {
+        KvCache {
+            layers: vec![AttentionCache::new(); self.blocks.len()],
+        }
+    }
+
+    /// Logits for `t` new tokens `ids` that follow the tokens in `cache`, whose keys and
+    /// values it appends: equal to the last `t` positions of [`forward`](Self::forward) on
+    /// the whole sequence, without recomputing the prefix.
+    ///
+    /// # Shapes
+    /// - `ids`: `[B, t]` (the cache's `B`)
+    /// - output: `[B, t, vocab]`
+    ///
+    /// # Panics
+    /// If the cached and new positions exceed `max_len`, the batch is not the cache's, or
+    /// the cache is not this model's ([`new_cache`](Self::new_cache)).
+    #[track_caller]
+    pub fn forward_step(&self, ids: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<3> {
+        let [_, t] = ids.dims();
+        let start = cache.len();
+        assert!(
+            start + t <= self.config.max_len,
+            "TransformerLm::forward_step: {start} cached + {t} new positions exceed max_len {}",
+            self.config.max_len
+        );
+        assert_eq!(
+            cache.layers.len(),
+            self.blocks.len(),
+            "TransformerLm::forward_step: a cache of {} layers for a model of {}",
+            cache.layers.len(),
+            self.blocks.len()
+        );
+        let x = self.pos.forward_at(self.embed.forward(ids), start);
+        let mut x = self.drop.forward(x);
+        let rules = self.rules.as_ref().map(PhmRules::matrices);
+        for (block, c) in self.blocks.iter().zip(&mut cache.layers) {
+            x = block.forward_cached(x, c, rules.as_ref());
+        }
+        self.logits(self.ln_f.forward(x))
+    }
+
+    /// The head on the final hidden states.
+    fn logits(&self, x: Tensor<3>) -> Tensor<3> {
         match &self.head {
             Some(head) => head.forward(x),
             None => x.matmul(self.embed.weight.val().transpose().unsqueeze::<3>()),
@@ -268,7 +339,8 @@ impl TransformerLm {
     /// Continues `prompt` by `steps` tokens: each the most likely next token for
     /// `temperature = 0`, else sampled from `softmax(logits / temperature)` with `rng`. When
     /// the sequence would outgrow `max_len`, the context restarts from its last `max_len / 2`
-    /// tokens (phm-nn's rule). No key/value cache: every step runs the whole context.
+    /// tokens (phm-nn's rule). Each step runs the model on the new token only, through a
+    /// [`KvCache`] (the whole context after a restart).
     ///
     /// # Errors
     /// [`PhmError::InvalidArgument`] for an empty prompt, an id not below the vocabulary
@@ -279,6 +351,32 @@ impl TransformerLm {
         steps: usize,
         temperature: f64,
         rng: &mut R,
+    ) -> Result<Vec<usize>> {
+        self.generate_with(prompt, steps, temperature, rng, true)
+    }
+
+    /// [`generate`](Self::generate) without the cache: every step runs the model on the
+    /// whole context. The same tokens for the same `rng` state; for checks.
+    ///
+    /// # Errors
+    /// As [`generate`](Self::generate).
+    pub fn generate_uncached<R: Rng + ?Sized>(
+        &self,
+        prompt: &[usize],
+        steps: usize,
+        temperature: f64,
+        rng: &mut R,
+    ) -> Result<Vec<usize>> {
+        self.generate_with(prompt, steps, temperature, rng, false)
+    }
+
+    fn generate_with<R: Rng + ?Sized>(
+        &self,
+        prompt: &[usize],
+        steps: usize,
+        temperature: f64,
+        rng: &mut R,
+        cached: bool,
     ) -> Result<Vec<usize>> {
         let vocab = self.config.vocab;
         if !(temperature.is_finite() && temperature >= 0.0) {
@@ -298,14 +396,23 @@ impl TransformerLm {
         let keep = (max_len / 2).max(1);
         let mut tokens = prompt.to_vec();
         let mut start = 0;
+        let mut cache = self.new_cache();
         for _ in 0..steps {
             if tokens.len() - start > max_len {
                 start = tokens.len() - keep;
+                cache.clear();
             }
-            let context: Vec<i64> = tokens[start..].iter().map(|&t| t as i64).collect();
+            // With the cache, feed what it has not seen: the whole context after a restart
+            // or at the start, else the last token.
+            let from = if cached { start + cache.len() } else { start };
+            let context: Vec<i64> = tokens[from..].iter().map(|&t| t as i64).collect();
             let n = context.len();
             let ids = Tensor::<2, Int>::from_data(TensorData::new(context, [1, n]), &device);
-            let logits = self.forward(ids, None).slice([0..1, n - 1..n, 0..vocab]);
+            let logits = match cached {
+                true => self.forward_step(ids, &mut cache),
+                false => self.forward(ids, None),
+            };
+            let logits = logits.slice([0..1, n - 1..n, 0..vocab]);
             let row: Vec<f64> = logits
                 .reshape([vocab])
                 .to_data()

@@ -10,7 +10,7 @@
 //! | [`MultiHeadAttention`] | `o(softmax(QKᵀ/√d_h + mask) V)` per head, causal and padding masks |
 //! | [`FeedForward`] | `fc2(gelu(fc1(X)))`, exact (erf) GELU |
 //! | [`Block`] | `H = X + Drop(Attn(LN₁ X))`, `Y = H + Drop(FFN(LN₂ H))` |
-//! | [`TransformerLm`] | embedding + positions, `L` blocks, final norm, vocabulary head |
+//! | [`TransformerLm`] | embedding + positions, `L` blocks, final norm, vocabulary head; cached generation ([`KvCache`]) |
 //!
 //! Every module is built in one way: its config's `init` builds the phm-nn twin from the
 //! same config with a seeded generator and converts it ([`Bridge::from_native`]), so a
@@ -50,13 +50,13 @@ pub mod layer_norm;
 pub mod lm;
 pub mod positional;
 
-pub use attention::{AttentionConfig, MultiHeadAttention};
+pub use attention::{AttentionCache, AttentionConfig, MultiHeadAttention};
 pub use block::{Block, BlockConfig};
 pub use dropout::{Dropout, DropoutConfig};
 pub use embedding::{Embedding, EmbeddingConfig};
 pub use feed_forward::{FeedForward, FeedForwardConfig};
 pub use layer_norm::{LayerNorm, LayerNormConfig};
-pub use lm::{Positional, TransformerLm, TransformerLmConfig};
+pub use lm::{KvCache, Positional, TransformerLm, TransformerLmConfig};
 pub use positional::{PositionalEncoding, PositionalEncodingConfig};
 
 use std::any::Any;
