@@ -68,9 +68,6 @@ use phm_nn::{Float, Module as NativeModule, PhmError, Result};
 use crate::linear::ProjectionConfig;
 use crate::Bridge;
 
-/// The seed a config's `init` gives the phm-nn twin's generator unless told otherwise.
-pub const DEFAULT_SEED: u64 = 0;
-
 /// The direct child `name` of a phm-nn module.
 pub(crate) fn native_child_dyn<'a, F: Float>(
     parent: &'a dyn NativeModule<F>,
