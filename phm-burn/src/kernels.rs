@@ -22,6 +22,10 @@
 //! `B·n²·min(k, d) ≤ FACTORED_WORK_RATIO · n·k·d`, i.e. when the batch of rows `B` is small
 //! relative to `max(k, d)/n` — at batch 1 (decoding) it also reads `n` times fewer weights.
 //! [`FACTORED_WORK_RATIO`] is `1` (equal work) until the benchmarks measure a better value.
+//! Low-rank blocks `S_i = U_i V_iᵀ` have their own factored product
+//! ([`low_rank_factored_matmul`], never forms `S` or `W`) and rule
+//! ([`PhmPath::resolve_low_rank`]). Force a path with [`PhmPath::Materialized`] or
+//! [`PhmPath::Factored`] (each layer's `path` field, `with_path`).
 //!
 //! ```
 //! use phm_burn::burn::tensor::{Device, Tensor};
@@ -72,6 +76,26 @@ impl PhmPath {
                 let mixing = rows as f64 * (n * n) as f64 * d.min(k) as f64;
                 let build = n as f64 * k as f64 * d as f64;
                 if mixing <= FACTORED_WORK_RATIO * build {
+                    PhmPath::Factored
+                } else {
+                    PhmPath::Materialized
+                }
+            }
+            path => path,
+        }
+    }
+
+    /// The path a low-rank product (blocks `U_i V_iᵀ` of rank `r`) with `rows` rows takes:
+    /// `Factored` ([`low_rank_factored_matmul`], `B·n·r·(d + k + n²)` multiply-adds, never
+    /// forms `S` or `W`) while that is at most [`FACTORED_WORK_RATIO`] times the
+    /// materialized cost `k·d·r/n + n·k·d + B·k·d` (build `S`, build `W`, multiply).
+    pub fn resolve_low_rank(self, rows: usize, n: usize, d: usize, k: usize, r: usize) -> PhmPath {
+        match self {
+            PhmPath::Auto => {
+                let (b, n, d, k, r) = (rows as f64, n as f64, d as f64, k as f64, r as f64);
+                let factored = b * n * r * (d + k + n * n);
+                let materialized = k * d * r / n + n * k * d + b * k * d;
+                if factored <= FACTORED_WORK_RATIO * materialized {
                     PhmPath::Factored
                 } else {
                     PhmPath::Materialized
@@ -191,6 +215,50 @@ pub fn phm_product<const D: usize>(
     let mut out = dims;
     out[D - 1] = n * p;
     y.reshape(out)
+}
+
+/// `Y = X Wᵀ` for `W = Σ_i A_i ⊗ (U_i V_iᵀ)` and a matrix `x` `(B, d)`, never forming the
+/// blocks or `W`: `T = X V` per segment and block, then the rules mix the segments (one
+/// batched matmul over `i`), then `U`.
+///
+/// ```text
+///     T[(b,c), (i,ρ)] = Σ_j X[b,c,j] V[i,j,ρ]            B·d·n·r MACs
+///     Z[i, r, (b,ρ)]  = Σ_c A[i,r,c] T[(b,c), (i,ρ)]      B·n³·r
+///     Y[(r,b), o]     = Σ_(i,ρ) Z[(r,b), (i,ρ)] U[i,o,ρ]   B·k·n·r
+/// ```
+///
+/// # Shapes
+/// - `x`: `(B, n·q)`; `rules`: `(n, n, n)`; `u`: `(n, p, r)`; `v`: `(n, q, r)`; output
+///   `(B, n·p)`.
+///
+/// # Panics
+/// If the shapes do not fit together.
+#[track_caller]
+pub fn low_rank_factored_matmul(
+    x: Tensor<2>,
+    rules: Tensor<3>,
+    u: Tensor<3>,
+    v: Tensor<3>,
+) -> Tensor<2> {
+    let ([n, p, r], [nv, q, rv], [b, d]) = (u.dims(), v.dims(), x.dims());
+    assert!(
+        n == nv && r == rv && d == n * q && rules.dims() == [n, n, n],
+        "low-rank PHM: input {:?}, rules {:?}, U {:?} and V {:?} do not fit ((B, d), (n, n, n), (n, k/n, r), (n, d/n, r))",
+        x.dims(),
+        rules.dims(),
+        u.dims(),
+        v.dims()
+    );
+    let v: Tensor<2> = v.permute([1, 0, 2]).reshape([q, n * r]);
+    let t: Tensor<4> = x.reshape([b * n, q]).matmul(v).reshape([b, n, n, r]);
+    // [b, c, i, ρ] → [i, c, (b, ρ)]
+    let t: Tensor<3> = t.permute([2, 1, 0, 3]).reshape([n, n, b * r]);
+    let z: Tensor<4> = rules.matmul(t).reshape([n, n, b, r]);
+    // [i, r, b, ρ] → [(r, b), (i, ρ)]
+    let z: Tensor<2> = z.permute([1, 2, 0, 3]).reshape([n * b, n * r]);
+    let u: Tensor<2> = u.permute([0, 2, 1]).reshape([n * r, p]);
+    let y: Tensor<3> = z.matmul(u).reshape([n, b, p]);
+    y.permute([1, 0, 2]).reshape([b, n * p])
 }
 
 /// Factorized rules `A[i, r, c] = a[i, r] · b[i, c]` (Compacter's rank-one rules).

@@ -15,6 +15,9 @@
 //! `let a = self.rules.matrices();` once and calls `forward_with_rules(x, Some(&a))` on each
 //! projection; burn's autodiff sums the gradients of every use into the one parameter.
 //! Fixed (algebra) rules are parameters with gradients disabled: never trained, but saved.
+//! They stay frozen when a module built on a plain device is put into training with burn's
+//! `Module::train()` (tested); note that in burn 0.22 `to_device(&device.autodiff())` alone
+//! does not make parameters tracked — build on `device.autodiff()` or call `train()`.
 //!
 //! ```
 //! use phm_burn::burn::module::Module;
@@ -125,6 +128,10 @@ pub struct PhmRules {
 
 impl PhmRules {
     /// The hypercomplex dimension `n`.
+    ///
+    /// # Panics
+    /// If the fields were set by hand to hold neither full nor factorized rules (as for
+    /// [`matrices`](Self::matrices) and [`to_native`](Self::to_native)).
     pub fn n(&self) -> usize {
         match (&self.rules, &self.rules_left) {
             (Some(a), _) => a.dims()[0],
@@ -146,6 +153,9 @@ impl PhmRules {
     /// The rule matrices `A` `(n, n, n)`: the full tensor, or built from the factors
     /// (differentiably). Compute it once per forward pass and hand it to every projection's
     /// `forward_with_rules`.
+    ///
+    /// # Panics
+    /// If the fields hold neither full nor factorized rules.
     pub fn matrices(&self) -> Tensor<3> {
         match (&self.rules, &self.rules_left, &self.rules_right) {
             (Some(a), _, _) => a.val(),
@@ -158,6 +168,9 @@ impl PhmRules {
     ///
     /// # Errors
     /// [`PhmError::CheckpointMismatch`] if a tensor's dtype is not `F`'s.
+    ///
+    /// # Panics
+    /// If the fields hold neither full nor factorized rules.
     pub fn to_native<F: Float>(&self) -> phm_nn::Result<NativeRules<F>> {
         let rules = match (&self.rules, &self.rules_left, &self.rules_right) {
             (Some(a), _, _) => NativeRules::full(phm_nn::Param::new(array_from_tensor::<F, 3>(

@@ -142,11 +142,11 @@ fn phm_conv2d_case(cin: usize, cout: usize, n: usize, fixed: bool, w: &Window2) 
     assert_match(&format!("{case} dX"), &dx, &dx_ref);
     if fixed {
         assert!(
-            layer.rules.grad(&grads).is_none(),
+            layer.rules.as_ref().unwrap().grad(&grads).is_none(),
             "{case}: fixed rules trained"
         );
     } else {
-        let da = grad(&layer.rules, &grads, "rules");
+        let da = grad(layer.rules.as_ref().unwrap(), &grads, "rules");
         assert_match(&format!("{case} dA"), &da, &want["rules"]);
     }
     let ds = grad(&layer.blocks, &grads, "blocks");
@@ -229,11 +229,11 @@ fn phm_conv1d_matches_phm_nn_with_stride_padding_dilation() {
             assert_match(&format!("{case} dX"), &dx, &dx_ref);
             if fixed {
                 assert!(
-                    layer.rules.grad(&grads).is_none(),
+                    layer.rules.as_ref().unwrap().grad(&grads).is_none(),
                     "{case}: fixed rules trained"
                 );
             } else {
-                let da = grad(&layer.rules, &grads, "rules");
+                let da = grad(layer.rules.as_ref().unwrap(), &grads, "rules");
                 assert_match(&format!("{case} dA"), &da, &want["rules"]);
             }
             let ds = grad(&layer.blocks, &grads, "blocks");
@@ -430,4 +430,109 @@ fn pooling_and_flatten_match_phm_nn() {
     let y_ref = Module::<f64>::infer(&phm_nn::nn::Flatten::new(), x.view());
     let y = Flatten.forward(tensor_from_array::<f64, 4>(x.view(), &dev));
     assert_match("flatten", &y, &y_ref);
+}
+
+/// One rule set shared by a PHM convolution and a PHM linear head, held by the caller: the
+/// rules' gradient sums both uses, as phm-nn's shared handle accumulates it; the phm-nn
+/// twins built back share the phm-nn rules.
+#[test]
+fn shared_rules_across_conv_and_linear_match_phm_nn() {
+    use phm_burn::linear::PhmLinear;
+    use phm_burn::pool::GlobalAvgPool;
+    use phm_burn::rules::PhmRules;
+    use phm_nn::nn::PhmRules as NativeRules;
+    let mut r = rng(40);
+    let native_rules = NativeRules::<f64>::new(2, rule_of(2, false), &mut r).unwrap();
+    let full = native_rules.full_param().unwrap();
+    let mut conv = phm_nn::nn::PhmConv2dConfig::new(4, 6, 3, 2)
+        .with_padding(1)
+        .with_stride(2)
+        .init_shared::<f64, _>(full, &mut r)
+        .unwrap();
+    let mut conv1 = phm_nn::nn::PhmConv1dConfig::new(6, 6, 2, 2)
+        .init_shared::<f64, _>(full, &mut r)
+        .unwrap();
+    let mut gap = phm_nn::nn::GlobalAvgPool::new();
+    let mut head = phm_nn::PhmLinearConfig::new(6, 4, 2)
+        .init_shared::<f64, _>(full, &mut r)
+        .unwrap();
+    let x = data(41, &[3, 4, 6, 5]);
+    // (B, 4, 6, 5) → conv → (B, 6, 3, 3) → reshape (B, 6, 9) → conv1 → (B, 6, 8) → mean → head.
+    let h = conv.forward(x.view());
+    let h1 = h.clone().into_shape_with_order(IxDyn(&[3, 6, 9])).unwrap();
+    let h2 = conv1.forward(h1.view());
+    let h3 = Module::<f64>::forward(&mut gap, h2.view());
+    let y_ref = head.forward(h3.view());
+    let g = data(42, y_ref.shape());
+    let d3 = head.backward(g.view());
+    let d2 = Module::<f64>::backward(&mut gap, d3.view());
+    let d1 = conv1.backward(d2.view());
+    let d1 = d1.into_shape_with_order(IxDyn(&[3, 6, 3, 3])).unwrap();
+    let dx_ref = conv.backward(d1.view());
+
+    let dev = Device::default().autodiff();
+    let rules = PhmRules::from_native(&native_rules, &dev).unwrap();
+    let bconv = PhmConv2d::from_native_shared(&conv, &dev);
+    let bconv1 = PhmConv1d::from_native_shared(&conv1, &dev);
+    let bhead = PhmLinear::from_native_shared(&head, &dev);
+    assert!(bconv.rules.is_none() && bconv1.rules.is_none());
+    assert!(
+        bconv.to_native::<f64>().is_err(),
+        "shared conv without rules"
+    );
+    let (y, dx, grads) = burn_run::<4>(
+        &x,
+        &g.clone()
+            .into_shape_with_order(IxDyn(&[3, 4, 1, 1]))
+            .unwrap(),
+        |x| {
+            let a = rules.matrices();
+            let h = bconv.forward_with_rules(x, Some(&a));
+            let h = h.reshape([3, 6, 9]);
+            let h = bconv1.forward_with_rules(h, Some(&a));
+            let y = bhead.forward_with_rules(GlobalAvgPool.forward(h), Some(&a));
+            y.reshape([3, 4, 1, 1])
+        },
+    );
+    let y_ref = y_ref.into_shape_with_order(IxDyn(&[3, 4, 1, 1])).unwrap();
+    assert_match("shared Y", &y, &y_ref);
+    assert_match("shared dX", &dx, &dx_ref);
+    let da = grad(rules.rules.as_ref().unwrap(), &grads, "rules");
+    assert_match("shared dA", &da, &full.grad());
+    assert_match(
+        "conv dF",
+        &grad(&bconv.blocks, &grads, "blocks"),
+        &conv.blocks_param().grad(),
+    );
+    assert_match(
+        "conv1 dF",
+        &grad(&bconv1.blocks, &grads, "blocks"),
+        &conv1.blocks_param().grad(),
+    );
+
+    // Back to phm-nn: the twins share the phm-nn rules and keep the values.
+    let back = bconv.to_native_with_rules(&native_rules).unwrap();
+    assert!(back.rules_param().is_shared_with(full));
+    assert_eq!(back.kernels(), conv.kernels());
+    assert_eq!(back.bias(), conv.bias());
+    assert_eq!(back.geometry(), conv.geometry());
+    let back1 = bconv1.to_native_with_rules(&native_rules).unwrap();
+    assert!(back1.rules_param().is_shared_with(full));
+    assert_eq!(back1.kernels(), conv1.kernels());
+    assert_eq!(back1.geometry(), conv1.geometry());
+
+    // The config builds the same shared layer phm-nn builds from the same seed.
+    let cfg = PhmConv2dConfig::new(4, 6, [3, 3], 2)
+        .with_padding([1, 1])
+        .with_stride([2, 2])
+        .with_seed(5);
+    let ours = cfg.init_shared::<f64>(&rules, &Device::default()).unwrap();
+    let theirs = phm_nn::nn::PhmConv2dConfig::new(4, 6, 3, 2)
+        .with_padding(1)
+        .with_stride(2)
+        .init_shared::<f64, _>(full, &mut rng(5))
+        .unwrap();
+    let ours = ours.to_native_with_rules(&native_rules).unwrap();
+    assert_eq!(ours.kernels(), theirs.kernels());
+    assert_eq!(ours.bias(), theirs.bias());
 }

@@ -174,6 +174,19 @@ fn auto_path_matches_both_forced_paths() {
     // Rows 1 (factored) and 64 (materialized) under the Auto rule.
     assert_eq!(PhmPath::Auto.resolve(1, 4, 16, 8), PhmPath::Factored);
     assert_eq!(PhmPath::Auto.resolve(64, 4, 16, 8), PhmPath::Materialized);
+    // Low rank: per row 4·8·(16 + 16 + 16) = 1536 against 512 + 1024 + 256·B.
+    assert_eq!(
+        PhmPath::Auto.resolve_low_rank(1, 4, 16, 16, 8),
+        PhmPath::Factored
+    );
+    assert_eq!(
+        PhmPath::Auto.resolve_low_rank(100, 4, 16, 16, 8),
+        PhmPath::Materialized
+    );
+    assert_eq!(
+        PhmPath::Materialized.resolve_low_rank(1, 4, 16, 16, 8),
+        PhmPath::Materialized
+    );
     for rows in [1, 64] {
         let x = tensor_from_array::<f64, 2>(data(rows as u64, &[rows, 16]).view(), &dev);
         let want = layer
@@ -624,4 +637,22 @@ fn an_input_of_another_dtype_is_a_clear_panic() {
     let dev = Device::default();
     let layer = PhmLinearConfig::new(4, 4, 2).init::<f64>(&dev).unwrap();
     let _ = layer.forward(Tensor::<2>::ones([1, 4], (&dev, DType::F32)));
+}
+
+#[test]
+fn frozen_rules_stay_frozen_when_a_plain_module_moves_to_autodiff() {
+    use phm_burn::burn::module::Module as BurnModule;
+    let dev = Device::default();
+    for fixed in [false, true] {
+        let layer = PhmLinearConfig::new(8, 4, 4)
+            .with_fixed_rules(fixed)
+            .init::<f64>(&dev)
+            .unwrap()
+            .train();
+        let x = Tensor::<2>::ones([2, 8], (&dev.clone().autodiff(), DType::F64));
+        let grads = layer.forward(x).sum().backward();
+        let rules = layer.rules.as_ref().unwrap();
+        assert_eq!(rules.grad(&grads).is_some(), !fixed, "fixed = {fixed}");
+        assert!(layer.blocks.grad(&grads).is_some());
+    }
 }

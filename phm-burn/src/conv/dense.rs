@@ -62,8 +62,8 @@ impl Conv2dConfig {
     /// `seed`, in `F`'s dtype on `device`.
     ///
     /// # Errors
-    /// phm-nn's: [`PhmError::ZeroSize`](phm_nn::PhmError::ZeroSize) for zero sizes,
-    /// [`PhmError::InvalidArgument`](phm_nn::PhmError::InvalidArgument) for a zero stride or
+    /// phm-nn's: [`phm_nn::PhmError::ZeroSize`] for zero sizes,
+    /// [`phm_nn::PhmError::InvalidArgument`] for a zero stride or
     /// dilation.
     pub fn init<F: Float>(&self, device: &Device) -> phm_nn::Result<Conv2d> {
         let [kh, kw] = self.kernel_size;

@@ -8,8 +8,10 @@
 //!
 //! phm-nn's `PhmConv1d`/`PhmConv2d`: parameters `rules` `(n, n, n)`, `blocks`
 //! `(n, C_out/n, C_in/n·kh·kw)` (the `F_i` flattened, as phm-nn stores them) and `bias`;
-//! fixed rules are frozen (`fixed_rules`). `K` is built on each call
-//! ([`build_weight`](crate::kernels::build_weight), reshaped) and passed to burn's
+//! fixed rules are frozen (`fixed_rules`); shared rules are held by the model
+//! (`rules = None`, [`PhmConv2dConfig::init_shared`], [`PhmConv2d::forward_with_rules`], as
+//! for the linear layers: see [`crate::rules`]). `K` is built on each call
+//! ([`crate::kernels::build_weight`], reshaped) and passed to burn's
 //! functional convolution with the layer's stride, padding and dilation.
 //!
 //! ```
@@ -27,29 +29,58 @@ use burn::module::{Module, Param};
 use burn::tensor::module::{conv1d, conv2d};
 use burn::tensor::{Device, Tensor};
 use phm_nn::ndarray::{Ix1, Ix3};
+use phm_nn::nn::PhmRules as NativeRules;
 use phm_nn::rand::{rngs::StdRng, SeedableRng};
-use phm_nn::Float;
+use phm_nn::{Float, PhmError};
 
 use super::{check_input, options};
 use crate::bridge::Bridge;
 use crate::kernels::build_weight;
-use crate::linear::array_of;
-use crate::rules::{param, rule_of};
+use crate::linear::phm::full_rules;
+use crate::linear::{array_of, pick_rules};
+use crate::rules::{param, rule_of, PhmRules};
 
-/// The parameters of a PHM convolution, read from burn: rules, kernels `F` with `kernel`'s
-/// window axes, bias.
+/// The own rules of a PHM convolution, read from burn.
+///
+/// # Errors
+/// [`PhmError::InvalidArgument`] for a layer built with shared rules; a dtype mismatch.
+fn own_rules<F: Float>(
+    rules: Option<&Param<Tensor<3>>>,
+) -> phm_nn::Result<phm_nn::ndarray::Array3<F>> {
+    let rules = rules.ok_or(PhmError::InvalidArgument {
+        what: "rules",
+        reason: "the layer uses its model's shared rules: use to_native_with_rules".into(),
+    })?;
+    array_of::<F, Ix3, 3>(rules, "rules")
+}
+
+/// Writes burn's blocks and bias into a phm-nn layer's parameters of the same shapes.
+fn fill<F: Float>(
+    native_blocks: &phm_nn::Param<F>,
+    native_bias: Option<&phm_nn::Param<F>>,
+    blocks: &Param<Tensor<3>>,
+    bias: Option<&Param<Tensor<1>>>,
+) -> phm_nn::Result<()> {
+    let s = array_of::<F, Ix3, 3>(blocks, "blocks")?;
+    native_blocks.write().value_mut().assign(&s.into_dyn());
+    if let (Some(nb), Some(b)) = (native_bias, bias) {
+        let b = array_of::<F, Ix1, 1>(b, "bias")?;
+        nb.write().value_mut().assign(&b.into_dyn());
+    }
+    Ok(())
+}
+
+/// The kernels `F` with `kernel`'s window axes and the bias of a PHM convolution, read from
+/// burn.
 #[allow(clippy::type_complexity)]
 fn native_parts<F: Float>(
-    rules: &Param<Tensor<3>>,
     blocks: &Param<Tensor<3>>,
     bias: Option<&Param<Tensor<1>>>,
     kernel: &[usize],
 ) -> phm_nn::Result<(
-    phm_nn::ndarray::Array3<F>,
     phm_nn::ndarray::ArrayD<F>,
     Option<phm_nn::ndarray::Array1<F>>,
 )> {
-    let a = array_of::<F, Ix3, 3>(rules, "rules")?;
     let s = array_of::<F, Ix3, 3>(blocks, "blocks")?;
     let (n, p, qt) = s.dim();
     let taps: usize = kernel.iter().product();
@@ -63,7 +94,7 @@ fn native_parts<F: Float>(
         Some(b) => Some(array_of::<F, Ix1, 1>(b, "bias")?),
         None => None,
     };
-    Ok((a, f, b))
+    Ok((f, b))
 }
 
 /// Configuration of a [`PhmConv2d`] layer.
@@ -102,14 +133,21 @@ impl PhmConv2dConfig {
     /// with `seed`, in `F`'s dtype on `device`.
     ///
     /// # Errors
-    /// phm-nn's: [`PhmError::NotDivisible`](phm_nn::PhmError::NotDivisible) for channels that
-    /// `n` does not divide, [`PhmError::ZeroN`](phm_nn::PhmError::ZeroN),
-    /// [`PhmError::ZeroSize`](phm_nn::PhmError::ZeroSize),
-    /// [`PhmError::InvalidArgument`](phm_nn::PhmError::InvalidArgument) for a zero stride or
+    /// phm-nn's: [`PhmError::NotDivisible`] for channels that
+    /// `n` does not divide, [`PhmError::ZeroN`],
+    /// [`PhmError::ZeroSize`],
+    /// [`PhmError::InvalidArgument`] for a zero stride or
     /// dilation or fixed rules of an `n` with no algebra.
     pub fn init<F: Float>(&self, device: &Device) -> phm_nn::Result<PhmConv2d> {
+        let native = self
+            .native()
+            .init::<F, _>(&mut StdRng::seed_from_u64(self.seed))?;
+        PhmConv2d::from_native(&native, device)
+    }
+
+    fn native(&self) -> phm_nn::nn::PhmConv2dConfig {
         let pair = |a: [usize; 2]| (a[0], a[1]);
-        let native = phm_nn::nn::PhmConv2dConfig::new(
+        phm_nn::nn::PhmConv2dConfig::new(
             self.in_channels,
             self.out_channels,
             pair(self.kernel_size),
@@ -120,16 +158,34 @@ impl PhmConv2dConfig {
         .with_dilation(pair(self.dilation))
         .with_bias(self.bias)
         .with_rule(rule_of(self.n, self.fixed_rules))
-        .init::<F, _>(&mut StdRng::seed_from_u64(self.seed))?;
-        PhmConv2d::from_native(&native, device)
+    }
+
+    /// A layer **without** rules, for use with `rules` held by its model: kernels and bias
+    /// drawn as phm-nn's `init_shared` draws them. Call it with
+    /// [`forward_with_rules`](PhmConv2d::forward_with_rules). `fixed_rules` is ignored.
+    ///
+    /// # Errors
+    /// As [`init`](Self::init); [`PhmError::InvalidArgument`] if `rules` has another `n` or
+    /// is factorized; [`PhmError::CheckpointMismatch`] if its dtype is not `F`'s.
+    pub fn init_shared<F: Float>(
+        &self,
+        rules: &PhmRules,
+        device: &Device,
+    ) -> phm_nn::Result<PhmConv2d> {
+        let native_rules = rules.to_native::<F>()?;
+        let full = full_rules(&native_rules, self.n)?;
+        let native = self
+            .native()
+            .init_shared::<F, _>(full, &mut StdRng::seed_from_u64(self.seed))?;
+        Ok(PhmConv2d::from_native_shared(&native, device))
     }
 }
 
 /// A PHM 2-D convolution; see the [module docs](self).
 #[derive(Module, Debug)]
 pub struct PhmConv2d {
-    /// The rules `(n, n, n)`.
-    pub rules: Param<Tensor<3>>,
+    /// The rules `(n, n, n)`; `None` when the model holds shared rules.
+    pub rules: Option<Param<Tensor<3>>>,
     /// The kernels `F` as `(n, C_out/n, C_in/n·kh·kw)`.
     pub blocks: Param<Tensor<3>>,
     /// The bias `(C_out)`, if any.
@@ -149,10 +205,27 @@ pub struct PhmConv2d {
 impl PhmConv2d {
     /// The built kernel `K = Σ A_i ⊗ F_i`, `(C_out, C_in, kh, kw)`: PyTorch's `nn.Conv2d`
     /// weight for the same convolution.
+    ///
+    /// # Panics
+    /// If the layer was built with shared rules (see
+    /// [`weight_with_rules`](Self::weight_with_rules)).
+    #[track_caller]
     pub fn weight(&self) -> Tensor<4> {
+        self.weight_with_rules(None)
+    }
+
+    /// The built kernel with the own rules (`rules = None`) or, for a layer built with
+    /// [`init_shared`](PhmConv2dConfig::init_shared), the model's `rules` `(n, n, n)`.
+    ///
+    /// # Panics
+    /// If the layer holds rules and `rules` is `Some`, or holds none and `rules` is `None`;
+    /// if `rules` is not `(n, n, n)`.
+    #[track_caller]
+    pub fn weight_with_rules(&self, rules: Option<&Tensor<3>>) -> Tensor<4> {
         let [n, _, qt] = self.blocks.dims();
         let [kh, kw] = self.kernel_size;
-        let w = build_weight(self.rules.val(), self.blocks.val());
+        let a = pick_rules("PhmConv2d", self.rules.as_ref().map(Param::val), rules, n);
+        let w = build_weight(a, self.blocks.val());
         let out = w.dims()[0];
         w.reshape([out, n * qt / (kh * kw), kh, kw])
     }
@@ -167,7 +240,20 @@ impl PhmConv2d {
     /// input.
     #[track_caller]
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let k = self.weight();
+        self.forward_with_rules(x, None)
+    }
+
+    /// The convolution of `x` with the kernel built from the own rules (`rules = None`) or
+    /// the model's shared `rules` (e.g. [`PhmRules::matrices`]).
+    ///
+    /// # Shapes
+    /// - `x`: `(B, C_in, H, W)`; `rules`: `(n, n, n)`; output `(B, C_out, H_out, W_out)`.
+    ///
+    /// # Panics
+    /// As [`forward`](Self::forward) and [`weight_with_rules`](Self::weight_with_rules).
+    #[track_caller]
+    pub fn forward_with_rules(&self, x: Tensor<4>, rules: Option<&Tensor<3>>) -> Tensor<4> {
+        let k = self.weight_with_rules(rules);
         check_input("PhmConv2d::forward", &x, &k);
         conv2d(
             x,
@@ -182,12 +268,8 @@ impl Bridge for PhmConv2d {
     type Native<F: Float> = phm_nn::nn::PhmConv2d<F>;
 
     fn to_native<F: Float>(&self) -> phm_nn::Result<phm_nn::nn::PhmConv2d<F>> {
-        let (a, f, b) = native_parts::<F>(
-            &self.rules,
-            &self.blocks,
-            self.bias.as_ref(),
-            &self.kernel_size,
-        )?;
+        let a = own_rules::<F>(self.rules.as_ref())?;
+        let (f, b) = native_parts::<F>(&self.blocks, self.bias.as_ref(), &self.kernel_size)?;
         let pair = |a: [usize; 2]| (a[0], a[1]);
         let native = phm_nn::nn::PhmConv2d::from_parts(
             a,
@@ -207,11 +289,26 @@ impl Bridge for PhmConv2d {
         native: &phm_nn::nn::PhmConv2d<F>,
         device: &Device,
     ) -> phm_nn::Result<Self> {
-        let g = native.geometry();
-        let arr = |(a, b): (usize, usize)| [a, b];
         let fixed = !native.rules_trainable();
         Ok(PhmConv2d {
-            rules: param::<F, 3>(&native.rules().into_dyn(), fixed, device),
+            rules: Some(param::<F, 3>(&native.rules().into_dyn(), fixed, device)),
+            fixed_rules: fixed,
+            ..PhmConv2d::from_native_shared(native, device)
+        })
+    }
+}
+
+impl PhmConv2d {
+    /// The layer from a phm-nn layer whose rules its model holds: kernels and bias only,
+    /// `rules = None`.
+    pub fn from_native_shared<F: Float>(
+        native: &phm_nn::nn::PhmConv2d<F>,
+        device: &Device,
+    ) -> Self {
+        let g = native.geometry();
+        let arr = |(a, b): (usize, usize)| [a, b];
+        PhmConv2d {
+            rules: None,
             blocks: param::<F, 3>(&native.blocks_param().value(), false, device),
             bias: native
                 .bias()
@@ -220,8 +317,38 @@ impl Bridge for PhmConv2d {
             stride: arr(g.stride()),
             padding: arr(g.padding()),
             dilation: arr(g.dilation()),
-            fixed_rules: fixed,
-        })
+            fixed_rules: false,
+        }
+    }
+
+    /// The phm-nn layer with these kernels and bias and the model's shared `rules` (the
+    /// phm-nn layer shares the handle).
+    ///
+    /// # Errors
+    /// [`PhmError::InvalidArgument`] if `rules` has another `n` or is factorized;
+    /// [`PhmError::CheckpointMismatch`] for a dtype that is not `F`'s.
+    pub fn to_native_with_rules<F: Float>(
+        &self,
+        rules: &NativeRules<F>,
+    ) -> phm_nn::Result<phm_nn::nn::PhmConv2d<F>> {
+        let [n, p, qt] = self.blocks.dims();
+        let full = full_rules(rules, n)?;
+        let [kh, kw] = self.kernel_size;
+        let pair = |a: [usize; 2]| (a[0], a[1]);
+        // phm-nn's shared constructor draws blocks and bias; they are overwritten below.
+        let native = phm_nn::nn::PhmConv2dConfig::new(n * qt / (kh * kw), n * p, (kh, kw), n)
+            .with_stride(pair(self.stride))
+            .with_padding(pair(self.padding))
+            .with_dilation(pair(self.dilation))
+            .with_bias(self.bias.is_some())
+            .init_shared::<F, _>(full, &mut StdRng::seed_from_u64(0))?;
+        fill(
+            native.blocks_param(),
+            native.bias_param(),
+            &self.blocks,
+            self.bias.as_ref(),
+        )?;
+        Ok(native)
     }
 }
 
@@ -263,7 +390,14 @@ impl PhmConv1dConfig {
     /// # Errors
     /// As [`PhmConv2dConfig::init`].
     pub fn init<F: Float>(&self, device: &Device) -> phm_nn::Result<PhmConv1d> {
-        let native = phm_nn::nn::PhmConv1dConfig::new(
+        let native = self
+            .native()
+            .init::<F, _>(&mut StdRng::seed_from_u64(self.seed))?;
+        PhmConv1d::from_native(&native, device)
+    }
+
+    fn native(&self) -> phm_nn::nn::PhmConv1dConfig {
+        phm_nn::nn::PhmConv1dConfig::new(
             self.in_channels,
             self.out_channels,
             self.kernel_size,
@@ -274,16 +408,34 @@ impl PhmConv1dConfig {
         .with_dilation(self.dilation)
         .with_bias(self.bias)
         .with_rule(rule_of(self.n, self.fixed_rules))
-        .init::<F, _>(&mut StdRng::seed_from_u64(self.seed))?;
-        PhmConv1d::from_native(&native, device)
+    }
+
+    /// A layer **without** rules, for use with `rules` held by its model: kernels and bias
+    /// drawn as phm-nn's `init_shared` draws them. Call it with
+    /// [`forward_with_rules`](PhmConv1d::forward_with_rules). `fixed_rules` is ignored.
+    ///
+    /// # Errors
+    /// As [`init`](Self::init); [`PhmError::InvalidArgument`] if `rules` has another `n` or
+    /// is factorized; [`PhmError::CheckpointMismatch`] if its dtype is not `F`'s.
+    pub fn init_shared<F: Float>(
+        &self,
+        rules: &PhmRules,
+        device: &Device,
+    ) -> phm_nn::Result<PhmConv1d> {
+        let native_rules = rules.to_native::<F>()?;
+        let full = full_rules(&native_rules, self.n)?;
+        let native = self
+            .native()
+            .init_shared::<F, _>(full, &mut StdRng::seed_from_u64(self.seed))?;
+        Ok(PhmConv1d::from_native_shared(&native, device))
     }
 }
 
 /// A PHM 1-D convolution; see the [module docs](self).
 #[derive(Module, Debug)]
 pub struct PhmConv1d {
-    /// The rules `(n, n, n)`.
-    pub rules: Param<Tensor<3>>,
+    /// The rules `(n, n, n)`; `None` when the model holds shared rules.
+    pub rules: Option<Param<Tensor<3>>>,
     /// The kernels `F` as `(n, C_out/n, C_in/n·k)`.
     pub blocks: Param<Tensor<3>>,
     /// The bias `(C_out)`, if any.
@@ -302,9 +454,26 @@ pub struct PhmConv1d {
 
 impl PhmConv1d {
     /// The built kernel `K = Σ A_i ⊗ F_i`, `(C_out, C_in, k)`: PyTorch's `nn.Conv1d` weight.
+    ///
+    /// # Panics
+    /// If the layer was built with shared rules (see
+    /// [`weight_with_rules`](Self::weight_with_rules)).
+    #[track_caller]
     pub fn weight(&self) -> Tensor<3> {
+        self.weight_with_rules(None)
+    }
+
+    /// The built kernel with the own rules (`rules = None`) or, for a layer built with
+    /// [`init_shared`](PhmConv1dConfig::init_shared), the model's `rules` `(n, n, n)`.
+    ///
+    /// # Panics
+    /// If the layer holds rules and `rules` is `Some`, or holds none and `rules` is `None`;
+    /// if `rules` is not `(n, n, n)`.
+    #[track_caller]
+    pub fn weight_with_rules(&self, rules: Option<&Tensor<3>>) -> Tensor<3> {
         let [n, _, qt] = self.blocks.dims();
-        let w = build_weight(self.rules.val(), self.blocks.val());
+        let a = pick_rules("PhmConv1d", self.rules.as_ref().map(Param::val), rules, n);
+        let w = build_weight(a, self.blocks.val());
         let out = w.dims()[0];
         w.reshape([out, n * qt / self.kernel_size, self.kernel_size])
     }
@@ -319,7 +488,20 @@ impl PhmConv1d {
     /// input.
     #[track_caller]
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let k = self.weight();
+        self.forward_with_rules(x, None)
+    }
+
+    /// The convolution of `x` with the kernel built from the own rules (`rules = None`) or
+    /// the model's shared `rules` (e.g. [`PhmRules::matrices`]).
+    ///
+    /// # Shapes
+    /// - `x`: `(B, C_in, L)`; `rules`: `(n, n, n)`; output `(B, C_out, L_out)`.
+    ///
+    /// # Panics
+    /// As [`forward`](Self::forward) and [`weight_with_rules`](Self::weight_with_rules).
+    #[track_caller]
+    pub fn forward_with_rules(&self, x: Tensor<3>, rules: Option<&Tensor<3>>) -> Tensor<3> {
+        let k = self.weight_with_rules(rules);
         check_input("PhmConv1d::forward", &x, &k);
         conv1d(
             x,
@@ -334,12 +516,8 @@ impl Bridge for PhmConv1d {
     type Native<F: Float> = phm_nn::nn::PhmConv1d<F>;
 
     fn to_native<F: Float>(&self) -> phm_nn::Result<phm_nn::nn::PhmConv1d<F>> {
-        let (a, f, b) = native_parts::<F>(
-            &self.rules,
-            &self.blocks,
-            self.bias.as_ref(),
-            &[self.kernel_size],
-        )?;
+        let a = own_rules::<F>(self.rules.as_ref())?;
+        let (f, b) = native_parts::<F>(&self.blocks, self.bias.as_ref(), &[self.kernel_size])?;
         let native = phm_nn::nn::PhmConv1d::from_parts(
             a,
             f.into_dimensionality().expect("4-D kernels"),
@@ -358,11 +536,26 @@ impl Bridge for PhmConv1d {
         native: &phm_nn::nn::PhmConv1d<F>,
         device: &Device,
     ) -> phm_nn::Result<Self> {
-        // phm-nn keeps a 1-D window as a height-1 2-D one: the width holds the sizes.
-        let g = native.geometry();
         let fixed = !native.rules_trainable();
         Ok(PhmConv1d {
-            rules: param::<F, 3>(&native.rules().into_dyn(), fixed, device),
+            rules: Some(param::<F, 3>(&native.rules().into_dyn(), fixed, device)),
+            fixed_rules: fixed,
+            ..PhmConv1d::from_native_shared(native, device)
+        })
+    }
+}
+
+impl PhmConv1d {
+    /// The layer from a phm-nn layer whose rules its model holds: kernels and bias only,
+    /// `rules = None`.
+    pub fn from_native_shared<F: Float>(
+        native: &phm_nn::nn::PhmConv1d<F>,
+        device: &Device,
+    ) -> Self {
+        // phm-nn keeps a 1-D window as a height-1 2-D one: the width holds the sizes.
+        let g = native.geometry();
+        PhmConv1d {
+            rules: None,
             blocks: param::<F, 3>(&native.blocks_param().value(), false, device),
             bias: native
                 .bias()
@@ -371,7 +564,36 @@ impl Bridge for PhmConv1d {
             stride: g.stride().1,
             padding: g.padding().1,
             dilation: g.dilation().1,
-            fixed_rules: fixed,
-        })
+            fixed_rules: false,
+        }
+    }
+
+    /// The phm-nn layer with these kernels and bias and the model's shared `rules` (the
+    /// phm-nn layer shares the handle).
+    ///
+    /// # Errors
+    /// [`PhmError::InvalidArgument`] if `rules` has another `n` or is factorized;
+    /// [`PhmError::CheckpointMismatch`] for a dtype that is not `F`'s.
+    pub fn to_native_with_rules<F: Float>(
+        &self,
+        rules: &NativeRules<F>,
+    ) -> phm_nn::Result<phm_nn::nn::PhmConv1d<F>> {
+        let [n, p, qt] = self.blocks.dims();
+        let full = full_rules(rules, n)?;
+        // phm-nn's shared constructor draws blocks and bias; they are overwritten below.
+        let native =
+            phm_nn::nn::PhmConv1dConfig::new(n * qt / self.kernel_size, n * p, self.kernel_size, n)
+                .with_stride(self.stride)
+                .with_padding(self.padding)
+                .with_dilation(self.dilation)
+                .with_bias(self.bias.is_some())
+                .init_shared::<F, _>(full, &mut StdRng::seed_from_u64(0))?;
+        fill(
+            native.blocks_param(),
+            native.bias_param(),
+            &self.blocks,
+            self.bias.as_ref(),
+        )?;
+        Ok(native)
     }
 }

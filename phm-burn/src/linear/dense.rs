@@ -53,7 +53,7 @@ impl LinearConfig {
     /// `seed`, in `F`'s dtype on `device`.
     ///
     /// # Errors
-    /// [`PhmError::ZeroSize`](phm_nn::PhmError::ZeroSize) for a zero width.
+    /// [`phm_nn::PhmError::ZeroSize`] for a zero width.
     pub fn init<F: Float>(&self, device: &Device) -> phm_nn::Result<Linear> {
         let native = phm_nn::LinearConfig::new(self.in_features, self.out_features)
             .with_bias(self.bias)

@@ -9,10 +9,11 @@
 //! phm-nn's `LphmLinear` as a burn module: parameters `rules` (or `rules_left` and
 //! `rules_right` when factorized), `u`, `v`, `bias`, with phm-nn's shapes and init. All rule
 //! fields are `None` when the layer uses rules shared by its model
-//! ([`LphmLinearConfig::init_shared`], [`LphmLinear::forward_with_rules`]). The blocks
-//! `S = U Vᵀ` (`k·d/n` values, one batched matmul) are built on every call, then the
-//! product goes the materialized or the factored way by [`PhmPath`]; the factored path never
-//! builds `W`.
+//! ([`LphmLinearConfig::init_shared`], [`LphmLinear::forward_with_rules`]). Two paths
+//! ([`PhmPath`], rule [`PhmPath::resolve_low_rank`]): the materialized one builds the blocks
+//! `S = U Vᵀ` (one batched matmul) and `W`, then multiplies; the factored one
+//! ([`crate::kernels::low_rank_factored_matmul`]) multiplies by
+//! `V`, mixes with the rules, then multiplies by `U`, never forming `S` or `W`.
 //!
 //! ```
 //! use phm_burn::burn::tensor::{Device, Tensor};
@@ -35,7 +36,9 @@ use phm_nn::{Float, PhmError};
 
 use super::{add_bias, array_of, check_dtype, pick_rules};
 use crate::bridge::Bridge;
-use crate::kernels::{build_weight, factorized_rules, low_rank_blocks, phm_product, PhmPath};
+use crate::kernels::{
+    build_weight, factorized_rules, low_rank_blocks, low_rank_factored_matmul, phm_product, PhmPath,
+};
 use crate::rules::{param, rule_of, PhmRules};
 
 /// Configuration of an [`LphmLinear`] layer.
@@ -202,10 +205,28 @@ impl LphmLinear {
     ) -> Tensor<D> {
         check_dtype("LphmLinear::forward", &x, &self.u);
         let a = pick_rules("LphmLinear", self.own_rules(), rules, self.n());
-        add_bias(
-            phm_product(x, a, self.blocks(), self.path),
-            self.bias.as_ref(),
-        )
+        let (d, k) = self.features();
+        let dims = x.dims();
+        assert_eq!(
+            dims[D - 1],
+            d,
+            "LphmLinear::forward: input of shape {dims:?}, expected (…, {d}) for a {d} → {k} layer"
+        );
+        let rows: usize = dims[..D - 1].iter().product();
+        let y = match self
+            .path
+            .resolve_low_rank(rows, self.n(), d, k, self.rank())
+        {
+            PhmPath::Factored => {
+                let y =
+                    low_rank_factored_matmul(x.reshape([rows, d]), a, self.u.val(), self.v.val());
+                let mut out = dims;
+                out[D - 1] = k;
+                y.reshape(out)
+            }
+            _ => phm_product(x, a, self.blocks(), PhmPath::Materialized),
+        };
+        add_bias(y, self.bias.as_ref())
     }
 
     /// The built weight `W` `(k, d)` with the own rules or the given ones.

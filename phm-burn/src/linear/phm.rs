@@ -118,7 +118,10 @@ impl PhmLinearConfig {
 }
 
 /// The full `(n, n, n)` handle of `rules`, checked against the layer's `n`.
-fn full_rules<F: Float>(rules: &NativeRules<F>, n: usize) -> phm_nn::Result<&phm_nn::Param<F>> {
+pub(crate) fn full_rules<F: Float>(
+    rules: &NativeRules<F>,
+    n: usize,
+) -> phm_nn::Result<&phm_nn::Param<F>> {
     if rules.n() != n {
         return Err(PhmError::InvalidArgument {
             what: "shared rules",
