@@ -2,7 +2,7 @@
 //! [`Projection`], the one choice among them that every projecting layer takes),
 //! convolutions ([`conv`]: dense and PHM, 1-D and 2-D), [`pool`]ing, element-wise
 //! [`activation`]s, [`LayerNorm`], [`Dropout`], [`Embedding`], [`PositionalEncoding`],
-//! adapters, and the [`transformer`] family (attention, feed-forward and pre-norm blocks, a
+//! adapters, [`recurrent`] layers (LSTM and GRU, dense or PHM), and the [`transformer`] family (attention, feed-forward and pre-norm blocks, a
 //! decoder-only language model).
 //!
 //! Layers of the linear family act on the last axis of an input of any rank,
@@ -30,6 +30,7 @@ pub mod phm_linear;
 pub mod pool;
 pub mod positional;
 pub mod projection;
+pub mod recurrent;
 pub mod rules;
 pub mod transformer;
 
@@ -51,6 +52,7 @@ pub use phm_linear::{PhmLinear, PhmLinearConfig, Rule, Workspace};
 pub use pool::{AvgPool2d, Flatten, GlobalAvgPool, MaxPool2d};
 pub use positional::{PositionalEncoding, DEFAULT_LEARNED_INIT};
 pub use projection::Projection;
+pub use recurrent::{padding_mask, Gru, GruCell, GruConfig, Lstm, LstmCell, LstmConfig, RnnState};
 pub use rules::PhmRules;
 pub use transformer::{
     AttentionConfig, Block, BlockConfig, FeedForward, FeedForwardConfig, MultiHeadAttention,
