@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use phm_nn::data::{digits, Dataset, SplitFractions};
-use phm_nn::nn::{freeze, insert_adapters, AdapterConfig, AdapterKind, ParameterCount};
+use phm_nn::nn::{freeze, insert_adapters, AdapterConfig, ParameterCount, Projection};
 use phm_nn::prelude::*;
 
 const HIDDEN: usize = 128;
@@ -122,13 +122,12 @@ impl Method {
             Method::LinearProbe => freeze(&body),
             Method::DenseAdapters => {
                 freeze(&body);
-                let cfg = AdapterConfig::new(HIDDEN, BOTTLENECK, AdapterKind::Dense);
+                let cfg = AdapterConfig::new(HIDDEN, BOTTLENECK, Projection::Dense);
                 insert_adapters(&mut body, &after, |_| cfg.init(rng))?;
             }
             Method::CompacterAdapters => {
                 freeze(&body);
-                let cfg =
-                    AdapterConfig::new(HIDDEN, BOTTLENECK, AdapterKind::Lphm { n: N, rank: RANK });
+                let cfg = AdapterConfig::new(HIDDEN, BOTTLENECK, Projection::low_rank(N, RANK));
                 let rules = cfg.new_rules(rng)?;
                 insert_adapters(&mut body, &after, |_| cfg.init_shared(&rules, rng))?;
             }

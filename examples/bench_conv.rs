@@ -68,19 +68,6 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-fn simd_level() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return "AVX-512F available (matrixmultiply uses its AVX2/FMA kernels)";
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            return "AVX2";
-        }
-    }
-    "baseline"
-}
-
 fn touch(m: &mut dyn Module<f32>) {
     m.visit_params(&mut |_, p| {
         p.write().value_mut();
@@ -91,13 +78,13 @@ fn main() -> phm_nn::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     let (batch, size) = if quick { (8, 16) } else { (32, 32) };
     let (c_in, c_out, k) = (64, 64, 3);
-    let threads = if cfg!(feature = "threads") {
-        std::env::var("MATMUL_NUM_THREADS").unwrap_or_else(|_| "all cores".into())
-    } else {
-        "1".into()
-    };
+    // The count the crate's GEMM runs on (PHM_NN_NUM_THREADS, or set_num_threads).
+    let threads = phm_nn::kernels::num_threads();
     println!("CPU: {}", cpu_model());
-    println!("SIMD: {}; GEMM threads: {threads}", simd_level());
+    println!(
+        "GEMM SIMD: {}; GEMM threads: {threads}",
+        phm_nn::kernels::simd_level()
+    );
     println!(
         "case: conv {k}×{k}, {c_in} → {c_out} channels, padding 1, {size}×{size} images, batch {batch}, f32"
     );

@@ -406,11 +406,12 @@ fn main() {
 /// The CPU model, the SIMD level the GEMM dispatched to and the thread count.
 fn print_machine() {
     println!(
-        "CPU: {} · GEMM SIMD: {} · threads: {} (PHM_NN_NUM_THREADS={})\n",
+        "CPU: {} · GEMM SIMD: {} · threads: {} ({}={})\n",
         cpu_model(),
         phm_nn::kernels::simd_level(),
         phm_nn::kernels::num_threads(),
-        std::env::var("PHM_NN_NUM_THREADS").unwrap_or_else(|_| "unset".into()),
+        phm_nn::kernels::NUM_THREADS_ENV,
+        std::env::var(phm_nn::kernels::NUM_THREADS_ENV).unwrap_or_else(|_| "unset".into()),
     );
 }
 

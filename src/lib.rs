@@ -34,26 +34,40 @@
 //! ```text
 //!     src/
 //!       lib.rs, prelude.rs, error.rs, float.rs   this page, `use phm_nn::prelude::*`, errors, f32/f64
-//!       module/     the layer contract: Module, Param (identity, sharing), paths, Sequential, summary
-//!       nn/         layers: Linear, PhmLinear, LphmLinear, PhmRules, Adapter, activations
-//!       kernels/    shapes, W from (A, S) and back, the factored product, the cost model, the GEMM
+//!       module/     the layer contract: Module, Param (identity, sharing), paths, SavedStates, Sequential, summary
+//!       nn/         layers: the linear family (Linear, PhmLinear, LphmLinear, PhmRules and Rule,
+//!                   Projection), activations, LayerNorm, Dropout, Embedding, PositionalEncoding,
+//!                   pooling (pool.rs), adapters
+//!         conv/       Conv1d/Conv2d, PhmConv1d/PhmConv2d: one lowering (im2col), a dense and a PHM core
+//!         recurrent/  LSTM and GRU cells and sequence layers, gates dense, PHM or LPHM
+//!         transformer/  attention, feed-forward, pre-norm blocks, a decoder-only language model
+//!       kernels/    shapes, W from (A, S) and back, factored and low-rank products, im2col, the cost model, the GEMM
 //!       optim/      Sgd, Adam/AdamW (one implementation), state by parameter path, schedules, clipping
-//!       io/         safetensors checkpoints: models, training runs (resume exactly), crash-safe saves
+//!       io/         safetensors checkpoints: models, training runs (resume exactly), PyTorch layouts, crash-safe saves
+//!       compress/   dense → PHM: the best sum of Kronecker products (Van Loan–Pitsianis)
+//!       data/       the bundled digits and Shakespeare, splits, mini-batches, metrics, next-character windows
 //!       train.rs    the shared training loop: train_step, fit_epoch, evaluate
-//!       loss.rs, init.rs, algebra.rs, linalg.rs   losses, init schemes, fixed rules, small dense algebra
+//!       loss.rs, init.rs, algebra.rs, linalg.rs, rng.rs   losses, init schemes, fixed rules, small dense algebra, RNG positions
 //!       research/   the paper's synthetic rule-learning task and its metrics (not the core API)
 //! ```
 //!
 //! - [`module`]: the [`Module`] contract (forward pushes a saved state, backward pops it,
 //!   `infer` through `&self`), [`Param`] with its identity and sharing, parameter paths,
-//!   [`Sequential`], typed access ([`module::find_all`], [`Sequential::get`]) and
-//!   [`module::summary`]. Read its docs first.
-//! - [`nn`]: [`PhmLinear`] and dense [`Linear`] (on the last axis of any rank), activations;
-//!   the Compacter family: [`LphmLinear`] (low-rank blocks), [`nn::PhmRules`] (shared or
-//!   factorized rules) and [`nn::Adapter`]s with [`nn::insert_adapters`] and [`nn::freeze`].
+//!   [`module::SavedStates`], [`Sequential`], typed access ([`module::find_all`],
+//!   [`Sequential::get`]) and [`module::summary`]. Read its docs first; "Writing a layer"
+//!   there says where a new layer goes and what it implements.
+//! - [`nn`]: [`PhmLinear`] and dense [`Linear`] (on the last axis of any rank), activations,
+//!   [`nn::LayerNorm`], [`nn::Dropout`], [`nn::Embedding`], [`nn::PositionalEncoding`]; the
+//!   Compacter family: [`LphmLinear`] (low-rank blocks), [`nn::PhmRules`] (shared or
+//!   factorized rules) and [`nn::Adapter`]s with [`nn::insert_adapters`] and [`nn::freeze`];
+//!   [`nn::Projection`], the one dense/PHM/LPHM choice of every layer that projects;
+//!   [`nn::conv`] and [`nn::pool`]; [`nn::transformer`]; recurrent layers (`nn::recurrent`).
 //! - [`kernels`]: [`kernels::phm`] (shapes, `W` from `(A, S)` by GEMM, gradients back to
-//!   `(A, S)`) and [`kernels::strategy`] (materialized or factored, chosen per call).
-//! - [`loss`]es, [`optim`]izers, [`init`] schemes, [`algebra`] rules, [`linalg`].
+//!   `(A, S)`), [`kernels::strategy`] (materialized or factored, chosen per call), and the
+//!   GEMM's thread count ([`kernels::num_threads`], `PHM_NN_NUM_THREADS`).
+//! - [`optim`]izers, [`io`] (checkpoints), [`compress`] (dense → PHM), [`data`] (datasets,
+//!   splits, batches, metrics), [`train`] (the loop).
+//! - [`loss`]es, [`init`] schemes, [`algebra`] rules, [`linalg`], [`rng`].
 //! - [`research::synthetic`]: the paper's artificial rule-learning data and the metrics that
 //!   compare learned rules with true ones (up to the mixing symmetry).
 //! - Conventions: batch-first, `Y = X Wᵀ + 1 bᵀ`, dense weights `(out, in)`, rules `(n, n, n)`,
@@ -77,6 +91,7 @@ pub mod nn;
 pub mod optim;
 pub mod prelude;
 pub mod research;
+pub mod rng;
 pub mod train;
 
 /// The `ndarray` this crate is built on (use it to avoid pinning a second version).
@@ -93,7 +108,8 @@ pub use module::{Module, Param, Sequential};
 pub use nn::activation::{Gelu, Relu, Sigmoid, Tanh};
 pub use nn::linear::{Linear, LinearConfig};
 pub use nn::lphm_linear::{LphmLinear, LphmLinearConfig};
-pub use nn::phm_linear::{PhmLinear, PhmLinearConfig, Rule, Workspace};
+pub use nn::phm_linear::{PhmLinear, PhmLinearConfig, Workspace};
+pub use nn::rules::Rule;
 
 /// The README's code blocks, compiled and run as doctests.
 #[cfg(doctest)]

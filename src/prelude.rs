@@ -32,10 +32,10 @@ pub use crate::module::{
     clone_model, find_all, for_each_mut, params, summary, Module, Param, Sequential,
 };
 pub use crate::nn::{
-    Adapter, AdapterConfig, AdapterKind, AvgPool2d, Conv1d, Conv1dConfig, Conv2d, Conv2dConfig,
-    Flatten, Gelu, GlobalAvgPool, Linear, LinearConfig, LphmLinear, LphmLinearConfig, MaxPool2d,
-    PhmConv1d, PhmConv1dConfig, PhmConv2d, PhmConv2dConfig, PhmLinear, PhmLinearConfig, PhmRules,
-    Relu, Rule, Sigmoid, Size2, Tanh,
+    Adapter, AdapterConfig, AvgPool2d, Conv1d, Conv1dConfig, Conv2d, Conv2dConfig, Flatten, Gelu,
+    GlobalAvgPool, Linear, LinearConfig, LphmLinear, LphmLinearConfig, MaxPool2d, PhmConv1d,
+    PhmConv1dConfig, PhmConv2d, PhmConv2dConfig, PhmLinear, PhmLinearConfig, PhmRules, Relu, Rule,
+    Sigmoid, Size2, Tanh,
 };
 pub use crate::nn::{
     AttentionConfig, BlockConfig, Dropout, Embedding, EmbeddingConfig, FeedForwardConfig,

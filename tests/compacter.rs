@@ -9,8 +9,8 @@ use ndarray::ArrayD;
 use phm_nn::algebra::Algebra;
 use phm_nn::module::{for_each_mut, params};
 use phm_nn::nn::{
-    freeze, insert_adapters, Adapter, AdapterConfig, AdapterKind, LphmLinear, LphmLinearConfig,
-    ParameterCount, PhmRules,
+    freeze, insert_adapters, Adapter, AdapterConfig, LphmLinear, LphmLinearConfig, ParameterCount,
+    PhmRules,
 };
 use phm_nn::optim::{Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig};
 use phm_nn::prelude::*;
@@ -266,10 +266,10 @@ fn step_like(model: &mut Sequential<f64>, width: usize, out: usize) {
     model.backward(ArrayD::ones(vec![4, out]).view());
 }
 
-const KINDS: [AdapterKind; 3] = [
-    AdapterKind::Dense,
-    AdapterKind::Phm { n: 4 },
-    AdapterKind::Lphm { n: 4, rank: 2 },
+const KINDS: [Projection; 3] = [
+    Projection::Dense,
+    Projection::phm(4),
+    Projection::low_rank(4, 2),
 ];
 
 #[test]
@@ -339,7 +339,7 @@ fn insert_freeze_count_and_train_only_the_adapters() {
     let base_total = model.num_parameters();
     freeze(&model);
     assert_eq!(model.num_parameters(), 0);
-    let cfg = AdapterConfig::new(12, 4, AdapterKind::Lphm { n: 4, rank: 1 });
+    let cfg = AdapterConfig::new(12, 4, Projection::low_rank(4, 1));
     let rules = cfg.new_rules::<f64, _>(&mut r).unwrap();
     let at = insert_adapters(&mut model, &[3, 1], |_| cfg.init_shared(&rules, &mut r)).unwrap();
     assert_eq!(at, [2, 5]);
@@ -419,7 +419,7 @@ fn insert_freeze_count_and_train_only_the_adapters() {
 fn insertion_and_config_errors() {
     let mut r = rng(25);
     let mut model = base_model(&mut r);
-    let cfg = AdapterConfig::new(12, 4, AdapterKind::Dense);
+    let cfg = AdapterConfig::new(12, 4, Projection::Dense);
     let err = insert_adapters(&mut model, &[5], |_| cfg.init(&mut r)).unwrap_err();
     assert!(
         err.to_string()
@@ -429,28 +429,26 @@ fn insertion_and_config_errors() {
     let err = insert_adapters(&mut model, &[1, 1], |_| cfg.init(&mut r)).unwrap_err();
     assert!(err.to_string().contains("layer 1 is listed twice"), "{err}");
     assert_eq!(model.len(), 5);
-    let err = AdapterConfig::new(12, 6, AdapterKind::Phm { n: 4 })
+    let err = AdapterConfig::new(12, 6, Projection::phm(4))
         .init::<f64, _>(&mut r)
         .unwrap_err();
     assert_eq!(err.to_string(), "out_features 6 is not divisible by n = 4");
     let fact = PhmRules::<f64>::new_factorized(4, None, &mut r).unwrap();
-    let err = AdapterConfig::new(12, 4, AdapterKind::Phm { n: 4 })
+    let err = AdapterConfig::new(12, 4, Projection::phm(4))
         .init_shared(&fact, &mut r)
         .unwrap_err();
     assert!(err.to_string().contains("factorized"), "{err}");
-    assert!(
-        AdapterConfig::new(12, 4, AdapterKind::Lphm { n: 4, rank: 1 })
-            .init_shared(&fact, &mut r)
-            .is_ok()
-    );
-    let err = AdapterConfig::new(12, 4, AdapterKind::Lphm { n: 2, rank: 1 })
+    assert!(AdapterConfig::new(12, 4, Projection::low_rank(4, 1))
+        .init_shared(&fact, &mut r)
+        .is_ok());
+    let err = AdapterConfig::new(12, 4, Projection::low_rank(2, 1))
         .init_shared(&fact, &mut r)
         .unwrap_err();
     assert!(
         err.to_string().contains("n = 4") && err.to_string().contains("n = 2"),
         "{err}"
     );
-    let err = AdapterConfig::new(12, 4, AdapterKind::Dense)
+    let err = AdapterConfig::new(12, 4, Projection::Dense)
         .with_up_init_std(-1.0)
         .init::<f64, _>(&mut r)
         .unwrap_err();
@@ -470,7 +468,7 @@ fn summary_of_an_adapted_model_lists_the_adapters() {
     let mut r = rng(26);
     let mut model = base_model(&mut r);
     freeze(&model);
-    let cfg = AdapterConfig::new(12, 4, AdapterKind::Lphm { n: 4, rank: 1 });
+    let cfg = AdapterConfig::new(12, 4, Projection::low_rank(4, 1));
     let rules = cfg.new_rules::<f64, _>(&mut r).unwrap();
     insert_adapters(&mut model, &[1], |_| cfg.init_shared(&rules, &mut r)).unwrap();
     let text = summary(&model, &[2, 16]).to_string();
@@ -480,4 +478,56 @@ fn summary_of_an_adapted_model_lists_the_adapters() {
         text.contains("LphmLinear(4 → 12, n = 4, rank 1, learned rules)"),
         "{text}"
     );
+}
+
+#[test]
+fn rules_are_sampled_with_phm_rules() {
+    let mut r = rng(27);
+    // The tensor PhmRules::new wraps is the one Rule::sample draws from the same generator.
+    let sampled: Param<f64> = Rule::Learned(Init::UnitFibers)
+        .sample(4, &mut rng(5))
+        .unwrap();
+    let rules = PhmRules::<f64>::new(4, Rule::Learned(Init::UnitFibers), &mut rng(5)).unwrap();
+    assert_eq!(rules.full_param().unwrap().value(), sampled.value());
+    let quat: Param<f64> = Rule::Fixed(Algebra::Quaternion).sample(4, &mut r).unwrap();
+    assert!(!quat.is_trainable());
+    assert_eq!(
+        Rule::Learned(Init::UnitFibers)
+            .sample::<f64, _>(0, &mut r)
+            .unwrap_err(),
+        PhmError::ZeroN
+    );
+    let err = Rule::Fixed(Algebra::Quaternion)
+        .sample::<f64, _>(2, &mut r)
+        .unwrap_err();
+    assert!(err.to_string().contains("dimension 4"), "{err}");
+}
+
+#[test]
+fn scaled_projections_have_the_asked_weight_spread_and_a_zero_bias() {
+    let mut r = rng(28);
+    let (d, k, std) = (64, 64, 0.02);
+    for projection in [
+        Projection::Dense,
+        Projection::phm(4),
+        Projection::low_rank(4, 4),
+    ] {
+        let layer = projection
+            .build_scaled::<f64, _>(d, k, std, None, &mut r)
+            .unwrap();
+        // The layer's map on the identity: row j is W's column j, plus the bias (zero).
+        let eye = ArrayD::from_shape_fn(vec![d, d], |i| f64::from(u8::from(i[0] == i[1])));
+        let w = layer.infer(eye.view());
+        let zero = layer.infer(ArrayD::zeros(vec![1, d]).view());
+        assert!(zero.iter().all(|&b| b == 0.0), "{projection:?}");
+        let var = w.iter().map(|v| v * v).sum::<f64>() / w.len() as f64;
+        assert!(
+            (var.sqrt() / std - 1.0).abs() < 0.25,
+            "{projection:?}: std {} for {std}",
+            var.sqrt()
+        );
+    }
+    assert!(Projection::Dense
+        .build_scaled::<f64, _>(4, 4, f64::NAN, None, &mut r)
+        .is_err());
 }

@@ -5,7 +5,9 @@ mod common;
 
 use common::{assert_close, check_gradients, check_gradients_d, rng, uniform2, uniform_d};
 use ndarray::{ArrayD, ArrayViewD, Ix2};
-use phm_nn::module::{clone_model, find_all, for_each_mut, params, summary};
+use phm_nn::module::{
+    clone_model, find_all, for_each_mut, params, summary, SavedStates, StateStack,
+};
 use phm_nn::prelude::*;
 
 /// `y = L(tanh(L(x)))`: one square layer applied twice (weight tying), written as a user
@@ -403,4 +405,79 @@ fn the_summary_lists_layers_shapes_counts_and_totals() {
     assert_eq!((s.trainable, s.frozen), (8 * 4 / 4 + 4, 64));
     assert!(format!("{model:?}").starts_with("layer"));
     assert!(format!("{model:?}").contains("Sequential(5 layers)"));
+}
+
+#[test]
+#[should_panic(
+    expected = "MyLayer::backward called before forward (each backward needs its own forward)"
+)]
+fn saved_states_name_the_layer_when_backward_comes_first() {
+    let mut saved = SavedStates::<u8>::new();
+    saved.push(1);
+    assert_eq!(saved.pop("MyLayer"), 1);
+    saved.pop("MyLayer");
+}
+
+#[test]
+fn saved_states_are_a_stack_that_clones_and_is_cleared_through_the_contract() {
+    let mut saved = SavedStates::new();
+    for i in 0..3 {
+        saved.push(i);
+    }
+    let mut copy = saved.clone();
+    let erased: &dyn StateStack = &saved;
+    assert_eq!(erased.pending(), 3);
+    erased.discard();
+    assert!(saved.is_empty());
+    // The clone kept its own states, last in first out.
+    assert_eq!((copy.pop("L"), copy.pop("L"), copy.len()), (2, 1, 1));
+    copy.push(7);
+    assert_eq!(copy.take_all(), [0, 7]);
+    assert!(copy.is_empty());
+}
+
+#[test]
+fn every_layer_counts_and_clears_its_saved_states() {
+    // Leaf layers of every family hand their stack to the contract: one pending state per
+    // forward, none after zero_grad.
+    let mut r = rng(40);
+    let mut layers: Vec<(Box<dyn Module<f64>>, Vec<usize>)> = vec![
+        (
+            Box::new(LinearConfig::new(4, 3).init(&mut r).unwrap()),
+            vec![2, 4],
+        ),
+        (
+            Box::new(PhmLinearConfig::new(4, 2, 2).init(&mut r).unwrap()),
+            vec![2, 4],
+        ),
+        (
+            Box::new(LphmLinearConfig::new(4, 2, 2, 1).init(&mut r).unwrap()),
+            vec![2, 4],
+        ),
+        (Box::new(Relu::new()), vec![2, 4]),
+        (Box::new(Gelu::new()), vec![2, 4]),
+        (
+            Box::new(LayerNormConfig::new(4).init().unwrap()),
+            vec![2, 4],
+        ),
+        (Box::new(Dropout::new(0.5, 1).unwrap()), vec![2, 4]),
+        (
+            Box::new(Conv2dConfig::new(2, 2, 1).init(&mut r).unwrap()),
+            vec![1, 2, 3, 3],
+        ),
+        (
+            Box::new(PhmConv2dConfig::new(2, 2, 1, 2).init(&mut r).unwrap()),
+            vec![1, 2, 3, 3],
+        ),
+        (Box::new(MaxPool2d::new(1, 1, 0).unwrap()), vec![1, 2, 3, 3]),
+        (Box::new(Flatten::new()), vec![1, 2, 3, 3]),
+    ];
+    for (layer, shape) in &mut layers {
+        let x = uniform_d(&mut r, shape);
+        layer.forward(x.view());
+        layer.forward(x.view());
+        assert_eq!(layer.pending(), 2, "{}", layer.describe());
+        layer.zero_grad();
+        assert_eq!(layer.pending(), 0, "{}", layer.describe());
+    }
 }

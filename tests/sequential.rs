@@ -4,6 +4,7 @@ mod common;
 use common::{check_gradients, rng, uniform2, uniform_d};
 use ndarray::{array, Array1, Array2, ArrayD, ArrayViewD, Ix1, Ix2};
 use phm_nn::module::sequential::Sequential;
+use phm_nn::module::{SavedStates, StateStack};
 use phm_nn::nn::activation::{Gelu, Relu, Sigmoid, Tanh};
 use phm_nn::nn::linear::Linear;
 use phm_nn::{Module, Param};
@@ -13,14 +14,14 @@ use phm_nn::{Module, Param};
 #[derive(Debug, Clone)]
 struct Scale {
     w: Param<f64>,
-    inputs: Vec<ArrayD<f64>>,
+    inputs: SavedStates<ArrayD<f64>>,
 }
 
 impl Scale {
     fn new(w: Array1<f64>) -> Self {
         Scale {
             w: Param::new(w.into_dyn()),
-            inputs: Vec::new(),
+            inputs: SavedStates::new(),
         }
     }
 
@@ -36,10 +37,7 @@ impl Module<f64> for Scale {
     }
 
     fn backward(&mut self, g: ArrayViewD<'_, f64>) -> ArrayD<f64> {
-        let x = self
-            .inputs
-            .pop()
-            .expect("Scale::backward called before forward");
+        let x = self.inputs.pop("Scale");
         let x = x.into_dimensionality::<Ix2>().unwrap();
         let g2 = g.view().into_dimensionality::<Ix2>().unwrap();
         let dw = (&g2 * &x).sum_axis(ndarray::Axis(0));
@@ -59,12 +57,8 @@ impl Module<f64> for Scale {
         f("w", &self.w);
     }
 
-    fn clear_saved(&mut self) {
-        self.inputs.clear();
-    }
-
-    fn pending(&self) -> usize {
-        self.inputs.len()
+    fn saved_states(&self) -> Option<&dyn StateStack> {
+        Some(&self.inputs)
     }
 }
 

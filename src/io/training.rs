@@ -4,9 +4,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use rand::rngs::ChaCha8Rng;
-use rand::SeedableRng;
-
 use super::atomic::write_atomic;
 use super::checkpoint::{
     assign, base_metadata, decode, decode_scalar, encode, encode_params, encode_scalar,
@@ -16,54 +13,12 @@ use crate::error::{PhmError, Result};
 use crate::module::{params, Module};
 use crate::optim::schedule::{Decay, Schedule, Warmup};
 use crate::optim::{Optimizer, OptimizerState};
+pub use crate::rng::RngState;
 use crate::Float;
 
 const MODEL: &str = "model.";
 const OPT_TENSOR: &str = "optimizer.";
 const OPT_SCALAR: &str = "optimizer_scalar.";
-
-/// The exact position of a [`ChaCha8Rng`]: its seed, stream and word position.
-///
-/// [`RngState::to_rng`] gives a generator that continues with exactly the numbers the saved
-/// one would have drawn next.
-///
-/// ```
-/// use phm_nn::io::RngState;
-/// use phm_nn::rand::{rngs::ChaCha8Rng, RngExt, SeedableRng};
-///
-/// let mut rng = ChaCha8Rng::seed_from_u64(7);
-/// let _: u64 = rng.random();
-/// let mut copy = RngState::of(&rng).to_rng();
-/// assert_eq!(rng.random::<u64>(), copy.random::<u64>());
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RngState {
-    /// The 32-byte key.
-    pub seed: [u8; 32],
-    /// The stream number.
-    pub stream: u64,
-    /// The position in the stream, in 32-bit words.
-    pub word_pos: u128,
-}
-
-impl RngState {
-    /// The state of `rng`.
-    pub fn of(rng: &ChaCha8Rng) -> Self {
-        RngState {
-            seed: rng.get_seed(),
-            stream: rng.get_stream(),
-            word_pos: rng.get_word_pos(),
-        }
-    }
-
-    /// A generator at this state.
-    pub fn to_rng(&self) -> ChaCha8Rng {
-        let mut rng = ChaCha8Rng::from_seed(self.seed);
-        rng.set_stream(self.stream);
-        rng.set_word_pos(self.word_pos);
-        rng
-    }
-}
 
 /// Everything of a training run besides the model and the optimizer: counters, schedule and
 /// RNG position. Saved and restored by [`save_training`] and [`load_training`].

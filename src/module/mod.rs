@@ -49,6 +49,133 @@
 //! calling the children, and list them in `visit_children` (and `visit_children_mut`);
 //! parameters, paths, counting, `zero_grad`, summaries and typed access follow. See
 //! `examples/residual.rs` for a residual block and a two-branch model.
+//!
+//! # Writing a layer
+//! A new layer goes where its family lives: `nn/` for a general layer (one file, named after
+//! it), `nn/conv/`, `nn/recurrent/`, `nn/transformer/` for a layer of that family; export it
+//! from `nn/mod.rs` (and the prelude if a training loop needs it). A layer that projects
+//! takes a [`Projection`](crate::nn::Projection) (dense, PHM or low-rank PHM) and builds its
+//! linear maps with it, as children. What it implements:
+//!
+//! - a config struct with `new` (required sizes) and `with_…` setters, and
+//!   `init(&self, rng) -> Result<Layer>` returning a [`PhmError`](crate::PhmError) that
+//!   names the bad value;
+//! - [`Module::forward`]: computes `Y`, **pushes** what backward needs on its
+//!   [`SavedStates`]; [`Module::backward`]: **pops** it ([`SavedStates::pop`] panics with
+//!   the crate's one "backward called before forward" message), **adds** into each trainable
+//!   [`Param`]'s gradient and returns `dL/dX`; [`Module::infer`]: the same `Y` through
+//!   `&self`, saving nothing. Shape errors in these are panics with `#[track_caller]` and a
+//!   message naming both shapes;
+//! - [`Module::visit_params`] (its own tensors) or [`Module::visit_children`] and
+//!   [`Module::visit_children_mut`] (its sublayers), and [`Module::saved_states`] returning
+//!   its stack: `zero_grad`, [`Module::clear_saved`] and [`Module::pending`] then clear and
+//!   count it with no more code;
+//! - optionally [`Module::describe`], [`Module::hyperparameters`] (saved in checkpoints) and
+//!   [`Module::output_shape`].
+//!
+//! Its tests: a finite-difference check of `backward` in `f64` (the helpers in
+//! `tests/common`), a PyTorch fixture where PyTorch has the layer, `infer == forward`, and
+//! the errors of its config.
+//!
+//! A layer `y = a·x` with one learned scalar `a`:
+//!
+//! ```
+//! use phm_nn::prelude::*;
+//! use phm_nn::module::{SavedStates, StateStack};
+//!
+//! #[derive(Debug, Clone)]
+//! struct Scale {
+//!     a: Param<f64>,
+//!     saved: SavedStates<ArrayD<f64>>, // each forward's input, for da = Σ g·x
+//! }
+//!
+//! impl Module<f64> for Scale {
+//!     fn forward(&mut self, x: ArrayViewD<'_, f64>) -> ArrayD<f64> {
+//!         self.saved.push(x.to_owned());
+//!         self.infer(x)
+//!     }
+//!
+//!     fn backward(&mut self, g: ArrayViewD<'_, f64>) -> ArrayD<f64> {
+//!         let x = self.saved.pop("Scale");
+//!         assert_eq!(g.shape(), x.shape(), "Scale::backward: grad_output shape");
+//!         let a = self.a.value()[0];
+//!         let mut p = self.a.write();
+//!         if p.is_trainable() {
+//!             p.grad_mut()[0] += (&g * &x).sum();
+//!         }
+//!         g.mapv(|v| v * a)
+//!     }
+//!
+//!     fn infer(&self, x: ArrayViewD<'_, f64>) -> ArrayD<f64> {
+//!         let a = self.a.value()[0];
+//!         x.mapv(|v| v * a)
+//!     }
+//!
+//!     fn visit_params(&self, f: &mut dyn FnMut(&str, &Param<f64>)) {
+//!         f("a", &self.a);
+//!     }
+//!
+//!     fn saved_states(&self) -> Option<&dyn StateStack> {
+//!         Some(&self.saved)
+//!     }
+//! }
+//!
+//! let mut layer = Scale { a: Param::new(ArrayD::from_elem(IxDyn(&[1]), 2.0)), saved: SavedStates::new() };
+//! let x = ArrayD::from_elem(IxDyn(&[2, 3]), 1.5);
+//! layer.forward(x.view());
+//! layer.forward(x.view()); // applied twice before one backward pass
+//! assert_eq!(layer.pending(), 2);
+//! let dx = layer.backward(ArrayD::ones(IxDyn(&[2, 3])).view());
+//! assert_eq!(dx, ArrayD::from_elem(IxDyn(&[2, 3]), 2.0)); // dL/dx = a·g
+//! assert_eq!(layer.a.grad()[0], 6.0 * 1.5); // dL/da = Σ g·x
+//! layer.zero_grad(); // drops the forward nobody went back through
+//! assert_eq!(layer.pending(), 0);
+//! ```
+//!
+//! ## A worked example: the LSTM cell
+//! [`LstmCell`](crate::nn::recurrent::LstmCell) (`nn/recurrent/`) is a layer with children
+//! and a state of its own, applied at every time step. Its parts, each in its own file:
+//!
+//! - `gates.rs` / `lstm.rs`: the equations of one step on the gate pre-activations, forward
+//!   and backward, written once (`LstmGates`, and `GruGates` beside it);
+//! - `config.rs`: `LstmConfig::new(input, hidden)`, `with_projection(…)`, `init_cell(shared,
+//!   rng)`, which builds the two children with [`Projection::build`](crate::nn::Projection::build)
+//!   (`ih`: input → 4h, `hh`: h → 4h) and returns typed errors for sizes that `n` does not
+//!   divide;
+//! - `cell.rs`: `forward_step` calls `ih.forward` and `hh.forward` (the children push their
+//!   own states) and pushes the step's gate activations on the cell's [`SavedStates`];
+//!   `backward_step` pops them, goes back through the gate equations, then through
+//!   `hh.backward` and `ih.backward`; `visit_children` lists `ih` and `hh` (so parameters are
+//!   `ih.weight`, `hh.rules`, …) and `saved_states` hands over the stack.
+//!
+//! Backpropagation through time is then nothing new: `T` forward steps push `T` states on the
+//! cell and on each child, and `T` backward steps in reverse order pop them, each child's
+//! gradients accumulating over the steps. The sequence layer
+//! ([`Lstm`](crate::nn::recurrent::Lstm), `sequence.rs`) runs the same pieces with the input
+//! projection applied to all steps at once.
+//!
+//! ```
+//! use phm_nn::prelude::*;
+//! use phm_nn::nn::recurrent::{CellState, LstmConfig};
+//! let mut rng = StdRng::seed_from_u64(0);
+//! let mut cell = LstmConfig::new(4, 4)
+//!     .with_projection(Projection::phm(2))
+//!     .init_cell::<f64, _>(None, &mut rng)?;
+//! let xs: Vec<Array2<f64>> = (0..5).map(|t| Array2::from_elem((2, 4), 0.1 * t as f64)).collect();
+//! let mut state = cell.zero_state(2); // h and c, (B, h) each
+//! for x in &xs {
+//!     state = cell.forward_step(x.view(), &state);
+//! }
+//! assert_eq!(cell.pending(), 3 * 5); // per step: the cell's gates, ih's input, hh's input
+//! // dL/dh_T = 1: back through the five steps, last first.
+//! let mut d = CellState { h: Array2::ones((2, 4)), c: Some(Array2::zeros((2, 4))) };
+//! for _ in 0..5 {
+//!     let (_dx, d_prev) = cell.backward_step(&d);
+//!     d = d_prev;
+//! }
+//! assert_eq!(cell.pending(), 0);
+//! # Ok::<(), PhmError>(())
+//! ```
 
 use std::any::Any;
 use std::collections::HashSet;
@@ -59,10 +186,12 @@ use ndarray::{ArrayD, ArrayViewD};
 use crate::Float;
 
 mod param;
+mod saved;
 pub mod sequential;
 mod summary;
 
 pub use param::{clone_model, Param, ParamId, ParamMut, ParamRef};
+pub use saved::{SavedStates, StateStack};
 pub use sequential::Sequential;
 pub use summary::{summary, Summary, SummaryRow};
 
@@ -113,15 +242,27 @@ pub trait Module<F: Float>: CloneModule<F> + Any + Send + Sync + Debug {
     /// [`visit_children`](Module::visit_children) with mutable access, same order and names.
     fn visit_children_mut<'a>(&'a mut self, _f: &mut dyn FnMut(&str, &'a mut dyn Module<F>)) {}
 
+    /// This module's own stack of saved forward states (not its children's), if it keeps
+    /// one: a layer that saves state holds a [`SavedStates`] and returns it here, and the
+    /// defaults of [`clear_saved`](Module::clear_saved) and [`pending`](Module::pending)
+    /// count and clear it with the children's. The default (`None`) is for modules that save
+    /// nothing of their own (containers, models made of layers).
+    fn saved_states(&self) -> Option<&dyn StateStack> {
+        None
+    }
+
     /// Drops every saved forward state (of this module and its children).
     fn clear_saved(&mut self) {
+        if let Some(saved) = self.saved_states() {
+            saved.discard();
+        }
         self.visit_children_mut(&mut |_, child| child.clear_saved());
     }
 
     /// Number of saved forward states not yet consumed by a backward pass, over this module
     /// and its children.
     fn pending(&self) -> usize {
-        let mut count = 0;
+        let mut count = self.saved_states().map_or(0, |saved| saved.pending());
         self.visit_children(&mut |_, child| count += child.pending());
         count
     }

@@ -44,27 +44,24 @@
 use ndarray::{ArrayD, ArrayViewD, Zip};
 
 use crate::kernels::gemm::assert_same_shape;
+use crate::module::{SavedStates, StateStack};
 use crate::{Float, Module};
 
-/// The stack of arrays saved by forward passes for backward passes.
-#[derive(Debug, Clone)]
-struct Saved<F>(Vec<ArrayD<F>>);
-
-impl<F: Float> Saved<F> {
-    /// Pops the most recent saved array, checking that `grad_output` has its shape.
-    #[track_caller]
-    fn pop(&mut self, layer: &str, grad_output: &ArrayViewD<'_, F>) -> ArrayD<F> {
-        let Some(saved) = self.0.pop() else {
-            panic!("{layer}::backward called before forward (each backward needs its own forward)");
-        };
-        assert_same_shape(
-            &format!("{layer}::backward"),
-            "grad_output",
-            grad_output.shape(),
-            saved.shape(),
-        );
-        saved
-    }
+/// Pops the most recent saved array, checking that `grad_output` has its shape.
+#[track_caller]
+fn pop_checked<F: Float>(
+    saved: &mut SavedStates<ArrayD<F>>,
+    layer: &str,
+    grad_output: &ArrayViewD<'_, F>,
+) -> ArrayD<F> {
+    let saved = saved.pop(layer);
+    assert_same_shape(
+        &format!("{layer}::backward"),
+        "grad_output",
+        grad_output.shape(),
+        saved.shape(),
+    );
+    saved
 }
 
 /// Defines an activation struct with its constructor and the parts of `Module` that do not
@@ -74,14 +71,14 @@ macro_rules! activation {
         $(#[$doc])*
         #[derive(Debug, Clone)]
         pub struct $name<F> {
-            saved: Saved<F>,
+            saved: SavedStates<ArrayD<F>>,
         }
 
         impl<F: Float> $name<F> {
             #[doc = concat!("A ", stringify!($name), " layer.")]
             #[must_use]
             pub fn new() -> Self {
-                $name { saved: Saved(Vec::new()) }
+                $name { saved: SavedStates::new() }
             }
         }
 
@@ -96,12 +93,8 @@ macro_rules! activation {
 /// The `Module` methods every activation shares: saved-state bookkeeping and shapes.
 macro_rules! stateless_shape {
     () => {
-        fn clear_saved(&mut self) {
-            self.saved.0.clear();
-        }
-
-        fn pending(&self) -> usize {
-            self.saved.0.len()
+        fn saved_states(&self) -> Option<&dyn StateStack> {
+            Some(&self.saved)
         }
 
         fn output_shape(&self, input: &[usize]) -> Option<Vec<usize>> {
@@ -119,7 +112,7 @@ activation!(
 
 impl<F: Float> Module<F> for Relu<F> {
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
-        self.saved.0.push(x.to_owned());
+        self.saved.push(x.to_owned());
         relu(x)
     }
 
@@ -130,7 +123,7 @@ impl<F: Float> Module<F> for Relu<F> {
     /// forward"`), or if `grad_output` does not have the shape of that forward's output.
     #[track_caller]
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let mut x = self.saved.pop("Relu", &grad_output);
+        let mut x = pop_checked(&mut self.saved, "Relu", &grad_output);
         Zip::from(&mut x)
             .and(grad_output)
             .for_each(|x, &g| *x = if *x > F::zero() { g } else { F::zero() });
@@ -163,7 +156,7 @@ activation!(
 impl<F: Float> Module<F> for Tanh<F> {
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         let y = x.mapv(F::tanh);
-        self.saved.0.push(y.clone());
+        self.saved.push(y.clone());
         y
     }
 
@@ -174,7 +167,7 @@ impl<F: Float> Module<F> for Tanh<F> {
     /// forward"`), or if `grad_output` does not have the shape of that forward's output.
     #[track_caller]
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let mut y = self.saved.pop("Tanh", &grad_output);
+        let mut y = pop_checked(&mut self.saved, "Tanh", &grad_output);
         Zip::from(&mut y)
             .and(grad_output)
             .for_each(|y, &g| *y = g * (F::one() - *y * *y));
@@ -199,7 +192,7 @@ activation!(
 impl<F: Float> Module<F> for Sigmoid<F> {
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         let y = x.mapv(sigmoid);
-        self.saved.0.push(y.clone());
+        self.saved.push(y.clone());
         y
     }
 
@@ -210,7 +203,7 @@ impl<F: Float> Module<F> for Sigmoid<F> {
     /// forward"`), or if `grad_output` does not have the shape of that forward's output.
     #[track_caller]
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let mut y = self.saved.pop("Sigmoid", &grad_output);
+        let mut y = pop_checked(&mut self.saved, "Sigmoid", &grad_output);
         Zip::from(&mut y)
             .and(grad_output)
             .for_each(|y, &g| *y = g * *y * (F::one() - *y));
@@ -245,7 +238,7 @@ activation!(
 
 impl<F: Float> Module<F> for Gelu<F> {
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
-        self.saved.0.push(x.to_owned());
+        self.saved.push(x.to_owned());
         x.mapv(|v| F::of(gelu(v.as_f64())))
     }
 
@@ -256,7 +249,7 @@ impl<F: Float> Module<F> for Gelu<F> {
     /// forward"`), or if `grad_output` does not have the shape of that forward's output.
     #[track_caller]
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let mut x = self.saved.pop("Gelu", &grad_output);
+        let mut x = pop_checked(&mut self.saved, "Gelu", &grad_output);
         Zip::from(&mut x)
             .and(grad_output)
             .for_each(|x, &g| *x = g * F::of(gelu_derivative(x.as_f64())));

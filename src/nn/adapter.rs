@@ -5,16 +5,18 @@
 //!     h ↦ h + up(act(down(h)))        down: d → m,  up: m → d,  h: (…, d)
 //! ```
 //!
-//! The projections are dense ([`AdapterKind::Dense`]), PHM ([`AdapterKind::Phm`]) or low-rank
-//! PHM ([`AdapterKind::Lphm`], Compacter's choice); PHM projections can share one rule set
-//! across every adapter of a model ([`AdapterConfig::init_shared`]).
+//! The projections are a [`Projection`]: dense ([`Projection::Dense`]), PHM
+//! ([`Projection::Phm`]) or low-rank PHM ([`Projection::LowRankPhm`], Compacter's choice);
+//! PHM projections can share one rule set across every adapter of a model
+//! ([`AdapterConfig::init_shared`]).
 //!
 //! **Near-identity init.** The up-projection starts with weights of standard deviation
 //! [`up_init_std`](AdapterConfig::up_init_std) (default `1e-4`) and a zero bias, so a fresh
 //! adapter changes its input by about `1e-4` relative — the pretrained model's outputs are
-//! kept until training moves the adapter. (Dense/PHM: the weight or blocks are drawn
-//! `N(0, std²)`; LPHM: `V` keeps its default and `U` is drawn so that `W_up`'s entries have
-//! that standard deviation, so `U` still receives gradients of ordinary size.)
+//! kept until training moves the adapter (see [`Projection::build_scaled`]: dense/PHM draw
+//! the weight or blocks `N(0, std²)`; LPHM keeps `V`'s default and draws `U` so that
+//! `W_up`'s entries have that standard deviation, so `U` still receives gradients of
+//! ordinary size).
 //!
 //! Parameters of one adapter (bias included, `m` the bottleneck width):
 //!
@@ -29,19 +31,19 @@
 //!
 //! ```
 //! use phm_nn::prelude::*;
-//! use phm_nn::nn::{AdapterConfig, AdapterKind, PhmRules};
+//! use phm_nn::nn::{AdapterConfig, PhmRules, Projection};
 //! let mut rng = StdRng::seed_from_u64(0);
 //! let (d, m, n, r) = (64, 16, 4, 1);
-//! let dense = AdapterConfig::new(d, m, AdapterKind::Dense).init::<f64, _>(&mut rng)?;
+//! let dense = AdapterConfig::new(d, m, Projection::Dense).init::<f64, _>(&mut rng)?;
 //! assert_eq!(dense.num_parameters(), 2 * d * m + m + d);
-//! let phm = AdapterConfig::new(d, m, AdapterKind::Phm { n }).init::<f64, _>(&mut rng)?;
+//! let phm = AdapterConfig::new(d, m, Projection::phm(n)).init::<f64, _>(&mut rng)?;
 //! assert_eq!(phm.num_parameters(), n * n * n + 2 * d * m / n + m + d);
-//! let lphm = AdapterConfig::new(d, m, AdapterKind::Lphm { n, rank: r }).init::<f64, _>(&mut rng)?;
+//! let lphm = AdapterConfig::new(d, m, Projection::low_rank(n, r)).init::<f64, _>(&mut rng)?;
 //! assert_eq!(lphm.num_parameters(), n * n * n + 2 * r * (d + m) + m + d);
 //!
 //! // Compacter: two adapters sharing one rule set; the n³ rules are counted once.
 //! let rules = PhmRules::<f64>::new(n, Rule::Learned(Init::UnitFibers), &mut rng)?;
-//! let cfg = AdapterConfig::new(d, m, AdapterKind::Lphm { n, rank: r });
+//! let cfg = AdapterConfig::new(d, m, Projection::low_rank(n, r));
 //! let pair = Sequential::new()
 //!     .add(cfg.init_shared(&rules, &mut rng)?)
 //!     .add(cfg.init_shared(&rules, &mut rng)?);
@@ -61,34 +63,11 @@ use ndarray::{ArrayD, ArrayViewD};
 use rand::Rng;
 
 use crate::error::{PhmError, Result};
-use crate::init::Init;
 use crate::module::{clone_model, params, Module, Sequential};
 use crate::nn::activation::{Gelu, Relu, Tanh};
-use crate::nn::linear::LinearConfig;
-use crate::nn::lphm_linear::LphmLinearConfig;
-use crate::nn::phm_linear::{PhmLinearConfig, Rule};
+use crate::nn::projection::Projection;
 use crate::nn::rules::PhmRules;
 use crate::Float;
-
-/// The projections of an adapter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdapterKind {
-    /// Dense [`Linear`](crate::Linear) projections (Houlsby / Pfeiffer adapters).
-    Dense,
-    /// [`PhmLinear`](crate::PhmLinear) projections with dimension `n` (full rules).
-    Phm {
-        /// Hypercomplex dimension (divides `d` and `m`).
-        n: usize,
-    },
-    /// [`LphmLinear`](crate::nn::LphmLinear) projections, dimension `n`, blocks of rank
-    /// `rank` (Compacter).
-    Lphm {
-        /// Hypercomplex dimension (divides `d` and `m`).
-        n: usize,
-        /// Rank of every block.
-        rank: usize,
-    },
-}
 
 /// The non-linearity between the projections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -109,8 +88,8 @@ pub struct AdapterConfig {
     pub width: usize,
     /// Bottleneck width `m`.
     pub hidden: usize,
-    /// The projections' kind.
-    pub kind: AdapterKind,
+    /// The projections: dense, PHM or low-rank PHM.
+    pub projection: Projection,
     /// The non-linearity (default GELU).
     pub activation: AdapterActivation,
     /// Standard deviation of the up-projection's weight entries at init (default `1e-4`);
@@ -121,11 +100,11 @@ pub struct AdapterConfig {
 impl AdapterConfig {
     /// An adapter on a width-`width` hidden state with a `hidden`-wide bottleneck.
     #[must_use]
-    pub fn new(width: usize, hidden: usize, kind: AdapterKind) -> Self {
+    pub fn new(width: usize, hidden: usize, projection: Projection) -> Self {
         AdapterConfig {
             width,
             hidden,
-            kind,
+            projection,
             activation: AdapterActivation::default(),
             up_init_std: 1e-4,
         }
@@ -145,45 +124,39 @@ impl AdapterConfig {
         self
     }
 
-    /// The rule set the PHM kinds would draw for themselves (learned, unit fibers); share it
-    /// across adapters with [`init_shared`](Self::init_shared).
+    /// The rule set the PHM projections would draw for themselves ([`Projection::new_rules`]);
+    /// share it across adapters with [`init_shared`](Self::init_shared).
     ///
     /// # Errors
-    /// [`PhmError::InvalidArgument`] for [`AdapterKind::Dense`]; [`PhmError::ZeroN`] for `n = 0`.
+    /// [`PhmError::InvalidArgument`] for [`Projection::Dense`], and the errors of
+    /// [`Projection::new_rules`].
     pub fn new_rules<F: Float, R: Rng + ?Sized>(&self, rng: &mut R) -> Result<PhmRules<F>> {
-        match self.kind {
-            AdapterKind::Dense => Err(PhmError::InvalidArgument {
-                what: "kind",
+        self.projection
+            .new_rules(rng)?
+            .ok_or_else(|| PhmError::InvalidArgument {
+                what: "projection",
                 reason: "dense adapters have no rules".to_string(),
-            }),
-            AdapterKind::Phm { n } | AdapterKind::Lphm { n, .. } => {
-                PhmRules::new(n, Rule::Learned(Init::UnitFibers), rng)
-            }
-        }
+            })
     }
 
-    /// Builds an adapter with its own parameters (for PHM kinds, one rule set shared by its
-    /// down- and up-projection).
+    /// Builds an adapter with its own parameters (for PHM projections, one rule set shared
+    /// by its down- and up-projection).
     ///
     /// # Errors
     /// As [`init_shared`](Self::init_shared).
     pub fn init<F: Float, R: Rng + ?Sized>(&self, rng: &mut R) -> Result<Adapter<F>> {
-        match self.kind {
-            AdapterKind::Dense => self.build(None, rng),
-            _ => {
-                let rules = self.new_rules(rng)?;
-                self.build(Some(&rules), rng)
-            }
-        }
+        let rules = self.projection.new_rules(rng)?;
+        self.build(rules.as_ref(), rng)
     }
 
     /// Builds an adapter whose PHM projections (down and up) use `rules`, shared with every
-    /// other layer built on them (Compacter's shared rules). [`AdapterKind::Phm`] needs full
-    /// rules; [`AdapterKind::Lphm`] takes full or factorized ones.
+    /// other layer built on them (Compacter's shared rules). [`Projection::Phm`] needs full
+    /// rules; [`Projection::LowRankPhm`] takes full or factorized ones.
     ///
     /// # Errors
-    /// - [`PhmError::InvalidArgument`] for a dense kind, rules of another `n`, factorized
-    ///   rules with [`AdapterKind::Phm`], or an up-init std that is negative or not finite;
+    /// - [`PhmError::InvalidArgument`] for dense projections, and the errors of
+    ///   [`Projection::build`] and [`Projection::build_scaled`]: rules of another `n`,
+    ///   factorized rules for PHM projections, an up-init std that is negative or not finite;
     /// - [`PhmError::ZeroSize`], [`PhmError::NotDivisible`], [`PhmError::ZeroN`] for sizes
     ///   that do not fit `n` (or a rank of 0).
     pub fn init_shared<F: Float, R: Rng + ?Sized>(
@@ -191,9 +164,9 @@ impl AdapterConfig {
         rules: &PhmRules<F>,
         rng: &mut R,
     ) -> Result<Adapter<F>> {
-        if self.kind == AdapterKind::Dense {
+        if self.projection == Projection::Dense {
             return Err(PhmError::InvalidArgument {
-                what: "kind",
+                what: "projection",
                 reason: "dense adapters have no rules to share".to_string(),
             });
         }
@@ -206,59 +179,10 @@ impl AdapterConfig {
         rng: &mut R,
     ) -> Result<Adapter<F>> {
         let (d, m) = (self.width, self.hidden);
-        let up_init = Init::Normal {
-            std: self.up_init_std,
-        };
-        up_init.validate()?;
-        let wrong_n = |n: usize, rules: &PhmRules<F>| PhmError::InvalidArgument {
-            what: "rules",
-            reason: format!("the rules have n = {}, the adapter n = {n}", rules.n()),
-        };
-        let (down, up): (Box<dyn Module<F>>, Box<dyn Module<F>>) = match (self.kind, rules) {
-            (AdapterKind::Phm { n }, Some(rules)) => {
-                if rules.n() != n {
-                    return Err(wrong_n(n, rules));
-                }
-                let full = rules
-                    .full_param()
-                    .ok_or_else(|| PhmError::InvalidArgument {
-                        what: "rules",
-                        reason:
-                            "PHM adapters take full (n, n, n) rules; use AdapterKind::Lphm for \
-                             factorized rules"
-                                .to_string(),
-                    })?;
-                let down = PhmLinearConfig::new(d, m, n).init_shared(full, rng)?;
-                let up = PhmLinearConfig::new(m, d, n)
-                    .with_block_init(up_init)
-                    .with_bias_init(Init::Zeros)
-                    .init_shared(full, rng)?;
-                (Box::new(down), Box::new(up))
-            }
-            (AdapterKind::Lphm { n, rank }, Some(rules)) => {
-                if rules.n() != n {
-                    return Err(wrong_n(n, rules));
-                }
-                let down = LphmLinearConfig::new(d, m, n, rank).init_shared(rules, rng)?;
-                // Var(W_up) = r·σ_U²·σ_V² (Σ_i A_i[r,c]² = 1): keep V's default σ_V and
-                // choose σ_U so that W_up's entries have standard deviation up_init_std.
-                let sigma_v = (3.0 * m as f64 * rank as f64).powf(-0.25);
-                let sigma_u = self.up_init_std / (sigma_v * (rank as f64).sqrt());
-                let up = LphmLinearConfig::new(m, d, n, rank)
-                    .with_factor_inits(Some(Init::Normal { std: sigma_u }), None)
-                    .with_bias_init(Init::Zeros)
-                    .init_shared(rules, rng)?;
-                (Box::new(down), Box::new(up))
-            }
-            _ => {
-                let down = LinearConfig::new(d, m).init(rng)?;
-                let up = LinearConfig::new(m, d)
-                    .with_weight_init(up_init)
-                    .with_bias_init(Init::Zeros)
-                    .init(rng)?;
-                (Box::new(down), Box::new(up))
-            }
-        };
+        let down = self.projection.build(d, m, rules, rng)?;
+        let up = self
+            .projection
+            .build_scaled(m, d, self.up_init_std, rules, rng)?;
         let act: Box<dyn Module<F>> = match self.activation {
             AdapterActivation::Relu => Box::new(Relu::new()),
             AdapterActivation::Gelu => Box::new(Gelu::new()),
@@ -434,14 +358,14 @@ pub fn freeze<F: Float>(model: &dyn Module<F>) {
 ///
 /// ```
 /// use phm_nn::prelude::*;
-/// use phm_nn::nn::{freeze, insert_adapters, AdapterConfig, AdapterKind, ParameterCount};
+/// use phm_nn::nn::{freeze, insert_adapters, AdapterConfig, ParameterCount, Projection};
 /// let mut rng = StdRng::seed_from_u64(0);
 /// let mut model = Sequential::<f32>::new()
 ///     .add(LinearConfig::new(64, 32).init(&mut rng)?)
 ///     .add(Relu::new())
 ///     .add(LinearConfig::new(32, 10).init(&mut rng)?);
 /// freeze(&model);
-/// let cfg = AdapterConfig::new(32, 8, AdapterKind::Lphm { n: 4, rank: 1 });
+/// let cfg = AdapterConfig::new(32, 8, Projection::low_rank(4, 1));
 /// let rules = cfg.new_rules(&mut rng)?;
 /// let at = insert_adapters(&mut model, &[1], |_| cfg.init_shared(&rules, &mut rng))?;
 /// assert_eq!(at, [2]);

@@ -32,9 +32,9 @@ use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 
 use crate::error::{PhmError, Result};
-use crate::io::RngState;
 use crate::kernels::gemm::assert_same_shape;
-use crate::module::Module;
+use crate::module::{Module, SavedStates, StateStack};
+use crate::rng::RngState;
 use crate::Float;
 
 /// What one forward pass saves: the scaled mask `m / (1 − p)`, or only the shape for `p = 0`.
@@ -50,7 +50,7 @@ enum Saved<F> {
 pub struct Dropout<F> {
     p: f64,
     rng: ChaCha8Rng,
-    saved: Vec<Saved<F>>,
+    saved: SavedStates<Saved<F>>,
 }
 
 impl<F: Clone> Clone for Dropout<F> {
@@ -86,7 +86,7 @@ impl<F: Float> Dropout<F> {
         Ok(Dropout {
             p,
             rng: ChaCha8Rng::seed_from_u64(seed),
-            saved: Vec::new(),
+            saved: SavedStates::new(),
         })
     }
 
@@ -142,9 +142,7 @@ impl<F: Float> Module<F> for Dropout<F> {
     /// shape of that forward's input.
     #[track_caller]
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let Some(saved) = self.saved.pop() else {
-            panic!("Dropout::backward called before forward (each backward needs its own forward)");
-        };
+        let saved = self.saved.pop("Dropout");
         match saved {
             Saved::Identity(shape) => {
                 assert_same_shape(
@@ -175,12 +173,8 @@ impl<F: Float> Module<F> for Dropout<F> {
         x.to_owned()
     }
 
-    fn clear_saved(&mut self) {
-        self.saved.clear();
-    }
-
-    fn pending(&self) -> usize {
-        self.saved.len()
+    fn saved_states(&self) -> Option<&dyn StateStack> {
+        Some(&self.saved)
     }
 
     fn describe(&self) -> String {

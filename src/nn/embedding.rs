@@ -41,7 +41,7 @@ use crate::error::{PhmError, Result};
 use crate::init::{Fans, Init};
 use crate::kernels::gemm::assert_same_shape;
 use crate::kernels::shapes::{unflatten, with_last};
-use crate::module::{Module, Param};
+use crate::module::{Module, Param, SavedStates, StateStack};
 use crate::Float;
 
 /// Configuration of an [`Embedding`].
@@ -92,7 +92,7 @@ impl EmbeddingConfig {
         )?;
         Ok(Embedding {
             weight: Param::new(w),
-            saved: Vec::new(),
+            saved: SavedStates::new(),
         })
     }
 }
@@ -102,7 +102,7 @@ impl EmbeddingConfig {
 pub struct Embedding<F: Float> {
     weight: Param<F>,
     /// Per forward call: the ids.
-    saved: Vec<ArrayD<usize>>,
+    saved: SavedStates<ArrayD<usize>>,
 }
 
 impl<F: Float> Embedding<F> {
@@ -128,7 +128,7 @@ impl<F: Float> Embedding<F> {
         }
         Ok(Embedding {
             weight,
-            saved: Vec::new(),
+            saved: SavedStates::new(),
         })
     }
 
@@ -189,11 +189,7 @@ impl<F: Float> Embedding<F> {
     /// If no lookup is left to go back through, or `grad` is not `ids.shape + [width]`.
     #[track_caller]
     pub fn backward_ids(&mut self, grad: ArrayViewD<'_, F>) {
-        let Some(ids) = self.saved.pop() else {
-            panic!(
-                "Embedding::backward called before forward (each backward needs its own forward)"
-            );
-        };
+        let ids = self.saved.pop("Embedding");
         self.scatter(&ids, grad);
     }
 
@@ -271,11 +267,7 @@ impl<F: Float> Module<F> for Embedding<F> {
     /// As [`Embedding::backward_ids`].
     #[track_caller]
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let Some(ids) = self.saved.pop() else {
-            panic!(
-                "Embedding::backward called before forward (each backward needs its own forward)"
-            );
-        };
+        let ids = self.saved.pop("Embedding");
         self.scatter(&ids, grad_output);
         ArrayD::zeros(ids.raw_dim())
     }
@@ -292,12 +284,8 @@ impl<F: Float> Module<F> for Embedding<F> {
         f("weight", &self.weight);
     }
 
-    fn clear_saved(&mut self) {
-        self.saved.clear();
-    }
-
-    fn pending(&self) -> usize {
-        self.saved.len()
+    fn saved_states(&self) -> Option<&dyn StateStack> {
+        Some(&self.saved)
     }
 
     fn describe(&self) -> String {

@@ -40,7 +40,7 @@ use ndarray::{Array1, Array2, ArrayD, ArrayView1, ArrayView2, ArrayViewD, Ix1};
 use crate::error::{check_shape, PhmError, Result};
 use crate::kernels::gemm::assert_same_shape;
 use crate::kernels::shapes::{as_matrix, unflatten, with_last};
-use crate::module::{Module, Param};
+use crate::module::{Module, Param, SavedStates, StateStack};
 use crate::Float;
 
 /// Configuration of a [`LayerNorm`].
@@ -99,7 +99,7 @@ impl LayerNormConfig {
             width: self.width,
             eps: self.eps,
             affine,
-            saved: Vec::new(),
+            saved: SavedStates::new(),
         })
     }
 }
@@ -130,7 +130,7 @@ pub struct LayerNorm<F: Float> {
     eps: f64,
     /// `(w, b)`, or `None` without the affine part.
     affine: Option<(Param<F>, Param<F>)>,
-    saved: Vec<Saved<F>>,
+    saved: SavedStates<Saved<F>>,
 }
 
 impl<F: Float> LayerNorm<F> {
@@ -159,7 +159,7 @@ impl<F: Float> LayerNorm<F> {
             width: shape[0],
             eps,
             affine: Some((weight, bias)),
-            saved: Vec::new(),
+            saved: SavedStates::new(),
         })
     }
 
@@ -255,11 +255,7 @@ impl<F: Float> Module<F> for LayerNorm<F> {
     /// shape of that forward's output.
     #[track_caller]
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let Some(saved) = self.saved.pop() else {
-            panic!(
-                "LayerNorm::backward called before forward (each backward needs its own forward)"
-            );
-        };
+        let saved = self.saved.pop("LayerNorm");
         let d = self.width;
         assert_same_shape(
             "LayerNorm::backward",
@@ -327,12 +323,8 @@ impl<F: Float> Module<F> for LayerNorm<F> {
         }
     }
 
-    fn clear_saved(&mut self) {
-        self.saved.clear();
-    }
-
-    fn pending(&self) -> usize {
-        self.saved.len()
+    fn saved_states(&self) -> Option<&dyn StateStack> {
+        Some(&self.saved)
     }
 
     fn describe(&self) -> String {

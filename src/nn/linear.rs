@@ -29,7 +29,7 @@ use crate::error::{check_shape, PhmError, Result};
 use crate::init::{Fans, Init};
 use crate::kernels::gemm::{add_bias_grad, affine_backward, affine_forward, assert_same_shape};
 use crate::kernels::shapes::{as_matrix, linear_output_shape, unflatten};
-use crate::module::{Module, Param};
+use crate::module::{Module, Param, SavedStates, StateStack};
 use crate::Float;
 
 /// Configuration of a dense [`Linear`] layer.
@@ -102,7 +102,7 @@ impl LinearConfig {
         Ok(Linear {
             weight: Param::new(weight),
             bias,
-            saved: Vec::new(),
+            saved: SavedStates::new(),
         })
     }
 }
@@ -113,7 +113,7 @@ pub struct Linear<F: Float> {
     weight: Param<F>,
     bias: Option<Param<F>>,
     /// Per forward call: the input as a matrix and its leading axes.
-    saved: Vec<(Array2<F>, Vec<usize>)>,
+    saved: SavedStates<(Array2<F>, Vec<usize>)>,
 }
 
 impl<F: Float> Linear<F> {
@@ -140,7 +140,7 @@ impl<F: Float> Linear<F> {
         Ok(Linear {
             weight: Param::new(weight.into_dyn()),
             bias: bias.map(|b| Param::new(b.into_dyn())),
-            saved: Vec::new(),
+            saved: SavedStates::new(),
         })
     }
 
@@ -170,7 +170,7 @@ impl<F: Float> Linear<F> {
         Ok(Linear {
             weight,
             bias,
-            saved: Vec::new(),
+            saved: SavedStates::new(),
         })
     }
 
@@ -239,10 +239,7 @@ impl<F: Float> Module<F> for Linear<F> {
     /// `(…, out_features)` with the leading axes of that forward's input.
     #[track_caller]
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let (x, lead) = self
-            .saved
-            .pop()
-            .expect("Linear::backward called before forward");
+        let (x, lead) = self.saved.pop("Linear");
         let k = self.out_features();
         assert_same_shape(
             "Linear::backward",
@@ -285,12 +282,8 @@ impl<F: Float> Module<F> for Linear<F> {
         }
     }
 
-    fn clear_saved(&mut self) {
-        self.saved.clear();
-    }
-
-    fn pending(&self) -> usize {
-        self.saved.len()
+    fn saved_states(&self) -> Option<&dyn StateStack> {
+        Some(&self.saved)
     }
 
     fn describe(&self) -> String {

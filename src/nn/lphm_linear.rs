@@ -78,10 +78,10 @@ use crate::kernels::low_rank::{
 use crate::kernels::phm::{build_weight, weight_grad_to_parts};
 use crate::kernels::shapes::{as_matrix, linear_output_shape, unflatten, with_last};
 use crate::kernels::strategy::{Kernel, Strategy};
-use crate::module::{Module, Param};
+use crate::module::{Module, Param, SavedStates, StateStack};
 use crate::nn::linear::bias_view;
-use crate::nn::phm_linear::Rule;
 use crate::nn::rules::PhmRules;
+use crate::nn::rules::Rule;
 use crate::Float;
 
 /// Configuration of an [`LphmLinear`] layer.
@@ -287,7 +287,7 @@ pub struct LphmLinear<F: Float> {
     v: Param<F>,
     bias: Option<Param<F>>,
     strategy: Strategy,
-    saved: Vec<Saved<F>>,
+    saved: SavedStates<Saved<F>>,
     /// Scratch and saved-state arrays of finished steps, reused by the factored kernel.
     pool: Pool<F>,
 }
@@ -307,7 +307,7 @@ impl<F: Float> LphmLinear<F> {
             v,
             bias,
             strategy: Strategy::Auto,
-            saved: Vec::new(),
+            saved: SavedStates::new(),
             pool: Pool::default(),
         }
     }
@@ -506,10 +506,7 @@ impl<F: Float> Module<F> for LphmLinear<F> {
     /// `(…, out_features)` with the leading axes of that forward's input.
     #[track_caller]
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let saved = self
-            .saved
-            .pop()
-            .expect("LphmLinear::backward called before forward");
+        let saved = self.saved.pop("LphmLinear");
         let k = self.shape.out_features();
         assert_same_shape(
             "LphmLinear::backward",
@@ -602,12 +599,8 @@ impl<F: Float> Module<F> for LphmLinear<F> {
         }
     }
 
-    fn clear_saved(&mut self) {
-        self.saved.clear();
-    }
-
-    fn pending(&self) -> usize {
-        self.saved.len()
+    fn saved_states(&self) -> Option<&dyn StateStack> {
+        Some(&self.saved)
     }
 
     fn describe(&self) -> String {

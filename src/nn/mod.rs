@@ -2,8 +2,8 @@
 //! [`Projection`], the one choice among them that every projecting layer takes),
 //! convolutions ([`conv`]: dense and PHM, 1-D and 2-D), [`pool`]ing, element-wise
 //! [`activation`]s, [`LayerNorm`], [`Dropout`], [`Embedding`], [`PositionalEncoding`],
-//! adapters, [`recurrent`] layers (LSTM and GRU, dense or PHM), and the [`transformer`] family (attention, feed-forward and pre-norm blocks, a
-//! decoder-only language model).
+//! adapters, [`recurrent`] layers (LSTM and GRU, dense or PHM), and the [`transformer`]
+//! family (attention, feed-forward and pre-norm blocks, a decoder-only language model).
 //!
 //! Layers of the linear family act on the last axis of an input of any rank,
 //! `(…, in) → (…, out)`, as PyTorch's `nn.Linear` does; activations act element-wise on any
@@ -36,7 +36,7 @@ pub mod transformer;
 
 pub use activation::{Gelu, Relu, Sigmoid, Tanh};
 pub use adapter::{
-    freeze, insert_adapters, set_trainable, Adapter, AdapterActivation, AdapterConfig, AdapterKind,
+    freeze, insert_adapters, set_trainable, Adapter, AdapterActivation, AdapterConfig,
     ParameterCount,
 };
 pub use conv::{
@@ -48,12 +48,12 @@ pub use embedding::{Embedding, EmbeddingConfig};
 pub use layer_norm::{LayerNorm, LayerNormConfig};
 pub use linear::{Linear, LinearConfig};
 pub use lphm_linear::{LphmLinear, LphmLinearConfig};
-pub use phm_linear::{PhmLinear, PhmLinearConfig, Rule, Workspace};
+pub use phm_linear::{PhmLinear, PhmLinearConfig, Workspace};
 pub use pool::{AvgPool2d, Flatten, GlobalAvgPool, MaxPool2d};
 pub use positional::{PositionalEncoding, DEFAULT_LEARNED_INIT};
 pub use projection::Projection;
 pub use recurrent::{padding_mask, Gru, GruCell, GruConfig, Lstm, LstmCell, LstmConfig, RnnState};
-pub use rules::PhmRules;
+pub use rules::{PhmRules, Rule};
 pub use transformer::{
     AttentionConfig, Block, BlockConfig, FeedForward, FeedForwardConfig, MultiHeadAttention,
     Sampling, TransformerLm, TransformerLmConfig,

@@ -50,8 +50,11 @@ use ndarray::{
 };
 use rand::Rng;
 
+#[cfg(doc)]
 use crate::algebra::Algebra;
-use crate::error::{check_shape, PhmError, Result};
+#[cfg(doc)]
+use crate::error::PhmError;
+use crate::error::{check_shape, Result};
 use crate::init::{Fans, Init};
 use crate::kernels::factored;
 use crate::kernels::gemm::{
@@ -61,19 +64,10 @@ use crate::kernels::gemm::{
 use crate::kernels::phm::{accumulate_parts_grad, build_weight, build_weight_into, PhmShape};
 use crate::kernels::shapes::{as_matrix, linear_output_shape, unflatten, with_last};
 use crate::kernels::strategy::{cost_model, Kernel, Mode, Strategy};
-use crate::module::{Module, Param};
+use crate::module::{Module, Param, SavedStates, StateStack};
 use crate::nn::linear::bias_view;
+use crate::nn::rules::Rule;
 use crate::Float;
-
-/// Where a PHM layer's rules `A_i` come from.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Rule {
-    /// Learned rules, drawn with this init (fans `(n, n)`); the default is
-    /// [`Init::UnitFibers`].
-    Learned(Init),
-    /// Fixed rules of an algebra (frozen: no gradient, never changed by an optimizer).
-    Fixed(Algebra),
-}
 
 /// Configuration of a [`PhmLinear`] layer.
 #[derive(Debug, Clone, PartialEq)]
@@ -178,21 +172,7 @@ impl PhmLinearConfig {
     /// As [`init`](Self::init).
     pub fn new_rules<F: Float, R: Rng + ?Sized>(&self, rng: &mut R) -> Result<Param<F>> {
         let n = PhmShape::new(self.in_features, self.out_features, self.n)?.n();
-        Ok(match self.rule {
-            Rule::Learned(init) => Param::new(init.sample(&[n, n, n], Fans::new(n, n), rng)?),
-            Rule::Fixed(algebra) => {
-                if algebra.dim() != n {
-                    return Err(PhmError::InvalidArgument {
-                        what: "rule",
-                        reason: format!(
-                            "algebra {algebra} has dimension {}, but the layer has n = {n}",
-                            algebra.dim()
-                        ),
-                    });
-                }
-                Param::frozen(algebra.rules::<F>()?.into_dyn())
-            }
-        })
+        self.rule.sample(n, rng)
     }
 
     fn init_rest<F: Float, R: Rng + ?Sized>(
@@ -328,7 +308,7 @@ pub struct PhmLinear<F: Float> {
     bias: Option<Param<F>>,
     strategy: Strategy,
     cache: Option<WeightCache<F>>,
-    saved: Vec<Saved<F>>,
+    saved: SavedStates<Saved<F>>,
     buffers: Buffers<F>,
 }
 
@@ -346,7 +326,7 @@ impl<F: Float> PhmLinear<F> {
             bias,
             strategy: Strategy::Auto,
             cache: None,
-            saved: Vec::new(),
+            saved: SavedStates::new(),
             buffers: Buffers::default(),
         }
     }
@@ -745,10 +725,7 @@ impl<F: Float> Module<F> for PhmLinear<F> {
     /// `(…, out_features)` with the leading axes of that forward's input.
     #[track_caller]
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let saved = self
-            .saved
-            .pop()
-            .expect("PhmLinear::backward called before forward");
+        let saved = self.saved.pop("PhmLinear");
         let k = self.shape.out_features();
         assert_same_shape(
             "PhmLinear::backward",
@@ -783,14 +760,15 @@ impl<F: Float> Module<F> for PhmLinear<F> {
         }
     }
 
-    fn clear_saved(&mut self) {
-        while let Some(s) = self.saved.pop() {
-            self.buffers.give(s.x);
-        }
+    fn saved_states(&self) -> Option<&dyn StateStack> {
+        Some(&self.saved)
     }
 
-    fn pending(&self) -> usize {
-        self.saved.len()
+    /// Drops the saved states, keeping their input arrays for the next forward passes.
+    fn clear_saved(&mut self) {
+        for s in self.saved.take_all().into_iter().rev() {
+            self.buffers.give(s.x);
+        }
     }
 
     fn describe(&self) -> String {

@@ -30,7 +30,7 @@ use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn};
 
 use crate::error::{PhmError, Result};
 use crate::kernels::im2col::ConvGeometry;
-use crate::module::Module;
+use crate::module::{Module, SavedStates, StateStack};
 use crate::nn::conv::Size2;
 use crate::Float;
 
@@ -142,7 +142,7 @@ fn contiguous<F: Float>(x: &ArrayViewD<'_, F>) -> Vec<F> {
 pub struct MaxPool2d {
     window: Window,
     /// Per forward: the input shape and, per output, the input index of its maximum.
-    saved: Vec<(Vec<usize>, Vec<usize>)>,
+    saved: SavedStates<(Vec<usize>, Vec<usize>)>,
 }
 
 impl MaxPool2d {
@@ -159,7 +159,7 @@ impl MaxPool2d {
     ) -> Result<Self> {
         Ok(MaxPool2d {
             window: Window::new(kernel.into(), stride.into(), padding.into())?,
-            saved: Vec::new(),
+            saved: SavedStates::new(),
         })
     }
 
@@ -196,10 +196,7 @@ impl<F: Float> Module<F> for MaxPool2d {
     /// If no forward is left to go back through, or `grad_output` is not its output's shape.
     #[track_caller]
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let (shape, best) = self
-            .saved
-            .pop()
-            .expect("MaxPool2d::backward called before forward");
+        let (shape, best) = self.saved.pop("MaxPool2d");
         let f = self.window.frame_or_panic("MaxPool2d::backward", &shape);
         check_grad(
             "MaxPool2d::backward",
@@ -221,12 +218,8 @@ impl<F: Float> Module<F> for MaxPool2d {
         self.run("MaxPool2d::infer", &x).0
     }
 
-    fn clear_saved(&mut self) {
-        self.saved.clear();
-    }
-
-    fn pending(&self) -> usize {
-        self.saved.len()
+    fn saved_states(&self) -> Option<&dyn StateStack> {
+        Some(&self.saved)
     }
 
     fn describe(&self) -> String {
@@ -244,7 +237,7 @@ impl<F: Float> Module<F> for MaxPool2d {
 #[derive(Debug, Clone)]
 pub struct AvgPool2d {
     window: Window,
-    saved: Vec<Vec<usize>>,
+    saved: SavedStates<Vec<usize>>,
 }
 
 impl AvgPool2d {
@@ -260,7 +253,7 @@ impl AvgPool2d {
     ) -> Result<Self> {
         Ok(AvgPool2d {
             window: Window::new(kernel.into(), stride.into(), padding.into())?,
-            saved: Vec::new(),
+            saved: SavedStates::new(),
         })
     }
 
@@ -296,10 +289,7 @@ impl<F: Float> Module<F> for AvgPool2d {
     /// If no forward is left to go back through, or `grad_output` is not its output's shape.
     #[track_caller]
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let shape = self
-            .saved
-            .pop()
-            .expect("AvgPool2d::backward called before forward");
+        let shape = self.saved.pop("AvgPool2d");
         let f = self.window.frame_or_panic("AvgPool2d::backward", &shape);
         check_grad(
             "AvgPool2d::backward",
@@ -321,12 +311,8 @@ impl<F: Float> Module<F> for AvgPool2d {
         self.run("AvgPool2d::infer", &x)
     }
 
-    fn clear_saved(&mut self) {
-        self.saved.clear();
-    }
-
-    fn pending(&self) -> usize {
-        self.saved.len()
+    fn saved_states(&self) -> Option<&dyn StateStack> {
+        Some(&self.saved)
     }
 
     fn describe(&self) -> String {
@@ -343,7 +329,7 @@ impl<F: Float> Module<F> for AvgPool2d {
 /// (1-D or 2-D feature maps); see the [module docs](self).
 #[derive(Debug, Clone, Default)]
 pub struct GlobalAvgPool {
-    saved: Vec<Vec<usize>>,
+    saved: SavedStates<Vec<usize>>,
 }
 
 impl GlobalAvgPool {
@@ -383,10 +369,7 @@ impl<F: Float> Module<F> for GlobalAvgPool {
     /// If no forward is left to go back through, or `grad_output` is not `(B, C)`.
     #[track_caller]
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let shape = self
-            .saved
-            .pop()
-            .expect("GlobalAvgPool::backward called before forward");
+        let shape = self.saved.pop("GlobalAvgPool");
         check_grad("GlobalAvgPool::backward", grad_output.shape(), &shape[..2]);
         let spatial: usize = shape[2..].iter().product();
         let scale = F::one() / F::of((spatial) as f64);
@@ -409,12 +392,8 @@ impl<F: Float> Module<F> for GlobalAvgPool {
         Self::run("GlobalAvgPool::infer", &x)
     }
 
-    fn clear_saved(&mut self) {
-        self.saved.clear();
-    }
-
-    fn pending(&self) -> usize {
-        self.saved.len()
+    fn saved_states(&self) -> Option<&dyn StateStack> {
+        Some(&self.saved)
     }
 
     fn output_shape(&self, input: &[usize]) -> Option<Vec<usize>> {
@@ -426,7 +405,7 @@ impl<F: Float> Module<F> for GlobalAvgPool {
 /// [module docs](self).
 #[derive(Debug, Clone, Default)]
 pub struct Flatten {
-    saved: Vec<Vec<usize>>,
+    saved: SavedStates<Vec<usize>>,
 }
 
 impl Flatten {
@@ -466,10 +445,7 @@ impl<F: Float> Module<F> for Flatten {
     /// If no forward is left to go back through, or `grad_output` is not its output's shape.
     #[track_caller]
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let shape = self
-            .saved
-            .pop()
-            .expect("Flatten::backward called before forward");
+        let shape = self.saved.pop("Flatten");
         let rest = shape[1..].iter().product::<usize>();
         check_grad("Flatten::backward", grad_output.shape(), &[shape[0], rest]);
         grad_output
@@ -486,12 +462,8 @@ impl<F: Float> Module<F> for Flatten {
         Self::run("Flatten::infer", &x)
     }
 
-    fn clear_saved(&mut self) {
-        self.saved.clear();
-    }
-
-    fn pending(&self) -> usize {
-        self.saved.len()
+    fn saved_states(&self) -> Option<&dyn StateStack> {
+        Some(&self.saved)
     }
 
     fn output_shape(&self, input: &[usize]) -> Option<Vec<usize>> {

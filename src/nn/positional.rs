@@ -35,7 +35,7 @@ use rand::Rng;
 use crate::error::{PhmError, Result};
 use crate::init::{Fans, Init};
 use crate::kernels::gemm::assert_same_shape;
-use crate::module::{Module, Param};
+use crate::module::{Module, Param, SavedStates, StateStack};
 use crate::Float;
 
 /// The init this crate suggests for a learned table: `N(0, 0.02²)`, as GPT-2 and BERT.
@@ -54,7 +54,7 @@ pub struct PositionalEncoding<F: Float> {
     width: usize,
     kind: Kind<F>,
     /// Per forward call: the first position and the input's shape.
-    saved: Vec<(usize, Vec<usize>)>,
+    saved: SavedStates<(usize, Vec<usize>)>,
 }
 
 impl<F: Float> PositionalEncoding<F> {
@@ -69,7 +69,7 @@ impl<F: Float> PositionalEncoding<F> {
         Ok(PositionalEncoding {
             width,
             kind: Kind::Sinusoidal,
-            saved: Vec::new(),
+            saved: SavedStates::new(),
         })
     }
 
@@ -94,7 +94,7 @@ impl<F: Float> PositionalEncoding<F> {
         Ok(PositionalEncoding {
             width,
             kind: Kind::Learned(Param::new(w)),
-            saved: Vec::new(),
+            saved: SavedStates::new(),
         })
     }
 
@@ -230,11 +230,7 @@ impl<F: Float> Module<F> for PositionalEncoding<F> {
     /// shape of that forward's input.
     #[track_caller]
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let Some((start, shape)) = self.saved.pop() else {
-            panic!(
-                "PositionalEncoding::backward called before forward (each backward needs its own forward)"
-            );
-        };
+        let (start, shape) = self.saved.pop("PositionalEncoding");
         assert_same_shape(
             "PositionalEncoding::backward",
             "grad_output",
@@ -277,12 +273,8 @@ impl<F: Float> Module<F> for PositionalEncoding<F> {
         }
     }
 
-    fn clear_saved(&mut self) {
-        self.saved.clear();
-    }
-
-    fn pending(&self) -> usize {
-        self.saved.len()
+    fn saved_states(&self) -> Option<&dyn StateStack> {
+        Some(&self.saved)
     }
 
     fn describe(&self) -> String {

@@ -1,8 +1,9 @@
-//! The linear maps of a Transformer: dense, PHM or low-rank PHM, chosen once for a model.
+//! The linear family as one choice: a projection that is dense, PHM or low-rank PHM.
 //!
-//! Every projection of a block (query, key, value, output, and the two feed-forward layers)
-//! is built by [`Projection::build`], so switching a whole model from dense to PHM is one
-//! field of its config:
+//! Every layer that projects — attention (query, key, value, output), the feed-forward
+//! block, [adapters](crate::nn::adapter) — builds its linear maps through
+//! [`Projection::build`], so switching a whole model from dense to PHM is one field of its
+//! config:
 //!
 //! ```text
 //!     Dense:          W ∈ ℝ^{k×d}                               k·d + k parameters
@@ -26,6 +27,11 @@
 //! model.push_boxed(q);
 //! model.push_boxed(k);
 //! assert_eq!(model.num_parameters(), 64 + 2 * (1024 + 64)); // rules once
+//!
+//! // A branch that starts near zero (an adapter's up-projection): W's entries ~ N(0, 1e-4²).
+//! let up = phm.build_scaled::<f32, _>(16, 64, 1e-4, Some(&rules), &mut rng)?;
+//! let y = up.infer(ArrayD::ones(IxDyn(&[2, 16])).view());
+//! assert!(y.iter().all(|v| v.abs() < 1e-2));
 //! # Ok::<(), PhmError>(())
 //! ```
 
@@ -34,10 +40,12 @@ use rand::Rng;
 use crate::error::{PhmError, Result};
 use crate::init::Init;
 use crate::module::Module;
-use crate::nn::{LinearConfig, LphmLinearConfig, PhmLinearConfig, PhmRules, Rule};
+use crate::nn::rules::{PhmRules, Rule};
+use crate::nn::{LinearConfig, LphmLinearConfig, PhmLinearConfig};
 use crate::Float;
 
-/// Which linear map every projection of a Transformer is; see the [module docs](self).
+/// Which linear map a projection is (dense, PHM or low-rank PHM); see the
+/// [module docs](self).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Projection {
     /// A dense [`crate::nn::Linear`] layer.
@@ -62,7 +70,7 @@ pub enum Projection {
 
 impl Projection {
     /// PHM projections of dimension `n` with learned rules.
-    pub fn phm(n: usize) -> Self {
+    pub const fn phm(n: usize) -> Self {
         Projection::Phm {
             n,
             rule: Rule::Learned(Init::UnitFibers),
@@ -70,7 +78,7 @@ impl Projection {
     }
 
     /// Low-rank PHM projections of dimension `n` and rank `rank`, learned rules.
-    pub fn low_rank(n: usize, rank: usize) -> Self {
+    pub const fn low_rank(n: usize, rank: usize) -> Self {
         Projection::LowRankPhm {
             n,
             rank,
@@ -109,8 +117,9 @@ impl Projection {
         }
     }
 
-    /// Builds one `in_features → out_features` projection with a bias. With `shared`, a
-    /// PHM-family projection uses those rules instead of drawing its own (ignored for dense).
+    /// Builds one `in_features → out_features` projection with a bias, with each layer's
+    /// default init. With `shared`, a PHM-family projection uses those rules instead of
+    /// drawing its own (ignored for dense).
     ///
     /// # Errors
     /// The errors of the layer's config ([`PhmError::NotDivisible`] for a width that is not a
@@ -123,25 +132,84 @@ impl Projection {
         shared: Option<&PhmRules<F>>,
         rng: &mut R,
     ) -> Result<Box<dyn Module<F>>> {
+        self.build_with(in_features, out_features, None, shared, rng)
+    }
+
+    /// As [`build`](Self::build), but the built weight `W` starts with entries of standard
+    /// deviation `weight_std` and the bias at zero: a branch that starts near zero, such as
+    /// an adapter's up-projection (`weight_std = 0` gives exactly zero).
+    ///
+    /// Dense: `W ~ N(0, weight_std²)`. PHM: the blocks `S_i ~ N(0, weight_std²)`, which gives
+    /// `W` that standard deviation for algebra rules and the default learned rules
+    /// (`Σ_i A_i[r,c]² = 1`). Low-rank PHM: `V` keeps its default `σ_V` and
+    /// `U ~ N(0, σ_U²)` with `σ_U = weight_std / (σ_V·√r)`, so `U` still receives gradients
+    /// of ordinary size.
+    ///
+    /// # Errors
+    /// As [`build`](Self::build), and [`PhmError::InvalidArgument`] if `weight_std` is
+    /// negative or not finite.
+    pub fn build_scaled<F: Float, R: Rng + ?Sized>(
+        &self,
+        in_features: usize,
+        out_features: usize,
+        weight_std: f64,
+        shared: Option<&PhmRules<F>>,
+        rng: &mut R,
+    ) -> Result<Box<dyn Module<F>>> {
+        self.build_with(in_features, out_features, Some(weight_std), shared, rng)
+    }
+
+    fn build_with<F: Float, R: Rng + ?Sized>(
+        &self,
+        in_features: usize,
+        out_features: usize,
+        weight_std: Option<f64>,
+        shared: Option<&PhmRules<F>>,
+        rng: &mut R,
+    ) -> Result<Box<dyn Module<F>>> {
+        let small = weight_std.map(|std| Init::Normal { std });
+        if let Some(init) = small {
+            init.validate()?;
+        }
         Ok(match *self {
-            Projection::Dense => Box::new(LinearConfig::new(in_features, out_features).init(rng)?),
+            Projection::Dense => {
+                let mut config = LinearConfig::new(in_features, out_features);
+                if let Some(init) = small {
+                    config = config.with_weight_init(init).with_bias_init(Init::Zeros);
+                }
+                Box::new(config.init(rng)?)
+            }
             Projection::Phm { n, rule } => {
-                let config = PhmLinearConfig::new(in_features, out_features, n).with_rule(rule);
+                let mut config = PhmLinearConfig::new(in_features, out_features, n).with_rule(rule);
+                if let Some(init) = small {
+                    config = config.with_block_init(init).with_bias_init(Init::Zeros);
+                }
                 match shared {
                     None => Box::new(config.init(rng)?),
                     Some(rules) => {
                         check_n(rules, n)?;
                         let full = rules.full_param().ok_or(PhmError::InvalidArgument {
                             what: "shared rules",
-                            reason: "PhmLinear needs full rules, not factorized ones".into(),
+                            reason: "PHM projections take full (n, n, n) rules; only \
+                                     Projection::LowRankPhm takes factorized ones"
+                                .into(),
                         })?;
                         Box::new(config.init_shared(full, rng)?)
                     }
                 }
             }
             Projection::LowRankPhm { n, rank, rule } => {
-                let config =
+                let mut config =
                     LphmLinearConfig::new(in_features, out_features, n, rank).with_rule(rule);
+                if let Some(std) = weight_std {
+                    // Var(W) = r·σ_U²·σ_V² (Σ_i A_i[r,c]² = 1): keep V's default σ_V (as
+                    // LphmLinearConfig draws it) and choose σ_U for W's standard deviation.
+                    let sigma_v = (3.0 * in_features as f64 * rank as f64).powf(-0.25);
+                    let sigma_u = std / (sigma_v * (rank as f64).sqrt());
+                    config = config
+                        .with_factor_inits(Some(Init::Normal { std: sigma_u }), None)
+                        .with_bias_init(Init::Zeros);
+                }
                 match shared {
                     None => Box::new(config.init(rng)?),
                     Some(rules) => Box::new(config.init_shared(rules, rng)?),

@@ -1,5 +1,7 @@
-//! Rule sources for the low-rank PHM family: full rules `A` `(n, n, n)`, or factorized
-//! rank-one rules `A_i = a_i b_iᵀ` (Compacter's `factorized_phm_rule`).
+//! The rules `A_i` of the PHM family and where they come from: learned or fixed to an
+//! algebra ([`Rule`], sampled by [`Rule::sample`]), held as full rules `A` `(n, n, n)` or
+//! factorized rank-one rules `A_i = a_i b_iᵀ` (Compacter's `factorized_phm_rule`) in a
+//! [`PhmRules`].
 //!
 //! ```text
 //!     full:        A: (n, n, n)                                  n³ parameters
@@ -14,8 +16,8 @@
 //! (through the chain rule above for factorized rules), and optimizers, `num_parameters` and
 //! checkpoints see each tensor once, because they key parameters by [`ParamId`](crate::module::ParamId).
 //!
-//! Used by [`LphmLinear`](crate::nn::LphmLinear) and the [`Adapter`](crate::nn::Adapter)
-//! configs. [`PhmLinear`](crate::PhmLinear) shares full rules through its own
+//! Used by [`LphmLinear`](crate::nn::LphmLinear) and [`Projection`](crate::nn::Projection)
+//! (attention, feed-forward, adapters). [`PhmLinear`](crate::PhmLinear) shares full rules through its own
 //! [`PhmLinearConfig::init_shared`](crate::PhmLinearConfig::init_shared) (a `(n, n, n)` handle,
 //! which is [`PhmRules::full_param`]).
 //!
@@ -40,11 +42,51 @@
 use ndarray::{Array2, Array3, ArrayView3, Ix2, Ix3};
 use rand::Rng;
 
+use crate::algebra::Algebra;
 use crate::error::{check_shape, PhmError, Result};
 use crate::init::{Fans, Init};
 use crate::module::Param;
-use crate::nn::phm_linear::{PhmLinearConfig, Rule};
 use crate::Float;
+
+/// Where a PHM layer's rules `A_i` come from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rule {
+    /// Learned rules, drawn with this init (fans `(n, n)`); the default is
+    /// [`Init::UnitFibers`].
+    Learned(Init),
+    /// Fixed rules of an algebra (frozen: no gradient, never changed by an optimizer).
+    Fixed(Algebra),
+}
+
+impl Rule {
+    /// A new `(n, n, n)` rule tensor: learned (drawn with the rule's init, fans `(n, n)`) or
+    /// the frozen rules of an algebra. [`PhmRules::new`] wraps it; layers that hold a bare
+    /// tensor ([`PhmLinear`](crate::PhmLinear)) take it as it is.
+    ///
+    /// # Errors
+    /// [`PhmError::ZeroN`] for `n = 0`; [`PhmError::InvalidArgument`] for an algebra whose
+    /// dimension is not `n` or an invalid init.
+    pub fn sample<F: Float, R: Rng + ?Sized>(&self, n: usize, rng: &mut R) -> Result<Param<F>> {
+        if n == 0 {
+            return Err(PhmError::ZeroN);
+        }
+        Ok(match *self {
+            Rule::Learned(init) => Param::new(init.sample(&[n, n, n], Fans::new(n, n), rng)?),
+            Rule::Fixed(algebra) => {
+                if algebra.dim() != n {
+                    return Err(PhmError::InvalidArgument {
+                        what: "rule",
+                        reason: format!(
+                            "algebra {algebra} has dimension {}, but the layer has n = {n}",
+                            algebra.dim()
+                        ),
+                    });
+                }
+                Param::frozen(algebra.rules::<F>()?.into_dyn())
+            }
+        })
+    }
+}
 
 /// The tensors behind a [`PhmRules`].
 #[derive(Debug, Clone)]
@@ -72,10 +114,7 @@ impl<F: Float> PhmRules<F> {
     /// [`PhmError::ZeroN`] for `n = 0`; [`PhmError::InvalidArgument`] for an algebra whose
     /// dimension is not `n` or an invalid init.
     pub fn new<R: Rng + ?Sized>(n: usize, rule: Rule, rng: &mut R) -> Result<Self> {
-        let param = PhmLinearConfig::new(n, n, n)
-            .with_rule(rule)
-            .new_rules(rng)?;
-        Self::full(param)
+        Self::full(rule.sample(n, rng)?)
     }
 
     /// New factorized rules: `a`, `b` `(n, n)` each drawn with `init` (fans `(n, n)`), by

@@ -20,8 +20,8 @@
 use ndarray::{Array1, Array3, ArrayD, ArrayViewD, Ix3};
 use rand::Rng;
 
-use super::conv2d::DenseConv;
 use super::delegate_module;
+use super::dense_core::DenseConv;
 use crate::error::Result;
 use crate::init::Init;
 use crate::kernels::im2col::ConvGeometry;
@@ -132,7 +132,7 @@ impl Conv1dConfig {
 }
 
 /// 1-D options as the 2-D ones of a height-1 window.
-pub(crate) fn options(stride: usize, padding: usize, dilation: usize) -> super::conv2d::Options {
+pub(crate) fn options(stride: usize, padding: usize, dilation: usize) -> super::lowering::Options {
     ((1, stride), (0, padding), (1, dilation))
 }
 

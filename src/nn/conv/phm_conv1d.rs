@@ -24,12 +24,13 @@ use rand::Rng;
 
 use super::conv1d::options;
 use super::delegate_module;
-use super::phm_conv2d::{PhmConv, PhmSpec};
+use super::phm_core::{PhmConv, PhmSpec};
 use crate::error::Result;
 use crate::init::Init;
 use crate::kernels::im2col::ConvGeometry;
 use crate::module::{Module, Param};
-use crate::nn::phm_linear::{PhmLinear, Rule};
+use crate::nn::phm_linear::PhmLinear;
+use crate::nn::rules::Rule;
 use crate::Float;
 
 /// Configuration of a [`PhmConv1d`] layer.

@@ -9,7 +9,7 @@ use super::gates::{to_component_major, to_gate_major, Gates, StepCache};
 use super::state::CellState;
 use crate::kernels::gemm::assert_same_shape;
 use crate::kernels::shapes::into_matrix;
-use crate::module::Module;
+use crate::module::{Module, SavedStates, StateStack};
 use crate::nn::Projection;
 use crate::Float;
 
@@ -31,7 +31,7 @@ pub struct RecurrentCell<F: Float, K: Gates> {
     input: usize,
     hidden: usize,
     projection: Projection,
-    saved: Vec<StepCache<F>>,
+    saved: SavedStates<StepCache<F>>,
     gates: PhantomData<K>,
 }
 
@@ -49,7 +49,7 @@ impl<F: Float, K: Gates> RecurrentCell<F, K> {
             input,
             hidden,
             projection,
-            saved: Vec::new(),
+            saved: SavedStates::new(),
             gates: PhantomData,
         }
     }
@@ -184,9 +184,7 @@ impl<F: Float, K: Gates> RecurrentCell<F, K> {
     /// If no forward step is left, or `d` does not have the state's shapes.
     #[track_caller]
     pub fn backward_step(&mut self, d: &CellState<F>) -> (Array2<F>, CellState<F>) {
-        let Some(cache) = self.saved.pop() else {
-            panic!("RecurrentCell::backward_step called before forward_step (each backward needs its own forward)");
-        };
+        let cache = self.saved.pop("RecurrentCell");
         let batch = cache.gates.nrows();
         let zeros = Array2::zeros((batch, self.input));
         self.check_step("RecurrentCell::backward_step", &zeros.view(), d);
@@ -248,15 +246,8 @@ impl<F: Float, K: Gates> Module<F> for RecurrentCell<F, K> {
         f("hh", &mut *self.hh);
     }
 
-    fn clear_saved(&mut self) {
-        self.saved.clear();
-        self.visit_children_mut(&mut |_, child| child.clear_saved());
-    }
-
-    fn pending(&self) -> usize {
-        let mut count = self.saved.len();
-        self.visit_children(&mut |_, child| count += child.pending());
-        count
+    fn saved_states(&self) -> Option<&dyn StateStack> {
+        Some(&self.saved)
     }
 
     fn describe(&self) -> String {

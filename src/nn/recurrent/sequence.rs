@@ -8,7 +8,7 @@ use super::config::RecurrentConfig;
 use super::gates::{Gates, StepCache};
 use super::state::{CellState, RnnState};
 use crate::kernels::gemm::assert_same_shape;
-use crate::module::Module;
+use crate::module::{Module, SavedStates, StateStack};
 use crate::nn::Projection;
 use crate::Float;
 
@@ -33,7 +33,7 @@ pub struct Recurrent<F: Float, K: Gates> {
     config: RecurrentConfig<K>,
     cells: Vec<RecurrentCell<F, K>>,
     names: Vec<String>,
-    saved: Vec<Saved<F>>,
+    saved: SavedStates<Saved<F>>,
 }
 
 /// How a direction runs: training (projections save their states) or inference.
@@ -211,7 +211,7 @@ impl<F: Float, K: Gates> Recurrent<F, K> {
             config,
             cells,
             names,
-            saved: Vec::new(),
+            saved: SavedStates::new(),
         }
     }
 
@@ -347,9 +347,7 @@ impl<F: Float, K: Gates> Recurrent<F, K> {
         dy: ArrayViewD<'_, F>,
         d_final: Option<&RnnState<F>>,
     ) -> (ArrayD<F>, RnnState<F>) {
-        let Some(saved) = self.saved.pop() else {
-            panic!("Recurrent::backward_seq called before forward_seq (each backward needs its own forward)");
-        };
+        let saved = self.saved.pop(K::NAME);
         let context = "Recurrent::backward_seq";
         let (batch, steps, h) = (saved.batch, saved.steps, self.config.hidden);
         assert_same_shape(
@@ -471,15 +469,8 @@ impl<F: Float, K: Gates> Module<F> for Recurrent<F, K> {
         }
     }
 
-    fn clear_saved(&mut self) {
-        self.saved.clear();
-        self.visit_children_mut(&mut |_, child| child.clear_saved());
-    }
-
-    fn pending(&self) -> usize {
-        let mut count = self.saved.len();
-        self.visit_children(&mut |_, child| count += child.pending());
-        count
+    fn saved_states(&self) -> Option<&dyn StateStack> {
+        Some(&self.saved)
     }
 
     fn describe(&self) -> String {

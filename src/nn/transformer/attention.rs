@@ -58,7 +58,7 @@ use rand::Rng;
 use crate::error::{PhmError, Result};
 use crate::kernels::gemm::{assert_same_shape, gemm};
 use crate::kernels::shapes::{as_matrix, into_matrix, unflatten, with_last};
-use crate::module::Module;
+use crate::module::{Module, SavedStates, StateStack};
 use crate::nn::projection::Projection;
 use crate::nn::PhmRules;
 use crate::Float;
@@ -135,7 +135,7 @@ impl AttentionConfig {
             heads: h,
             causal: self.causal,
             projection: self.projection,
-            saved: Vec::new(),
+            saved: SavedStates::new(),
         })
     }
 }
@@ -167,7 +167,7 @@ pub struct MultiHeadAttention<F: Float> {
     heads: usize,
     causal: bool,
     projection: Projection,
-    saved: Vec<Saved<F>>,
+    saved: SavedStates<Saved<F>>,
 }
 
 /// The keys and values of the tokens seen so far, for generation through
@@ -492,9 +492,7 @@ impl<F: Float> Module<F> for MultiHeadAttention<F> {
     }
 
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let Some(saved) = self.saved.pop() else {
-            panic!("MultiHeadAttention::backward called before forward (each backward needs its own forward)");
-        };
+        let saved = self.saved.pop("MultiHeadAttention");
         assert_same_shape(
             "MultiHeadAttention::backward",
             "grad_output",
@@ -582,15 +580,8 @@ impl<F: Float> Module<F> for MultiHeadAttention<F> {
         f("o", &mut *self.o);
     }
 
-    fn clear_saved(&mut self) {
-        self.saved.clear();
-        self.visit_children_mut(&mut |_, child| child.clear_saved());
-    }
-
-    fn pending(&self) -> usize {
-        let mut count = self.saved.len();
-        self.visit_children(&mut |_, child| count += child.pending());
-        count
+    fn saved_states(&self) -> Option<&dyn StateStack> {
+        Some(&self.saved)
     }
 
     fn describe(&self) -> String {
