@@ -146,7 +146,7 @@ struct Split {
     test: Vec<std::ops::Range<usize>>,
 }
 
-fn split(text: &str) -> Result<Split, Box<dyn Error>> {
+fn split(text: &str) -> std::result::Result<Split, Box<dyn Error>> {
     let mut starts = Vec::new();
     let mut from = 0;
     for (name, title) in PLAYS {
@@ -231,7 +231,7 @@ fn train(
     split: &Split,
     test: &[(usize, usize)],
     progress: &ProgressBar,
-) -> Result<Run, Box<dyn Error>> {
+) -> std::result::Result<Run, Box<dyn Error>> {
     let (name, projection) = kinds()[kind];
     let tokens = corpus.tokens();
     let mut model = Classifier::new(projection, corpus.vocab().len(), seed)?;
@@ -286,7 +286,7 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-fn main() -> Result<(), Box<dyn Error>> {
+fn main() -> std::result::Result<(), Box<dyn Error>> {
     let args: Vec<String> = std::env::args().collect();
     let mut steps = STEPS;
     if args.iter().any(|a| a == "--long") {
@@ -366,7 +366,7 @@ fn main() -> Result<(), Box<dyn Error>> {
 }
 
 /// Test accuracy during training, mean over seeds, one line per model.
-fn plot(path: &Path, runs: &[Run], steps: usize) -> Result<(), Box<dyn Error>> {
+fn plot(path: &Path, runs: &[Run], steps: usize) -> std::result::Result<(), Box<dyn Error>> {
     let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
