@@ -369,6 +369,12 @@ fn main() -> std::result::Result<(), Box<dyn Error>> {
 fn plot(path: &Path, runs: &[Run], steps: usize) -> std::result::Result<(), Box<dyn Error>> {
     let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
     root.fill(&WHITE)?;
+    // Room above the best curve for the legend (upper left, where the curves are still low).
+    let best = runs
+        .iter()
+        .flat_map(|r| r.curve.iter().map(|c| 100.0 * c.1))
+        .fold(0.0, f64::max);
+    let top = ((best + 25.0) / 10.0).ceil().min(10.0) * 10.0;
     let mut chart = ChartBuilder::on(&root)
         .caption(
             format!(
@@ -379,7 +385,7 @@ fn plot(path: &Path, runs: &[Run], steps: usize) -> std::result::Result<(), Box<
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(60)
-        .build_cartesian_2d(0..steps, 0.0..100.0)?;
+        .build_cartesian_2d(0..steps, 0.0..top)?;
     chart
         .configure_mesh()
         .x_desc(format!("training step (batch {BATCH})"))
@@ -421,7 +427,7 @@ fn plot(path: &Path, runs: &[Run], steps: usize) -> std::result::Result<(), Box<
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.4)));
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(SeriesLabelPosition::UpperLeft)
         .label_font(("sans-serif", 14))
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
