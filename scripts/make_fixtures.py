@@ -15,7 +15,10 @@ it again reproduces them byte for byte.
   - conv_fixtures: 1-D and 2-D PHM convolutions (JSON files);
   - transformer_fixtures: one pre-norm PHM Transformer block (causal and key-padding masks,
     GELU FFN) with every parameter's gradient, f32 and f64 (safetensors files), checked
-    against torch.nn.TransformerEncoderLayer in f64.
+    against torch.nn.TransformerEncoderLayer in f64;
+  - recurrent_fixtures: nn.LSTM and nn.GRU (2 layers, bidirectional, variable lengths through
+    pack_padded_sequence, initial states) with dense weights and with PHM-built weights (the
+    PHM-LSTM / PHM-GRU), every gradient, f64 (safetensors files).
 """
 
 import os
@@ -26,12 +29,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import linear_fixtures  # noqa: E402
 import conv_fixtures  # noqa: E402
 import transformer_fixtures  # noqa: E402
+import recurrent_fixtures  # noqa: E402
 
 
 def main():
     linear_fixtures.main()
     conv_fixtures.main()
     transformer_fixtures.main()
+    recurrent_fixtures.main()
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ pub use crate::nn::{
     LayerNorm, LayerNormConfig, MultiHeadAttention, PositionalEncoding, Projection, Sampling,
     TransformerLm, TransformerLmConfig,
 };
+pub use crate::nn::{Gru, GruConfig, Lstm, LstmConfig};
 pub use crate::optim::{
     clip_grad_norm, Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig,
 };

@@ -132,9 +132,50 @@
 //! assert_eq!(layer.pending(), 0);
 //! ```
 //!
-//! <!-- The worked example of a recurrent layer (the LSTM cell, `nn/recurrent/`) goes here:
-//! a cell applied at every time step, its saved states one per step, backpropagation through
-//! time as the backward calls in reverse order. -->
+//! ## A worked example: the LSTM cell
+//! [`LstmCell`](crate::nn::recurrent::LstmCell) (`nn/recurrent/`) is a layer with children
+//! and a state of its own, applied at every time step. Its parts, each in its own file:
+//!
+//! - `gates.rs` / `lstm.rs`: the equations of one step on the gate pre-activations, forward
+//!   and backward, written once (`LstmGates`, and `GruGates` beside it);
+//! - `config.rs`: `LstmConfig::new(input, hidden)`, `with_projection(…)`, `init_cell(shared,
+//!   rng)`, which builds the two children with [`Projection::build`](crate::nn::Projection::build)
+//!   (`ih`: input → 4h, `hh`: h → 4h) and returns typed errors for sizes that `n` does not
+//!   divide;
+//! - `cell.rs`: `forward_step` calls `ih.forward` and `hh.forward` (the children push their
+//!   own states) and pushes the step's gate activations on the cell's [`SavedStates`];
+//!   `backward_step` pops them, goes back through the gate equations, then through
+//!   `hh.backward` and `ih.backward`; `visit_children` lists `ih` and `hh` (so parameters are
+//!   `ih.weight`, `hh.rules`, …) and `saved_states` hands over the stack.
+//!
+//! Backpropagation through time is then nothing new: `T` forward steps push `T` states on the
+//! cell and on each child, and `T` backward steps in reverse order pop them, each child's
+//! gradients accumulating over the steps. The sequence layer
+//! ([`Lstm`](crate::nn::recurrent::Lstm), `sequence.rs`) runs the same pieces with the input
+//! projection applied to all steps at once.
+//!
+//! ```
+//! use phm_nn::prelude::*;
+//! use phm_nn::nn::recurrent::{CellState, LstmConfig};
+//! let mut rng = StdRng::seed_from_u64(0);
+//! let mut cell = LstmConfig::new(4, 4)
+//!     .with_projection(Projection::phm(2))
+//!     .init_cell::<f64, _>(None, &mut rng)?;
+//! let xs: Vec<Array2<f64>> = (0..5).map(|t| Array2::from_elem((2, 4), 0.1 * t as f64)).collect();
+//! let mut state = cell.zero_state(2); // h and c, (B, h) each
+//! for x in &xs {
+//!     state = cell.forward_step(x.view(), &state);
+//! }
+//! assert_eq!(cell.pending(), 3 * 5); // per step: the cell's gates, ih's input, hh's input
+//! // dL/dh_T = 1: back through the five steps, last first.
+//! let mut d = CellState { h: Array2::ones((2, 4)), c: Some(Array2::zeros((2, 4))) };
+//! for _ in 0..5 {
+//!     let (_dx, d_prev) = cell.backward_step(&d);
+//!     d = d_prev;
+//! }
+//! assert_eq!(cell.pending(), 0);
+//! # Ok::<(), PhmError>(())
+//! ```
 
 use std::any::Any;
 use std::collections::HashSet;

@@ -218,7 +218,7 @@ impl<F: Float> Module<F> for Sigmoid<F> {
 }
 
 /// `1 / (1 + e⁻ˣ)` for `x ≥ 0`, `eˣ / (1 + eˣ)` for `x < 0`: the exponent is never positive.
-fn sigmoid<F: Float>(x: F) -> F {
+pub(crate) fn sigmoid<F: Float>(x: F) -> F {
     if x >= F::zero() {
         F::one() / (F::one() + (-x).exp())
     } else {

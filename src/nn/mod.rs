@@ -2,8 +2,8 @@
 //! [`Projection`], the one choice among them that every projecting layer takes),
 //! convolutions ([`conv`]: dense and PHM, 1-D and 2-D), [`pool`]ing, element-wise
 //! [`activation`]s, [`LayerNorm`], [`Dropout`], [`Embedding`], [`PositionalEncoding`],
-//! adapters, and the [`transformer`] family (attention, feed-forward and pre-norm blocks, a
-//! decoder-only language model).
+//! adapters, [`recurrent`] layers (LSTM and GRU, dense or PHM), and the [`transformer`]
+//! family (attention, feed-forward and pre-norm blocks, a decoder-only language model).
 //!
 //! Layers of the linear family act on the last axis of an input of any rank,
 //! `(…, in) → (…, out)`, as PyTorch's `nn.Linear` does; activations act element-wise on any
@@ -30,6 +30,7 @@ pub mod phm_linear;
 pub mod pool;
 pub mod positional;
 pub mod projection;
+pub mod recurrent;
 pub mod rules;
 pub mod transformer;
 
@@ -51,6 +52,7 @@ pub use phm_linear::{PhmLinear, PhmLinearConfig, Workspace};
 pub use pool::{AvgPool2d, Flatten, GlobalAvgPool, MaxPool2d};
 pub use positional::{PositionalEncoding, DEFAULT_LEARNED_INIT};
 pub use projection::Projection;
+pub use recurrent::{padding_mask, Gru, GruCell, GruConfig, Lstm, LstmCell, LstmConfig, RnnState};
 pub use rules::{PhmRules, Rule};
 pub use transformer::{
     AttentionConfig, Block, BlockConfig, FeedForward, FeedForwardConfig, MultiHeadAttention,
