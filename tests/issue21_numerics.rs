@@ -416,17 +416,29 @@ fn fault12_compress_tool_prints_help_and_refuses_repeated_or_unknown_flags() {
     assert_eq!(parse(&[]), Ok(Command::Demo));
     let err = parse(&strings(&["a", "b", "--n", "2", "--n", "4"])).unwrap_err();
     assert!(err.contains("--n is given more than once"), "{err}");
-    let err = parse(&strings(&["a", "b", "--n", "4", "--layers", "x", "--layers", "y"]));
+    let err = parse(&strings(&[
+        "a", "b", "--n", "4", "--layers", "x", "--layers", "y",
+    ]));
     assert!(err.unwrap_err().contains("more than once"));
-    for bad in [&["a", "b", "--n", "0"][..], &["a", "b", "--n", "x"], &["a", "b", "--n"]] {
+    for bad in [
+        &["a", "b", "--n", "0"][..],
+        &["a", "b", "--n", "x"],
+        &["a", "b", "--n"],
+    ] {
         assert!(parse(&strings(bad)).is_err(), "{bad:?}");
     }
-    assert!(parse(&strings(&["a", "b"])).unwrap_err().contains("--n N is required"));
+    assert!(parse(&strings(&["a", "b"]))
+        .unwrap_err()
+        .contains("--n N is required"));
     assert!(parse(&strings(&["a", "b", "--n", "2", "--nn", "3"]))
         .unwrap_err()
         .contains("unknown option --nn"));
     assert!(parse(&strings(&["a", "--n", "2"])).is_err());
-    match parse(&strings(&["in", "out", "--n", "4", "--layers", "x,y", "--force"])).unwrap() {
+    match parse(&strings(&[
+        "in", "out", "--n", "4", "--layers", "x,y", "--force",
+    ]))
+    .unwrap()
+    {
         Command::Compress {
             input,
             output,
@@ -434,7 +446,10 @@ fn fault12_compress_tool_prints_help_and_refuses_repeated_or_unknown_flags() {
             layers,
             force,
         } => {
-            assert_eq!((input.as_str(), output.as_str(), n, force), ("in", "out", 4, true));
+            assert_eq!(
+                (input.as_str(), output.as_str(), n, force),
+                ("in", "out", 4, true)
+            );
             assert_eq!(layers.unwrap().into_iter().collect::<Vec<_>>(), ["x", "y"]);
         }
         other => panic!("{other:?}"),
@@ -445,7 +460,11 @@ fn fault12_compress_tool_prints_help_and_refuses_repeated_or_unknown_flags() {
 fn dtypes(path: &std::path::Path) -> Vec<(String, safetensors::Dtype)> {
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut v: Vec<_> = st.tensors().into_iter().map(|(k, t)| (k, t.dtype())).collect();
+    let mut v: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .map(|(k, t)| (k, t.dtype()))
+        .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
@@ -461,20 +480,31 @@ fn fault12_compress_file_keeps_f64_skips_embeddings_and_never_overwrites_silentl
     let mut dict = BTreeMap::new();
     dict.insert("fc.weight".to_string(), common::xorshift(1, IxDyn(&[8, 8])));
     dict.insert("fc.bias".to_string(), common::xorshift(2, IxDyn(&[8])));
-    dict.insert("emb.weight".to_string(), common::xorshift(3, IxDyn(&[10, 8])));
-    dict.insert("scale".to_string(), ArrayD::from_elem(IxDyn(&[1]), 1.0f64 / 3.0));
+    dict.insert(
+        "emb.weight".to_string(),
+        common::xorshift(3, IxDyn(&[10, 8])),
+    );
+    dict.insert(
+        "scale".to_string(),
+        ArrayD::from_elem(IxDyn(&[1]), 1.0f64 / 3.0),
+    );
     save_state_dict(&dict, &input).unwrap();
 
     let reports = compress_file(&input, &output, 2, None, false).unwrap();
     // f64 in, f64 out: the copied tensor is bit-identical (f32 would round 1/3).
-    assert!(dtypes(&output).iter().all(|(_, d)| *d == safetensors::Dtype::F64));
+    assert!(dtypes(&output)
+        .iter()
+        .all(|(_, d)| *d == safetensors::Dtype::F64));
     let out = load_state_dict::<f64>(&output).unwrap();
     assert_eq!(out["scale"][[0]], 1.0 / 3.0);
     // The layer with a bias is compressed; the bias-free 2-D table is kept, and says why.
     assert!(out.contains_key("fc.rules") && !out.contains_key("fc.weight"));
     assert_eq!(out["emb.weight"], dict["emb.weight"]);
     let emb = reports.iter().find(|r| r.name == "emb").unwrap();
-    assert!(emb.kept.as_deref().unwrap().contains("embedding"), "{emb:?}");
+    assert!(
+        emb.kept.as_deref().unwrap().contains("embedding"),
+        "{emb:?}"
+    );
     // Named explicitly, it is compressed.
     let only = ["emb".to_string()].into();
     let (named, _) = compress_state_dict(&dict, 2, Some(&only)).unwrap();
@@ -484,7 +514,13 @@ fn fault12_compress_file_keeps_f64_skips_embeddings_and_never_overwrites_silentl
     let before = std::fs::read(&output).unwrap();
     let err = compress_file(&input, &output, 4, None, false).unwrap_err();
     assert!(
-        matches!(err, PhmError::Write { kind: std::io::ErrorKind::AlreadyExists, .. }),
+        matches!(
+            err,
+            PhmError::Write {
+                kind: std::io::ErrorKind::AlreadyExists,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(err.to_string().contains("exists"), "{err}");
