@@ -535,3 +535,43 @@ fn fault12_compress_file_keeps_f64_skips_embeddings_and_never_overwrites_silentl
     assert!(err.to_string().contains("`fc.rules`"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// In a child process (the budget is process-wide): with a 4 KiB budget, a cache that would
+/// grow beyond it is an error that appends nothing; below it, generation works.
+#[test]
+fn fault9_a_kv_cache_beyond_the_memory_budget_is_an_error() {
+    use phm_nn::kernels::strategy::{set_cost_model, CostModel};
+    if std::env::var_os("PHM_NN_TEST_BUDGET_CHILD").is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "fault9_a_kv_cache_beyond_the_memory_budget_is_an_error",
+                "--test-threads=1",
+            ])
+            .env("PHM_NN_TEST_BUDGET_CHILD", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("1 passed"), "{text}");
+        return;
+    }
+    set_cost_model(CostModel {
+        max_materialized_bytes: 4096,
+        ..CostModel::default()
+    });
+    // 2 layers × (keys + values) × width 8 × 8 bytes = 256 bytes per position: 16 fit.
+    let model = lm(2, 64, Positional::Learned);
+    let mut cache = model.new_cache(1);
+    let first = ndarray::Array2::from_elem((1, 10), 1usize);
+    model.infer_step(first.view(), &mut cache).unwrap();
+    assert_eq!(cache.allocated_bytes(), 10 * 256);
+    // 10 + 10 positions need 20 · 256 = 5120 bytes > 4096.
+    let err = model.infer_step(first.view(), &mut cache).unwrap_err();
+    assert!(matches!(err, PhmError::TooLarge { .. }), "{err:?}");
+    assert!(err.to_string().contains("4096"), "{err}");
+    assert_eq!(cache.len(), 10, "nothing appended");
+    let more = ndarray::Array2::from_elem((1, 6), 2usize);
+    model.infer_step(more.view(), &mut cache).unwrap();
+    assert_eq!(cache.len(), 16);
+}
