@@ -397,3 +397,181 @@ fn fault12_fit_epoch_on_an_empty_dataset_is_an_error_like_evaluate() {
     let after: Vec<ArrayD<f64>> = params(&model).iter().map(|(_, p)| p.value()).collect();
     assert_eq!(before, after);
 }
+
+// ---- 12: the compress tool -------------------------------------------------------------------
+
+#[path = "../examples/compress/cli.rs"]
+mod compress_cli;
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn fault12_compress_tool_prints_help_and_refuses_repeated_or_unknown_flags() {
+    use compress_cli::{parse, Command, USAGE};
+    assert_eq!(parse(&strings(&["--help"])), Ok(Command::Help));
+    assert_eq!(parse(&strings(&["a", "b", "-h"])), Ok(Command::Help));
+    assert!(USAGE.contains("--n N"));
+    assert_eq!(parse(&[]), Ok(Command::Demo));
+    let err = parse(&strings(&["a", "b", "--n", "2", "--n", "4"])).unwrap_err();
+    assert!(err.contains("--n is given more than once"), "{err}");
+    let err = parse(&strings(&[
+        "a", "b", "--n", "4", "--layers", "x", "--layers", "y",
+    ]));
+    assert!(err.unwrap_err().contains("more than once"));
+    for bad in [
+        &["a", "b", "--n", "0"][..],
+        &["a", "b", "--n", "x"],
+        &["a", "b", "--n"],
+    ] {
+        assert!(parse(&strings(bad)).is_err(), "{bad:?}");
+    }
+    assert!(parse(&strings(&["a", "b"]))
+        .unwrap_err()
+        .contains("--n N is required"));
+    assert!(parse(&strings(&["a", "b", "--n", "2", "--nn", "3"]))
+        .unwrap_err()
+        .contains("unknown option --nn"));
+    assert!(parse(&strings(&["a", "--n", "2"])).is_err());
+    match parse(&strings(&[
+        "in", "out", "--n", "4", "--layers", "x,y", "--force",
+    ]))
+    .unwrap()
+    {
+        Command::Compress {
+            input,
+            output,
+            n,
+            layers,
+            force,
+        } => {
+            assert_eq!(
+                (input.as_str(), output.as_str(), n, force),
+                ("in", "out", 4, true)
+            );
+            assert_eq!(layers.unwrap().into_iter().collect::<Vec<_>>(), ["x", "y"]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The dtype of every tensor of a safetensors file.
+fn dtypes(path: &std::path::Path) -> Vec<(String, safetensors::Dtype)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut v: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .map(|(k, t)| (k, t.dtype()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn fault12_compress_file_keeps_f64_skips_embeddings_and_never_overwrites_silently() {
+    use phm_nn::compress::{compress_file, compress_state_dict};
+    use phm_nn::io::{load_state_dict, save_state_dict};
+    use std::collections::BTreeMap;
+    let dir = std::env::temp_dir().join(format!("phm-f2-compress-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (input, output) = (dir.join("in.safetensors"), dir.join("out.safetensors"));
+    let mut dict = BTreeMap::new();
+    dict.insert("fc.weight".to_string(), common::xorshift(1, IxDyn(&[8, 8])));
+    dict.insert("fc.bias".to_string(), common::xorshift(2, IxDyn(&[8])));
+    dict.insert(
+        "emb.weight".to_string(),
+        common::xorshift(3, IxDyn(&[10, 8])),
+    );
+    dict.insert(
+        "scale".to_string(),
+        ArrayD::from_elem(IxDyn(&[1]), 1.0f64 / 3.0),
+    );
+    save_state_dict(&dict, &input).unwrap();
+
+    let reports = compress_file(&input, &output, 2, None, false).unwrap();
+    // f64 in, f64 out: the copied tensor is bit-identical (f32 would round 1/3).
+    assert!(dtypes(&output)
+        .iter()
+        .all(|(_, d)| *d == safetensors::Dtype::F64));
+    let out = load_state_dict::<f64>(&output).unwrap();
+    assert_eq!(out["scale"][[0]], 1.0 / 3.0);
+    // The layer with a bias is compressed; the bias-free 2-D table is kept, and says why.
+    assert!(out.contains_key("fc.rules") && !out.contains_key("fc.weight"));
+    assert_eq!(out["emb.weight"], dict["emb.weight"]);
+    let emb = reports.iter().find(|r| r.name == "emb").unwrap();
+    assert!(
+        emb.kept.as_deref().unwrap().contains("embedding"),
+        "{emb:?}"
+    );
+    // Named explicitly, it is compressed.
+    let only = ["emb".to_string()].into();
+    let (named, _) = compress_state_dict(&dict, 2, Some(&only)).unwrap();
+    assert!(named.contains_key("emb.rules"));
+
+    // An existing output file is not replaced without being asked.
+    let before = std::fs::read(&output).unwrap();
+    let err = compress_file(&input, &output, 4, None, false).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PhmError::Write {
+                kind: std::io::ErrorKind::AlreadyExists,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("exists"), "{err}");
+    assert_eq!(std::fs::read(&output).unwrap(), before);
+    compress_file(&input, &output, 4, None, true).unwrap();
+    assert_ne!(std::fs::read(&output).unwrap(), before);
+
+    // A tensor that compressing would overwrite is an error naming it.
+    let mut taken = dict.clone();
+    taken.insert("fc.rules".to_string(), ArrayD::zeros(IxDyn(&[2, 2, 2])));
+    let err = compress_state_dict(&taken, 2, None).unwrap_err();
+    assert!(err.to_string().contains("`fc.rules`"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// In a child process (the budget is process-wide): with a 4 KiB budget, a cache that would
+/// grow beyond it is an error that appends nothing; below it, generation works.
+#[test]
+fn fault9_a_kv_cache_beyond_the_memory_budget_is_an_error() {
+    use phm_nn::kernels::strategy::{set_cost_model, CostModel};
+    if std::env::var_os("PHM_NN_TEST_BUDGET_CHILD").is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "fault9_a_kv_cache_beyond_the_memory_budget_is_an_error",
+                "--test-threads=1",
+            ])
+            .env("PHM_NN_TEST_BUDGET_CHILD", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("1 passed"), "{text}");
+        return;
+    }
+    set_cost_model(CostModel {
+        max_materialized_bytes: 4096,
+        ..CostModel::default()
+    });
+    // 2 layers × (keys + values) × width 8 × 8 bytes = 256 bytes per position: 16 fit.
+    let model = lm(2, 64, Positional::Learned);
+    let mut cache = model.new_cache(1);
+    let first = ndarray::Array2::from_elem((1, 10), 1usize);
+    model.infer_step(first.view(), &mut cache).unwrap();
+    assert_eq!(cache.allocated_bytes(), 10 * 256);
+    // 10 + 10 positions need 20 · 256 = 5120 bytes > 4096.
+    let err = model.infer_step(first.view(), &mut cache).unwrap_err();
+    assert!(matches!(err, PhmError::TooLarge { .. }), "{err:?}");
+    assert!(err.to_string().contains("4096"), "{err}");
+    assert_eq!(cache.len(), 10, "nothing appended");
+    let more = ndarray::Array2::from_elem((1, 6), 2usize);
+    model.infer_step(more.view(), &mut cache).unwrap();
+    assert_eq!(cache.len(), 16);
+}

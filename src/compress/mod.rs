@@ -47,6 +47,9 @@ use crate::linalg::symmetric_eigen;
 use crate::nn::{Linear, PhmLinear};
 use crate::Float;
 
+mod file;
+pub use file::compress_file;
+
 /// A sum of `t` Kronecker products `Σ_{i=1..t} A_i ⊗ S_i` fitted to a dense weight by
 /// [`kronecker_approx`].
 #[derive(Debug, Clone, PartialEq)]
@@ -197,15 +200,23 @@ pub struct LayerReport {
 }
 
 /// Compresses the linear layers of a PyTorch-style state dict: every 2-D `<name>.weight`
-/// `(out, in)` (with its optional `<name>.bias`) whose sizes `n` divides and whose PHM form is
+/// `(out, in)` with its `<name>.bias` `(out)` whose sizes `n` divides and whose PHM form is
 /// smaller becomes `<name>.rules` and `<name>.blocks` (the names [`PhmLinear`] uses; the bias
-/// stays), by [`from_dense`]. Other tensors are copied. `only` restricts the layers
-/// considered. The result loads with [`crate::io::load_model`] into a model whose layers at
-/// those paths are PHM layers.
+/// stays), by [`from_dense`]. Other tensors are copied. The result loads with
+/// [`crate::io::load_model`] into a model whose layers at those paths are PHM layers.
+///
+/// A state dict does not say which layer a tensor belongs to, and an embedding table
+/// `(vocab, width)` is a 2-D `<name>.weight` too. So without `only`, a 2-D weight with no
+/// bias of length `out` is **kept** (its report says why): it may be an embedding, and
+/// compressing a lookup table as a product would silently change the model. `only` names the
+/// layers to consider, and a named layer is compressed with or without a bias.
 ///
 /// # Errors
-/// [`PhmError::InvalidArgument`] if a name in `only` has no 2-D weight; errors of
-/// [`from_dense`] (e.g. `n = 0`, a non-finite weight).
+/// - [`PhmError::ZeroN`] for `n = 0`;
+/// - [`PhmError::InvalidArgument`] if a name in `only` has no 2-D weight, or if the dict
+///   already holds a `<name>.rules` or `<name>.blocks` that compressing `<name>` would
+///   overwrite (the message names it);
+/// - errors of [`from_dense`] (e.g. a non-finite weight).
 pub fn compress_state_dict<F: Float>(
     dict: &StateDict<F>,
     n: usize,
@@ -248,11 +259,34 @@ pub fn compress_state_dict<F: Float>(
             Some(b) if b.shape() == [k] => Some(b.clone().into_dimensionality().expect("1-D")),
             _ => None,
         };
-        if k % n != 0 || d % n != 0 {
+        if bias.is_none() && only.is_none() {
+            report.kept = Some(format!(
+                "no `{name}.bias` of length {k}: may be an embedding table (name it in the \
+                 layers to compress it)"
+            ));
+        } else if k % n != 0 || d % n != 0 {
             report.kept = Some(format!("n = {n} does not divide {k}×{d}"));
-        } else if n.pow(3) + k * d / n >= k * d {
-            report.kept = Some(format!("PHM ({}) is not smaller", n.pow(3) + k * d / n));
+        } else if let Some(p) = n
+            .checked_pow(3)
+            .and_then(|c| c.checked_add(k * d / n))
+            .filter(|&p| p >= k * d)
+        {
+            report.kept = Some(format!("PHM ({p}) is not smaller"));
+        } else if n.checked_pow(3).is_none() {
+            report.kept = Some(format!("PHM (n³ for n = {n}) is not smaller"));
         } else {
+            if let Some(taken) = ["rules", "blocks"]
+                .iter()
+                .map(|t| format!("{name}.{t}"))
+                .find(|t| dict.contains_key(t))
+            {
+                return Err(PhmError::InvalidArgument {
+                    what: "state dict",
+                    reason: format!(
+                        "compressing `{name}` would overwrite the existing tensor `{taken}`"
+                    ),
+                });
+            }
             let (phm, err) = from_dense(&Linear::from_parts(w, bias)?, n)?;
             out.remove(&format!("{name}.weight"));
             out.insert(format!("{name}.rules"), phm.rules().into_dyn());

@@ -238,10 +238,10 @@ impl<F: Float> AttentionCache<F> {
         }
     }
 
-    /// Makes room for `end` positions, keeping the cached ones.
-    fn grow_to(&mut self, end: usize) {
-        let positions = self.allocation_for(end);
-        if positions == self.allocated() {
+    /// Makes room for `positions` positions (if fewer are allocated), keeping the cached
+    /// ones.
+    pub(crate) fn reserve(&mut self, positions: usize) {
+        if positions <= self.allocated() {
             return;
         }
         let (batch, _, width) = self.k.dim();
@@ -485,7 +485,7 @@ impl<F: Float> MultiHeadAttention<F> {
         let q = into_matrix(self.q.infer(x.view()), width);
         let k = into_matrix(self.k.infer(x.view()), width);
         let v = into_matrix(self.v.infer(x.view()), width);
-        cache.grow_to(end);
+        cache.reserve(cache.allocation_for(end));
         for b in 0..batch {
             let rows = b * t..(b + 1) * t;
             cache

@@ -553,25 +553,30 @@ impl<F: Float> TransformerLm<F> {
             });
         };
         if let Some(c) = cache.layers.first() {
-            let positions = c.allocation_for(end);
+            // Doubling when it fits the budget, else exactly what is needed, else an error.
             let budget = crate::kernels::strategy::cost_model().max_materialized_bytes;
-            let bytes = [2, cache.layers.len(), batch, positions, self.config.width]
-                .iter()
-                .try_fold(std::mem::size_of::<F>() as u128, |acc, &v| {
-                    acc.checked_mul(v as u128)
-                });
-            if bytes.is_none_or(|b| b > u128::from(budget)) {
-                return Err(PhmError::TooLarge {
+            let fits = |positions: usize| {
+                [2, cache.layers.len(), batch, positions, self.config.width]
+                    .iter()
+                    .try_fold(std::mem::size_of::<F>() as u128, |acc, &v| {
+                        acc.checked_mul(v as u128)
+                    })
+                    .is_some_and(|b| b <= u128::from(budget))
+            };
+            let positions = [c.allocation_for(end), end]
+                .into_iter()
+                .find(|&p| fits(p))
+                .ok_or_else(|| PhmError::TooLarge {
                     what: "key/value cache",
                     reason: format!(
-                        "{} layers × batch {batch} × {positions} positions × width {} keys and \
+                        "{} layers × batch {batch} × {end} positions × width {} keys and \
                          values exceed the memory budget of {budget} bytes \
                          (CostModel::max_materialized_bytes)",
                         cache.layers.len(),
                         self.config.width
                     ),
-                });
-            }
+                })?;
+            cache.layers.iter_mut().for_each(|c| c.reserve(positions));
         }
         let x = self.embed.try_lookup_infer(ids.into_dyn())?;
         let mut x = self.pos.infer_at(x.view(), start);

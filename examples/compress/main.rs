@@ -2,67 +2,69 @@
 //! state dict into PHM layers, or (no arguments) run the demo on the digits data.
 //!
 //! ```text
-//! cargo run --release --example compress -- IN.safetensors OUT.safetensors --n 4 [--layers 0,2]
+//! cargo run --release --example compress -- IN.safetensors OUT.safetensors --n 4 [--layers 0,2] [--force]
+//! cargo run --release --example compress -- --help
 //! cargo run --release --example compress          # the demo (about 20 s)
 //! ```
 //!
 //! IN is a state dict as PyTorch writes it (`safetensors.torch.save_file(model.state_dict(),
-//! path)`): 2-D `<name>.weight` `(out, in)` tensors and optional `<name>.bias`. Every chosen
-//! layer whose sizes `n` divides becomes a PHM layer (`<name>.rules`, `<name>.blocks`,
-//! `<name>.bias`, the names `PhmLinear` uses); other tensors are copied unchanged. OUT is a
-//! safetensors state dict that loads into a phm-nn model with PHM layers at those names.
+//! path)`): 2-D `<name>.weight` `(out, in)` tensors and `<name>.bias`. Every layer with a bias
+//! (or named in `--layers`) whose sizes `n` divides becomes a PHM layer (`<name>.rules`,
+//! `<name>.blocks`, `<name>.bias`, the names `PhmLinear` uses); other tensors are copied
+//! unchanged, in their dtype. A 2-D weight without a bias may be an embedding table and is
+//! kept unless named. OUT is a safetensors state dict that loads into a phm-nn model with PHM
+//! layers at those names; an existing OUT is replaced only with `--force`. Errors are printed
+//! as messages (exit status 1); a bad command line prints the usage (exit status 2).
 
-use std::collections::BTreeSet;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use phm_nn::compress::{compress_state_dict, from_dense};
+use phm_nn::compress::{compress_file, from_dense, LayerReport};
 use phm_nn::data::{digits, Dataset, SplitFractions};
-use phm_nn::io::{load_state_dict, save_state_dict};
 use phm_nn::nn::PhmLinear;
 use phm_nn::prelude::*;
 use phm_nn::train::{evaluate, fit_epoch, FitConfig};
 
-fn main() -> Result<()> {
+mod cli;
+use cli::{Command, USAGE};
+
+fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.is_empty() {
-        return demo();
-    }
-    let usage = "usage: compress IN.safetensors OUT.safetensors --n N [--layers name,name]";
-    let (mut paths, mut n, mut layers) = (Vec::new(), None, None);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--n" => n = it.next().and_then(|v| v.parse::<usize>().ok()),
-            "--layers" => {
-                layers = it
-                    .next()
-                    .map(|v| v.split(',').map(str::to_string).collect::<BTreeSet<_>>())
-            }
-            _ => paths.push(a.clone()),
+    let result = match cli::parse(&args) {
+        Ok(Command::Help) => {
+            println!("{USAGE}");
+            Ok(())
         }
-    }
-    let (Some(n), [input, output]) = (n, paths.as_slice()) else {
-        eprintln!("{usage}");
-        std::process::exit(2);
+        Ok(Command::Demo) => demo(),
+        Ok(Command::Compress {
+            input,
+            output,
+            n,
+            layers,
+            force,
+        }) => compress_file(&input, &output, n, layers.as_ref(), force).map(|reports| {
+            print_reports(&reports);
+            println!("wrote {output}");
+        }),
+        Err(message) => {
+            eprintln!("error: {message}\n\n{USAGE}");
+            std::process::exit(2);
+        }
     };
-    compress_file(input, output, n, layers.as_ref())
+    if let Err(e) = result {
+        // The message (Display), not the Debug form of the error.
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }
 
-/// Compresses the chosen linear layers of the state dict at `input` and writes `output`.
-fn compress_file(
-    input: &str,
-    output: &str,
-    n: usize,
-    only: Option<&BTreeSet<String>>,
-) -> Result<()> {
-    let dict = load_state_dict::<f32>(input)?;
-    let (out, reports) = compress_state_dict(&dict, n, only)?;
+/// One line per layer: sizes, parameters, weight error, or why it was kept dense.
+fn print_reports(reports: &[LayerReport]) {
     println!(
         "{:<12} {:>10} {:>12} {:>10} {:>14}",
         "layer", "out×in", "dense params", "PHM params", "weight error"
     );
-    for r in &reports {
+    for r in reports {
         let shape = format!("{}×{}", r.shape.0, r.shape.1);
         match (r.phm_parameters, r.relative_error, &r.kept) {
             (Some(p), Some(e), _) => println!(
@@ -79,9 +81,6 @@ fn compress_file(
             ),
         }
     }
-    save_state_dict(&out, output)?;
-    println!("wrote {output}");
-    Ok(())
 }
 
 const HIDDEN: usize = 128;
