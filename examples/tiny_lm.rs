@@ -269,7 +269,7 @@ fn main() -> std::result::Result<(), Box<dyn Error>> {
             .kind
             .config(vocab.len())
             .init::<f32, _>(&mut StdRng::seed_from_u64(SEED + 1000))?;
-        io::load_model(&reloaded, &path)?;
+        io::load_model(&mut reloaded, &path)?;
         assert_eq!(
             reloaded.infer_ids(window.view(), None),
             run.model.infer_ids(window.view(), None),

@@ -84,10 +84,11 @@ mod state_dict;
 mod training;
 
 pub use checkpoint::{
-    load_model, load_model_from_bytes, model_to_bytes, read_metadata, save_model,
+    load_model, load_model_from_bytes, load_model_from_bytes_with, load_model_with, model_to_bytes,
+    read_metadata, save_model, LoadOptions,
 };
 pub use state_dict::{load_state_dict, save_state_dict};
 pub use training::{
-    load_training, load_training_from_bytes, save_training, training_to_bytes, RngState,
-    TrainingProgress,
+    load_training, load_training_from_bytes, load_training_from_bytes_with, load_training_with,
+    save_training, training_to_bytes, RngState, TrainingProgress,
 };
