@@ -265,7 +265,7 @@ fn main() -> std::result::Result<(), Box<dyn Error>> {
     for run in &runs {
         let path = out.join(format!("{}.safetensors", run.kind.file_stem()));
         io::save_model(&run.model, &path)?;
-        let reloaded = run
+        let mut reloaded = run
             .kind
             .config(vocab.len())
             .init::<f32, _>(&mut StdRng::seed_from_u64(SEED + 1000))?;

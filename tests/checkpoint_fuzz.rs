@@ -71,7 +71,7 @@ fn split(bytes: &[u8]) -> (serde_json::Map<String, Value>, Vec<u8>) {
 /// A safetensors file from a header text and data (the header padded to 8 bytes).
 fn join(header: &str, data: &[u8]) -> Vec<u8> {
     let mut h = header.to_string();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(' ');
     }
     let mut out = (h.len() as u64).to_le_bytes().to_vec();

@@ -178,7 +178,7 @@ pub(crate) fn serialize(
     }
     header.push('}');
     // The data starts at a multiple of 8 bytes (spaces pad the header, as the format allows).
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(' ');
     }
     if header.len() > MAX_HEADER {

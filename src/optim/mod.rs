@@ -311,13 +311,16 @@ impl<S> States<S> {
 /// [`PhmError::InvalidArgument`] naming the entry if it is missing or anything else (NaN,
 /// `0.5`, `2`).
 pub(crate) fn flag<F: Float>(state: &OptimizerState<F>, name: &str) -> Result<bool> {
-    match state.scalar(name)? {
-        v if v == 0.0 => Ok(false),
-        v if v == 1.0 => Ok(true),
-        v => Err(PhmError::InvalidArgument {
+    let v = state.scalar(name)?;
+    if v == 0.0 {
+        Ok(false)
+    } else if v == 1.0 {
+        Ok(true)
+    } else {
+        Err(PhmError::InvalidArgument {
             what: "optimizer state",
             reason: format!("entry `{name}` must be 0 or 1, got {v}"),
-        }),
+        })
     }
 }
 
