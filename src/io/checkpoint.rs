@@ -612,7 +612,7 @@ pub fn save_model<F: Float>(model: &dyn Module<F>, path: impl AsRef<Path>) -> Re
 /// change, so every inference sees either all old or all new values. To reload a model that
 /// serves other threads, keep it behind a lock (e.g. `RwLock`) and load under its write guard.
 ///
-/// ```compile_fail
+/// ```compile_fail,E0502
 /// use phm_nn::prelude::*;
 /// let mut model = Sequential::<f32>::new().add(Relu::new());
 /// let bytes = phm_nn::io::model_to_bytes(&model).unwrap();
