@@ -217,11 +217,11 @@ fn main() -> std::result::Result<(), Box<dyn Error>> {
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/digits");
     std::fs::create_dir_all(&out)?;
     let path = out.join("best.safetensors");
-    let best_model = kind.build(seed)?;
-    io::load_model_from_bytes(&best_model, &bytes)?;
+    let mut best_model = kind.build(seed)?;
+    io::load_model_from_bytes(&mut best_model, &bytes)?;
     io::save_model(&best_model, &path)?;
-    let reloaded = kind.build(12345)?;
-    let meta = io::load_model(&reloaded, &path)?;
+    let mut reloaded = kind.build(12345)?;
+    let meta = io::load_model(&mut reloaded, &path)?;
     let test = evaluate(&reloaded, &data.test, 256)?;
     // Bit-exact reload: the same predictions as the model that was saved.
     assert_eq!(test, evaluate(&best_model, &data.test, 256)?);

@@ -265,11 +265,11 @@ fn main() -> std::result::Result<(), Box<dyn Error>> {
     for run in &runs {
         let path = out.join(format!("{}.safetensors", run.kind.file_stem()));
         io::save_model(&run.model, &path)?;
-        let reloaded = run
+        let mut reloaded = run
             .kind
             .config(vocab.len())
             .init::<f32, _>(&mut StdRng::seed_from_u64(SEED + 1000))?;
-        io::load_model(&reloaded, &path)?;
+        io::load_model(&mut reloaded, &path)?;
         assert_eq!(
             reloaded.infer_ids(window.view(), None),
             run.model.infer_ids(window.view(), None),

@@ -129,6 +129,24 @@ pub enum PhmError {
         /// What the checkpoint holds, e.g. `"shape [4, 8, 8]"`, or `"no such tensor"`.
         found: String,
     },
+    /// A checkpoint was written by a model of another architecture: a layer of another kind,
+    /// or a hyperparameter that changes the function (heads, stride, frozen or learned rules)
+    /// differs, although the tensors may have the same shapes. Nothing was loaded; see
+    /// [`LoadOptions::weights_only`](crate::io::LoadOptions::weights_only) to copy the
+    /// tensors anyway.
+    ArchitectureMismatch {
+        /// Where the bytes came from: the file's path, or `"bytes"`.
+        source: String,
+        /// The layer's path (`"0"`, `"blocks.1.attn"`; `""` for the model itself).
+        layer: String,
+        /// The entry that differs: `"describe"` (the layer's kind and shape) or a
+        /// hyperparameter's name (`"heads"`, `"rules"`).
+        key: String,
+        /// What the model has (`None`: the model has no such entry).
+        expected: Option<String>,
+        /// What the file records (`None`: the file has no such entry).
+        found: Option<String>,
+    },
 }
 
 impl fmt::Display for PhmError {
@@ -176,6 +194,30 @@ impl fmt::Display for PhmError {
                 f,
                 "{source}: tensor `{tensor}`: expected {expected}, found {found}"
             ),
+            PhmError::ArchitectureMismatch {
+                source,
+                layer,
+                key,
+                expected,
+                found,
+            } => {
+                let show = |v: &Option<String>| match v {
+                    Some(v) => format!("`{v}`"),
+                    None => "no such entry".to_string(),
+                };
+                let layer = if layer.is_empty() {
+                    "(the model itself)"
+                } else {
+                    layer
+                };
+                write!(
+                    f,
+                    "{source}: layer `{layer}`: `{key}`: the model has {}, the file has {} \
+                     (load with LoadOptions::weights_only() to copy the tensors anyway)",
+                    show(expected),
+                    show(found)
+                )
+            }
             PhmError::Data {
                 source,
                 line: Some(line),

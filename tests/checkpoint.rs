@@ -46,9 +46,9 @@ fn scratch(name: &str) -> PathBuf {
 fn round_trip<F: Float>(dtype: &str) {
     let saved = model::<F>(1);
     let bytes = io::model_to_bytes(&saved).unwrap();
-    let fresh = model::<F>(2);
+    let mut fresh = model::<F>(2);
     assert_ne!(values(&fresh), values(&saved));
-    let meta = io::load_model_from_bytes(&fresh, &bytes).unwrap();
+    let meta = io::load_model_from_bytes(&mut fresh, &bytes).unwrap();
     // Bit for bit (== on every scalar; no NaN in an initialised model).
     assert_eq!(values(&fresh), values(&saved));
     // The shared rules are one tensor: saved once, loaded once, still shared.
@@ -100,8 +100,8 @@ fn files_save_load_and_overwrite() {
     let b = model::<f32>(2);
     io::save_model(&a, &path).unwrap();
     io::save_model(&b, &path).unwrap(); // replaces the first
-    let fresh = model::<f32>(3);
-    io::load_model(&fresh, &path).unwrap();
+    let mut fresh = model::<f32>(3);
+    io::load_model(&mut fresh, &path).unwrap();
     assert_eq!(values(&fresh), values(&b));
     assert_eq!(io::read_metadata(&path).unwrap()["module.0.n"], "4");
     // Only the checkpoint in the folder: no temporary file left behind.
@@ -124,7 +124,7 @@ fn a_loaded_model_computes_like_the_saved_one_after_a_cached_weight() {
     phm_nn::module::for_each_mut::<f64, PhmLinear<f64>>(&mut fresh, &mut |_, l| {
         l.cache_weight().unwrap()
     });
-    io::load_model_from_bytes(&fresh, &io::model_to_bytes(&saved).unwrap()).unwrap();
+    io::load_model_from_bytes(&mut fresh, &io::model_to_bytes(&saved).unwrap()).unwrap();
     let x = ArrayD::from_elem(IxDyn(&[3, 8]), 0.25);
     // A stale W would give other outputs altogether; the kernels may differ in rounding.
     let (got, want) = (fresh.forward(x.view()), saved.infer(x.view()));
@@ -150,10 +150,10 @@ fn mismatch(err: PhmError) -> (String, String, String) {
 fn another_shape_names_the_tensor_and_both_shapes() {
     let bytes = io::model_to_bytes(&model::<f32>(1)).unwrap();
     let mut rng = StdRng::seed_from_u64(0);
-    let other =
+    let mut other =
         Sequential::<f32>::new().add(PhmLinearConfig::new(8, 32, 4).init(&mut rng).unwrap());
     let (tensor, expected, found) =
-        mismatch(io::load_model_from_bytes(&other, &bytes).unwrap_err());
+        mismatch(io::load_model_from_bytes(&mut other, &bytes).unwrap_err());
     assert_eq!(tensor, "0.blocks");
     assert_eq!(expected, "shape [4, 8, 2] (F32)");
     assert_eq!(found, "shape [4, 4, 2] (F32)");
@@ -164,10 +164,10 @@ fn a_missing_tensor_is_named() {
     // The file has no layer 6.
     let bytes = io::model_to_bytes(&model::<f32>(1)).unwrap();
     let mut rng = StdRng::seed_from_u64(0);
-    let bigger = model::<f32>(2).add(LinearConfig::new(3, 2).init(&mut rng).unwrap());
+    let mut bigger = model::<f32>(2).add(LinearConfig::new(3, 2).init(&mut rng).unwrap());
     let before = values(&bigger);
     let (tensor, expected, found) =
-        mismatch(io::load_model_from_bytes(&bigger, &bytes).unwrap_err());
+        mismatch(io::load_model_from_bytes(&mut bigger, &bytes).unwrap_err());
     assert_eq!(tensor, "6.weight");
     assert_eq!(expected, "shape [2, 3] (F32)");
     assert_eq!(found, "no such tensor");
@@ -180,10 +180,10 @@ fn an_extra_tensor_is_named() {
     let mut rng = StdRng::seed_from_u64(0);
     let big = model::<f32>(1).add(LinearConfig::new(3, 2).init(&mut rng).unwrap());
     let bytes = io::model_to_bytes(&big).unwrap();
-    let small = model::<f32>(2);
+    let mut small = model::<f32>(2);
     let before = values(&small);
     let (tensor, expected, found) =
-        mismatch(io::load_model_from_bytes(&small, &bytes).unwrap_err());
+        mismatch(io::load_model_from_bytes(&mut small, &bytes).unwrap_err());
     assert_eq!(tensor, "6.bias");
     assert!(expected.starts_with("no such tensor"), "{expected}");
     assert_eq!(found, "shape [2] (F32)");
@@ -193,8 +193,8 @@ fn an_extra_tensor_is_named() {
 #[test]
 fn a_wrong_dtype_is_named() {
     let bytes = io::model_to_bytes(&model::<f64>(1)).unwrap();
-    let fresh = model::<f32>(2);
-    let err = io::load_model_from_bytes(&fresh, &bytes).unwrap_err();
+    let mut fresh = model::<f32>(2);
+    let err = io::load_model_from_bytes(&mut fresh, &bytes).unwrap_err();
     assert_eq!(
         err.to_string(),
         "bytes: tensor `0.rules`: expected dtype F32, found dtype F64"
@@ -204,7 +204,7 @@ fn a_wrong_dtype_is_named() {
 #[test]
 fn malformed_files_are_format_errors_naming_the_source() {
     let good = io::model_to_bytes(&model::<f32>(1)).unwrap();
-    let fresh = model::<f32>(2);
+    let mut fresh = model::<f32>(2);
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("empty", Vec::new()),
         ("seven bytes", vec![1; 7]),
@@ -225,7 +225,7 @@ fn malformed_files_are_format_errors_naming_the_source() {
         ),
     ];
     for (what, bytes) in cases {
-        let err = io::load_model_from_bytes(&fresh, &bytes).unwrap_err();
+        let err = io::load_model_from_bytes(&mut fresh, &bytes).unwrap_err();
         assert!(
             matches!(&err, PhmError::CheckpointFormat { source, .. } if source == "bytes"),
             "{what}: {err:?}"
@@ -241,9 +241,9 @@ fn malformed_files_are_format_errors_naming_the_source() {
     let dir = scratch("malformed");
     let path = dir.join("bad.safetensors");
     std::fs::write(&path, &good[..100]).unwrap();
-    let err = io::load_model(&fresh, &path).unwrap_err();
+    let err = io::load_model(&mut fresh, &path).unwrap_err();
     assert!(err.to_string().contains("bad.safetensors"), "{err}");
-    let err = io::load_model(&fresh, dir.join("missing.safetensors")).unwrap_err();
+    let err = io::load_model(&mut fresh, dir.join("missing.safetensors")).unwrap_err();
     assert!(
         matches!(
             err,
@@ -267,18 +267,18 @@ proptest! {
 
     #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-        let fresh = model::<f32>(2);
-        let _ = io::load_model_from_bytes(&fresh, &bytes);
-        let _ = io::load_model_from_bytes(&fresh, &[&bytes.len().to_le_bytes()[..], &bytes].concat());
+        let mut fresh = model::<f32>(2);
+        let _ = io::load_model_from_bytes(&mut fresh, &bytes);
+        let _ = io::load_model_from_bytes(&mut fresh, &[&bytes.len().to_le_bytes()[..], &bytes].concat());
     }
 
     #[test]
     fn truncated_files_are_errors(cut in 0usize..10_000) {
         let good = io::model_to_bytes(&model::<f32>(1)).unwrap();
         let cut = cut % good.len();
-        let fresh = model::<f32>(2);
+        let mut fresh = model::<f32>(2);
         let before = values(&fresh);
-        prop_assert!(io::load_model_from_bytes(&fresh, &good[..cut]).is_err());
+        prop_assert!(io::load_model_from_bytes(&mut fresh, &good[..cut]).is_err());
         prop_assert_eq!(values(&fresh), before);
     }
 
@@ -289,9 +289,9 @@ proptest! {
         let header = header_len(&bytes);
         let at = at % bytes.len();
         bytes[at] ^= 1 << bit;
-        let fresh = model::<f32>(2);
+        let mut fresh = model::<f32>(2);
         let before = values(&fresh);
-        match io::load_model_from_bytes(&fresh, &bytes) {
+        match io::load_model_from_bytes(&mut fresh, &bytes) {
             Err(_) => prop_assert_eq!(values(&fresh), before),
             Ok(_) => {
                 // Same tensors, same shapes; at most the one scalar holding the flipped bit

@@ -64,7 +64,7 @@ fn wait_for(path: &Path) {
 fn a_process_killed_while_saving_leaves_a_complete_checkpoint() {
     let dir = scratch();
     let path = dir.join("model.safetensors");
-    let fresh = model();
+    let mut fresh = model();
     let mut generations = Vec::new();
     for round in 0..6u64 {
         let mut child = Command::new(std::env::current_exe().unwrap())
@@ -81,7 +81,7 @@ fn a_process_killed_while_saving_leaves_a_complete_checkpoint() {
         child.wait().unwrap();
 
         // Whatever the moment of the kill: one complete checkpoint, of one generation.
-        io::load_model(&fresh, &path).unwrap();
+        io::load_model(&mut fresh, &path).unwrap();
         let values: Vec<f32> = params(&fresh)
             .into_iter()
             .flat_map(|(_, p)| p.value().into_iter().collect::<Vec<_>>())

@@ -185,11 +185,11 @@ fn a_state_dict_written_by_pytorch_compresses_and_loads_into_a_phm_model() {
         std::env::temp_dir().join(format!("phm-compress-{}.safetensors", std::process::id()));
     save_state_dict(&out, &file).unwrap();
     let mut r = rng(9);
-    let model = Sequential::<f32>::new()
+    let mut model = Sequential::<f32>::new()
         .add(PhmLinearConfig::new(16, 8, 2).init(&mut r).unwrap())
         .add(Relu::new())
         .add(PhmLinearConfig::new(8, 4, 2).init(&mut r).unwrap());
-    load_model(&model, &file).unwrap();
+    load_model(&mut model, &file).unwrap();
     std::fs::remove_file(&file).ok();
     let first = model.get::<phm_nn::nn::PhmLinear<f32>>(0).unwrap();
     assert_eq!(first.bias().unwrap().into_dyn(), dict["0.bias"]);

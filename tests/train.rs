@@ -258,7 +258,7 @@ fn resume_is_exact(make_opt: &dyn Fn() -> Box<dyn Optimizer<f64>>, schedule: Sch
     let mut resumed = net(99);
     let mut opt_b = make_opt();
     opt_b.set_learning_rate(123.0).unwrap();
-    let progress = io::load_training(&resumed, opt_b.as_mut(), &path).unwrap();
+    let progress = io::load_training(&mut resumed, opt_b.as_mut(), &path).unwrap();
     assert_eq!(progress.step, k as u64);
     let mut sched_b = progress.schedule.unwrap();
     assert_eq!(sched_b.step(), k);
@@ -343,11 +343,12 @@ fn resume_at_an_epoch_boundary_with_fit_epoch() {
         rng: RngState::of(&rng_b),
     };
     let bytes = io::training_to_bytes(&b, &opt_b, &progress).unwrap();
-    let meta_epoch = phm_nn::io::load_training_from_bytes(&net(1), &mut make(), &bytes).unwrap();
+    let meta_epoch =
+        phm_nn::io::load_training_from_bytes(&mut net(1), &mut make(), &bytes).unwrap();
     assert_eq!(meta_epoch, progress);
 
-    let (c, mut opt_c) = (net(7), make());
-    let p = io::load_training_from_bytes(&c, &mut opt_c, &bytes).unwrap();
+    let (mut c, mut opt_c) = (net(7), make());
+    let p = io::load_training_from_bytes(&mut c, &mut opt_c, &bytes).unwrap();
     let (mut c, mut rng_c) = (c, p.rng.to_rng());
     for _ in p.epoch..4 {
         fit_epoch(&mut c, &mut opt_c, None, &train, &config, &mut rng_c).unwrap();
@@ -375,22 +376,22 @@ fn training_checkpoints_refuse_what_does_not_fit() {
     let bytes = io::training_to_bytes(&model, &adam, &progress).unwrap();
 
     // An SGD optimizer cannot take Adam's state: an error, and neither changes.
-    let fresh = net(1);
+    let mut fresh = net(1);
     let before = values(&fresh);
     let mut sgd = Sgd::new(SgdConfig {
         lr: 0.3,
         ..SgdConfig::default()
     })
     .unwrap();
-    assert!(io::load_training_from_bytes(&fresh, &mut sgd, &bytes).is_err());
+    assert!(io::load_training_from_bytes(&mut fresh, &mut sgd, &bytes).is_err());
     assert_eq!(values(&fresh), before);
     assert_eq!(sgd.learning_rate(), 0.3);
 
     // Another architecture: the mismatch names the tensor under its `model.` name.
     let mut r = StdRng::seed_from_u64(0);
-    let other = Sequential::<f64>::new().add(LinearConfig::new(8, 3).init(&mut r).unwrap());
+    let mut other = Sequential::<f64>::new().add(LinearConfig::new(8, 3).init(&mut r).unwrap());
     let err = io::load_training_from_bytes(
-        &other,
+        &mut other,
         &mut Adam::new(AdamConfig::default()).unwrap(),
         &bytes,
     )
@@ -402,7 +403,7 @@ fn training_checkpoints_refuse_what_does_not_fit() {
 
     // A model file is not a training file.
     let err = io::load_training_from_bytes(
-        &fresh,
+        &mut fresh,
         &mut Adam::new(AdamConfig::default()).unwrap(),
         &io::model_to_bytes(&model).unwrap(),
     )
@@ -416,7 +417,7 @@ fn training_checkpoints_refuse_what_does_not_fit() {
     // Truncated: a format error.
     for cut in [0, 8, bytes.len() / 2, bytes.len() - 1] {
         let err = io::load_training_from_bytes(
-            &fresh,
+            &mut fresh,
             &mut Adam::new(AdamConfig::default()).unwrap(),
             &bytes[..cut],
         )

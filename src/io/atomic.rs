@@ -9,10 +9,18 @@
 //!
 //! If writing fails (disk full, an I/O error), the temporary file is removed and the old
 //! file is untouched. If the process is killed while writing, the old file is untouched and
-//! a temporary file `.{name}.tmp.{pid}.{counter}` may remain in the folder; it is never read,
-//! and deleting it is always safe.
+//! a temporary file `.{name}.tmp.{pid}.{random}` may remain in the folder; it is never read,
+//! never reused (each save draws a fresh random 64-bit suffix and creates the file with
+//! `O_EXCL`, drawing again if the name exists: a restarted process with the same id, such as
+//! PID 1 in a container, cannot collide with its predecessor's leftovers), and deleting it is
+//! always safe.
+//!
+//! A path that is a symbolic link is resolved first: the file the link points to is
+//! replaced (its folder holds the temporary file) and the link stays a link.
 
+use std::collections::hash_map::RandomState;
 use std::fs::{self, File, OpenOptions};
+use std::hash::BuildHasher;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +28,34 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::{PhmError, Result};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// How many fresh names a save tries before it gives up.
+const NAME_TRIES: usize = 16;
+
+/// A random 64-bit number: std's `RandomState` is keyed from the operating system's random
+/// source, so two processes (or two runs with the same process id) draw different numbers.
+fn random_suffix() -> u64 {
+    RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Follows `path` through symbolic links (at most 40, as POSIX systems do) to the file a
+/// save must replace.
+fn resolve_links(path: &Path) -> io::Result<PathBuf> {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = fs::read_link(&p)?;
+                p = match p.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                };
+            }
+            _ => return Ok(p),
+        }
+    }
+    Err(io::Error::other("too many levels of symbolic links"))
+}
 
 /// A destination for the bytes of a file that can be flushed to the disk.
 pub(crate) trait SyncWrite: Write {
@@ -50,33 +86,46 @@ pub(crate) fn write_atomic_with<W: SyncWrite>(
         kind: e.kind(),
         reason: e.to_string(),
     };
-    let name = path.file_name().ok_or_else(|| PhmError::Write {
+    let target = resolve_links(path).map_err(write_err)?;
+    let name = target.file_name().ok_or_else(|| PhmError::Write {
         path: path.display().to_string(),
         kind: io::ErrorKind::InvalidInput,
         reason: "the path does not name a file".to_string(),
     })?;
-    let dir = match path.parent() {
+    let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}.{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(write_err)?;
+    let mut opened = None;
+    for _ in 0..NAME_TRIES {
+        let tmp = dir.join(format!(
+            ".{}.tmp.{}.{:016x}",
+            name.to_string_lossy(),
+            std::process::id(),
+            random_suffix()
+        ));
+        match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            Ok(file) => {
+                opened = Some((tmp, file));
+                break;
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(write_err(e)),
+        }
+    }
+    let (tmp, file) = opened.ok_or_else(|| {
+        write_err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{NAME_TRIES} fresh temporary names all exist"),
+        ))
+    })?;
     let mut writer = wrap(file);
     let written = writer
         .write_all(bytes)
         .and_then(|()| writer.flush())
         .and_then(|()| writer.sync());
     drop(writer);
-    if let Err(e) = written.and_then(|()| fs::rename(&tmp, path)) {
+    if let Err(e) = written.and_then(|()| fs::rename(&tmp, &target)) {
         // Best effort: the temporary file is ours and holds nothing of value.
         let _ = fs::remove_file(&tmp);
         return Err(write_err(e));

@@ -15,16 +15,18 @@ use crate::Float;
 
 /// Reads every tensor of a safetensors file into a [`StateDict`] of `F`. `F32` and `F64`
 /// tensors are accepted (an `f64` file read as `f32` rounds to nearest); other dtypes are an
-/// error naming the tensor.
+/// error naming the tensor. The checksums of a file written by this crate are verified (a
+/// file without them, e.g. from PyTorch, is read as it is).
 ///
 /// # Errors
 /// [`PhmError::Io`] if the file cannot be read, [`PhmError::CheckpointFormat`] if it is not a
-/// safetensors file, [`PhmError::CheckpointMismatch`] naming a tensor of another dtype.
+/// safetensors file or a checksum does not match, [`PhmError::CheckpointMismatch`] naming a
+/// tensor of another dtype.
 pub fn load_state_dict<F: Float>(path: impl AsRef<Path>) -> Result<StateDict<F>> {
     let path = path.as_ref();
     let source = path.display().to_string();
     let bytes = read_file(path)?;
-    let st = parse(&bytes, &source)?;
+    let (st, _) = parse(&bytes, &source)?;
     let mut dict = StateDict::new();
     for (name, view) in st.tensors() {
         let data = view.data();
@@ -58,7 +60,8 @@ pub fn load_state_dict<F: Float>(path: impl AsRef<Path>) -> Result<StateDict<F>>
 }
 
 /// Writes a [`StateDict`] as a safetensors file (dtype of `F`), crash-safely (a temporary file
-/// in the same folder, synced, then renamed over `path`).
+/// in the same folder, synced, then renamed over `path`), with a checksum of every tensor in
+/// the metadata (`crc32.{name}`, and `phm_nn.header_crc32`; other readers ignore them).
 ///
 /// # Errors
 /// [`PhmError::Write`] if the file cannot be written.

@@ -178,7 +178,7 @@
 //! ```
 
 use std::any::Any;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 
 use ndarray::{ArrayD, ArrayViewD};
@@ -420,6 +420,74 @@ fn visit_mut<F: Float, T: Module<F>>(
         return;
     }
     m.visit_children_mut(&mut |name, child| visit_mut(child, join(&path, name), f));
+}
+
+/// Checks that every path in `model` names one thing: no two modules share a path (a
+/// [`Module::visit_children`] that gives two children the same name, or a name with a `.`
+/// that collides with a nested path), and no two different parameter tensors share a path.
+/// Checkpoints ([`crate::io`]), optimizer state ([`crate::optim::Optimizer::load_state`]) and
+/// [`summary`] key everything by path, so they refuse such a model instead of silently
+/// keeping one of the two.
+///
+/// ```
+/// use phm_nn::prelude::*;
+/// use phm_nn::module::check_paths;
+/// let model = Sequential::<f32>::new().add(Relu::new()).add(Tanh::new());
+/// check_paths(&model)?; // "0" and "1"
+/// # Ok::<(), phm_nn::PhmError>(())
+/// ```
+///
+/// # Errors
+/// [`PhmError::InvalidArgument`](crate::PhmError::InvalidArgument) naming the first path that
+/// is used twice.
+pub fn check_paths<F: Float>(model: &dyn Module<F>) -> crate::error::Result<()> {
+    let mut modules = HashSet::new();
+    modules.insert(String::new());
+    check_module_paths(model, String::new(), &mut modules)?;
+    let mut tensors: HashMap<String, ParamId> = HashMap::new();
+    let mut clash = None;
+    model.visit_params(&mut |path, p| match tensors.get(path) {
+        Some(id) if *id != p.id() && clash.is_none() => clash = Some(path.to_string()),
+        Some(_) => {}
+        None => {
+            tensors.insert(path.to_string(), p.id());
+        }
+    });
+    match clash {
+        Some(path) => Err(duplicate(&path, "parameter tensors")),
+        None => Ok(()),
+    }
+}
+
+fn check_module_paths<F: Float>(
+    m: &dyn Module<F>,
+    path: String,
+    seen: &mut HashSet<String>,
+) -> crate::error::Result<()> {
+    let mut result = Ok(());
+    m.visit_children(&mut |name, child| {
+        if result.is_err() {
+            return;
+        }
+        let child_path = join(&path, name);
+        result = if seen.insert(child_path.clone()) {
+            check_module_paths(child, child_path, seen)
+        } else {
+            Err(duplicate(&child_path, "modules"))
+        };
+    });
+    result
+}
+
+fn duplicate(path: &str, what: &str) -> crate::PhmError {
+    crate::PhmError::InvalidArgument {
+        what: "model",
+        reason: format!(
+            "two different {what} have the path `{path}` (does `visit_children` give two \
+             children the same name?); checkpoints, optimizer state and summaries need every \
+             path to name one thing"
+        ),
+    }
 }
 
 /// `prefix.name`, or `name` at the root.

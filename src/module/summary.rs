@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use crate::module::{join, Module, ParamId};
+use crate::module::{check_paths, join, Module, ParamId};
 use crate::Float;
 
 /// One row of a [`Summary`]: a module at some depth of the tree.
@@ -54,7 +54,16 @@ pub struct Summary {
 /// println!("{s}");
 /// # Ok::<(), phm_nn::PhmError>(())
 /// ```
+///
+/// # Panics
+/// If two modules or two different parameter tensors of `model` have the same path (a
+/// `visit_children` of your own that names two children alike; see
+/// [`check_paths`](crate::module::check_paths)): the rows would be ambiguous.
+#[track_caller]
 pub fn summary<F: Float>(model: &dyn Module<F>, input: &[usize]) -> Summary {
+    if let Err(e) = check_paths(model) {
+        panic!("summary: {e}");
+    }
     let mut rows = Vec::new();
     let mut seen = HashSet::new();
     let input = (!input.is_empty()).then(|| input.to_vec());

@@ -5,8 +5,10 @@
 use ndarray::{ArrayD, Zip};
 
 use crate::error::{PhmError, Result};
-use crate::module::Module;
-use crate::optim::{check_hyper, Optimizer, OptimizerState, ParamState, States};
+use crate::module::{Module, ParamId};
+use crate::optim::{
+    check_hyper, check_hyper_names, flag, Optimizer, OptimizerState, ParamState, States,
+};
 use crate::Float;
 
 /// Hyperparameters of [`Adam`]; the defaults are PyTorch's `torch.optim.Adam`.
@@ -129,25 +131,49 @@ impl<F: Float> ParamState<F> for Moments<F> {
 
     fn import(path: &str, shape: &[usize], state: &OptimizerState<F>) -> Result<Option<Self>> {
         let step_name = format!("{path}.step");
+        let max_name = format!("{path}.max_exp_avg_sq");
+        let bad = |reason: String| PhmError::InvalidArgument {
+            what: "optimizer state",
+            reason,
+        };
         let Some(&step) = state.scalars.get(&step_name) else {
+            // No step: the parameter was never stepped, and must have no other entry.
+            for entry in ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"] {
+                if state.tensors.contains_key(&format!("{path}.{entry}")) {
+                    return Err(bad(format!(
+                        "entry `{path}.{entry}` is present but `{step_name}` is missing"
+                    )));
+                }
+            }
             return Ok(None);
         };
         if !(step >= 1.0 && step <= f64::from(i32::MAX) && step.fract() == 0.0) {
-            return Err(PhmError::InvalidArgument {
-                what: "optimizer state",
-                reason: format!("entry `{step_name}` must be a positive whole number, got {step}"),
-            });
+            return Err(bad(format!(
+                "entry `{step_name}` must be a positive whole number, got {step}"
+            )));
         }
-        let max_name = format!("{path}.max_exp_avg_sq");
+        // `hyper.amsgrad` (checked to be 0 or 1 by `load_state`) decides: AMSGrad state is
+        // there exactly when AMSGrad runs.
+        let amsgrad = flag(state, "hyper.amsgrad")?;
+        let max_exp_avg_sq = match (amsgrad, state.tensors.contains_key(&max_name)) {
+            (true, true) => Some(state.tensor(&max_name, shape)?),
+            (false, false) => None,
+            (true, false) => {
+                return Err(bad(format!(
+                    "entry `{max_name}` is missing although `hyper.amsgrad` is 1"
+                )))
+            }
+            (false, true) => {
+                return Err(bad(format!(
+                    "entry `{max_name}` is present although `hyper.amsgrad` is 0"
+                )))
+            }
+        };
         Ok(Some(Moments {
             step: step as i32,
             exp_avg: state.tensor(&format!("{path}.exp_avg"), shape)?,
             exp_avg_sq: state.tensor(&format!("{path}.exp_avg_sq"), shape)?,
-            max_exp_avg_sq: if state.tensors.contains_key(&max_name) {
-                Some(state.tensor(&max_name, shape)?)
-            } else {
-                None
-            },
+            max_exp_avg_sq,
         }))
     }
 }
@@ -277,13 +303,14 @@ impl<F: Float> Optimizer<F> for Adam<F> {
     }
 
     fn load_state(&mut self, model: &dyn Module<F>, state: &OptimizerState<F>) -> Result<()> {
+        check_hyper_names(state, &HYPER)?;
         let config = AdamConfig {
             lr: state.scalar("hyper.lr")?,
             betas: (state.scalar("hyper.beta1")?, state.scalar("hyper.beta2")?),
             eps: state.scalar("hyper.eps")?,
             weight_decay: state.scalar("hyper.weight_decay")?,
-            amsgrad: state.scalar("hyper.amsgrad")? != 0.0,
-            decoupled_weight_decay: state.scalar("hyper.decoupled_weight_decay")? != 0.0,
+            amsgrad: flag(state, "hyper.amsgrad")?,
+            decoupled_weight_decay: flag(state, "hyper.decoupled_weight_decay")?,
         };
         config.validate()?;
         let mut states = self.states.clone();
@@ -291,4 +318,19 @@ impl<F: Float> Optimizer<F> for Adam<F> {
         (self.config, self.states) = (config, states);
         Ok(())
     }
+
+    fn state_param_ids(&self) -> Vec<ParamId> {
+        self.states.ids()
+    }
 }
+
+/// The hyperparameters Adam saves (`hyper.{name}`).
+const HYPER: [&str; 7] = [
+    "lr",
+    "beta1",
+    "beta2",
+    "eps",
+    "weight_decay",
+    "amsgrad",
+    "decoupled_weight_decay",
+];

@@ -86,7 +86,7 @@ use std::collections::{BTreeMap, HashMap};
 use ndarray::{ArrayD, ArrayViewD};
 
 use crate::error::{PhmError, Result};
-use crate::module::{params, Module, Param, ParamId};
+use crate::module::{check_paths, params, Module, Param, ParamId};
 use crate::Float;
 
 mod adam;
@@ -129,6 +129,14 @@ pub trait Optimizer<F: Float> {
     /// parameter's shape, an entry has no parameter of that path, an entry is missing or a
     /// hyperparameter is invalid; the optimizer is unchanged then.
     fn load_state(&mut self, model: &dyn Module<F>, state: &OptimizerState<F>) -> Result<()>;
+
+    /// The identities of the parameter tensors this optimizer holds state for (those it has
+    /// stepped or loaded state for). [`save_training`](crate::io::save_training) uses it to
+    /// refuse a model none of whose tensors the optimizer knows (a clone of the model it
+    /// steps). The default, for optimizers of your own, lists none (no check).
+    fn state_param_ids(&self) -> Vec<ParamId> {
+        Vec::new()
+    }
 }
 
 /// An optimizer's state by parameter path: tensors (moments, buffers) and scalars (step
@@ -237,11 +245,23 @@ impl<S> States<S> {
         Ok(())
     }
 
+    /// The identities of the parameters with a state.
+    pub(crate) fn ids(&self) -> Vec<ParamId> {
+        self.0.keys().copied().collect()
+    }
+
     /// The state of every parameter of `model` that has one, by path.
+    ///
+    /// # Panics
+    /// If two things of `model` share a path ([`check_paths`]): the entries would collide.
+    #[track_caller]
     pub(crate) fn export<F: Float>(&self, model: &dyn Module<F>, out: &mut OptimizerState<F>)
     where
         S: ParamState<F>,
     {
+        if let Err(e) = check_paths(model) {
+            panic!("optimizer state: {e}");
+        }
         for (path, p) in params(model) {
             if let Some(s) = self.0.get(&p.id()) {
                 s.export(&path, out);
@@ -258,6 +278,7 @@ impl<S> States<S> {
     where
         S: ParamState<F>,
     {
+        check_paths(model)?;
         let params = params(model);
         // Every entry must belong to a parameter of the model.
         for name in state.tensors.keys().chain(state.scalars.keys()) {
@@ -281,6 +302,46 @@ impl<S> States<S> {
         }
         self.0 = loaded;
         Ok(())
+    }
+}
+
+/// The flag `name` of `state` (`hyper.amsgrad`, `hyper.nesterov`, …): exactly `0` or `1`.
+///
+/// # Errors
+/// [`PhmError::InvalidArgument`] naming the entry if it is missing or anything else (NaN,
+/// `0.5`, `2`).
+pub(crate) fn flag<F: Float>(state: &OptimizerState<F>, name: &str) -> Result<bool> {
+    let v = state.scalar(name)?;
+    if v == 0.0 {
+        Ok(false)
+    } else if v == 1.0 {
+        Ok(true)
+    } else {
+        Err(PhmError::InvalidArgument {
+            what: "optimizer state",
+            reason: format!("entry `{name}` must be 0 or 1, got {v}"),
+        })
+    }
+}
+
+/// Checks that every `hyper.*` scalar of `state` is one of `known` (no misspelt or foreign
+/// hyperparameter is silently ignored).
+///
+/// # Errors
+/// [`PhmError::InvalidArgument`] naming the first unknown entry.
+pub(crate) fn check_hyper_names<F: Float>(state: &OptimizerState<F>, known: &[&str]) -> Result<()> {
+    let unknown = state
+        .scalars
+        .keys()
+        .chain(state.tensors.keys())
+        .filter_map(|k| k.strip_prefix("hyper."))
+        .find(|k| !known.contains(k));
+    match unknown {
+        Some(k) => Err(PhmError::InvalidArgument {
+            what: "optimizer state",
+            reason: format!("entry `hyper.{k}` is not a hyperparameter of this optimizer"),
+        }),
+        None => Ok(()),
     }
 }
 

@@ -4,8 +4,10 @@
 use ndarray::ArrayD;
 
 use crate::error::{PhmError, Result};
-use crate::module::Module;
-use crate::optim::{check_hyper, Optimizer, OptimizerState, ParamState, States};
+use crate::module::{Module, ParamId};
+use crate::optim::{
+    check_hyper, check_hyper_names, flag, Optimizer, OptimizerState, ParamState, States,
+};
 use crate::Float;
 
 /// Hyperparameters of [`Sgd`]; the defaults are PyTorch's.
@@ -159,17 +161,25 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
     }
 
     fn load_state(&mut self, model: &dyn Module<F>, state: &OptimizerState<F>) -> Result<()> {
+        check_hyper_names(
+            state,
+            &["lr", "momentum", "dampening", "weight_decay", "nesterov"],
+        )?;
         let config = SgdConfig {
             lr: state.scalar("hyper.lr")?,
             momentum: state.scalar("hyper.momentum")?,
             dampening: state.scalar("hyper.dampening")?,
             weight_decay: state.scalar("hyper.weight_decay")?,
-            nesterov: state.scalar("hyper.nesterov")? != 0.0,
+            nesterov: flag(state, "hyper.nesterov")?,
         };
         config.validate()?;
         let mut states = self.states.clone();
         states.import(model, state)?;
         (self.config, self.states) = (config, states);
         Ok(())
+    }
+
+    fn state_param_ids(&self) -> Vec<ParamId> {
+        self.states.ids()
     }
 }

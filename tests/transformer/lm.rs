@@ -201,13 +201,13 @@ fn a_saved_model_reloads_and_samples_the_same() {
     let config = TransformerLmConfig::new(7, 8, 2, 2, 6).with_projection(Projection::phm(2));
     let lm = config.clone().init::<f32, _>(&mut rng(1)).unwrap();
     let bytes = model_to_bytes(&lm).unwrap();
-    let fresh = config.init::<f32, _>(&mut rng(2)).unwrap();
+    let mut fresh = config.init::<f32, _>(&mut rng(2)).unwrap();
     let ids = Array2::from_shape_fn((1, 6), |(_, t)| t);
     assert_ne!(
         lm.infer_ids(ids.view(), None),
         fresh.infer_ids(ids.view(), None)
     );
-    let meta = load_model_from_bytes(&fresh, &bytes).unwrap();
+    let meta = load_model_from_bytes(&mut fresh, &bytes).unwrap();
     assert_eq!(
         lm.infer_ids(ids.view(), None),
         fresh.infer_ids(ids.view(), None)
