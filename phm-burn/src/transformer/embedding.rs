@@ -22,7 +22,7 @@ use burn::tensor::{Device, Int, Tensor};
 use phm_nn::prelude::{SeedableRng, StdRng};
 use phm_nn::{Float, PhmError};
 
-use crate::bridge::{array_from_tensor, tensor_from_array};
+use crate::bridge::{burn_param, native_param};
 use crate::Bridge;
 
 /// Configuration of an [`Embedding`].
@@ -123,14 +123,12 @@ impl Bridge for Embedding {
     type Native<F: Float> = phm_nn::nn::Embedding<F>;
 
     fn to_native<F: Float>(&self) -> phm_nn::Result<Self::Native<F>> {
-        let w = array_from_tensor::<F, 2>(&self.weight.val(), "weight")?;
-        phm_nn::nn::Embedding::from_param(phm_nn::Param::new(w))
+        phm_nn::nn::Embedding::from_param(native_param::<F, 2>(&self.weight, "weight")?)
     }
 
     fn from_native<F: Float>(native: &Self::Native<F>, device: &Device) -> phm_nn::Result<Self> {
-        let w = native.weight_param().value();
         Ok(Embedding {
-            weight: Param::from_tensor(tensor_from_array(w.view(), device)),
+            weight: burn_param::<F, 2>(native.weight_param(), device),
         })
     }
 }

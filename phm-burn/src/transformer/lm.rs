@@ -51,7 +51,7 @@ use super::{
     child_values, in_child, load_values, native_child, native_values, projection_config,
     AttentionCache, Block, Dropout, Embedding, LayerNorm, PositionalEncoding,
 };
-use crate::bridge::array_from_tensor;
+use crate::bridge::{array_from_tensor, is_trainable};
 use crate::kernels::PhmPath;
 use crate::linear::{Linear, ProjectionConfig};
 use crate::rules::PhmRules;
@@ -492,7 +492,7 @@ impl Bridge for TransformerLm {
             Some(head) => child_values::<F, _>(head, "head", &mut values)?,
             None => {
                 let e = array_from_tensor::<F, 2>(&self.embed.weight.val(), "embed.weight")?;
-                values.insert("head.weight".into(), e);
+                values.insert("head.weight".into(), (e, is_trainable(&self.embed.weight)));
             }
         }
         load_values(&out, values)?;
