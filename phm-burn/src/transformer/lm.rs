@@ -257,8 +257,8 @@ impl TransformerLm {
     /// - output: `[B, T, vocab]`
     ///
     /// # Panics
-    /// If `T > max_len` or `pad` is not `[B, T]` (an id out of range is caught by burn's
-    /// index check).
+    /// If `T > max_len`, `pad` is not `[B, T]`, or an id is negative or not below `vocab`
+    /// ([`Embedding::forward`](super::Embedding::forward), naming the id).
     #[track_caller]
     pub fn forward(&self, ids: Tensor<2, Int>, pad: Option<Tensor<2, Bool>>) -> Tensor<3> {
         let [_, t] = ids.dims();
@@ -292,8 +292,9 @@ impl TransformerLm {
     /// - output: `[B, t, vocab]`
     ///
     /// # Panics
-    /// If the cached and new positions exceed `max_len`, the batch is not the cache's, or
-    /// the cache is not this model's ([`new_cache`](Self::new_cache)).
+    /// If the cached and new positions exceed `max_len`, the batch is not the cache's, the
+    /// cache is not this model's ([`new_cache`](Self::new_cache)), or an id is out of range
+    /// (as [`forward`](Self::forward)).
     #[track_caller]
     pub fn forward_step(&self, ids: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<3> {
         let [_, t] = ids.dims();
