@@ -120,6 +120,20 @@ fn output_shapes() {
 }
 
 #[test]
+fn pool_accessors_return_the_constructor_arguments() {
+    let max = MaxPool2d::new((3, 2), (2, 1), (1, 0)).unwrap();
+    assert_eq!(
+        (max.kernel(), max.stride(), max.padding()),
+        ((3, 2), (2, 1), (1, 0))
+    );
+    let avg = AvgPool2d::new(4, (1, 3), (2, 1)).unwrap();
+    assert_eq!(
+        (avg.kernel(), avg.stride(), avg.padding()),
+        ((4, 4), (1, 3), (2, 1))
+    );
+}
+
+#[test]
 fn pool_errors() {
     assert!(matches!(
         MaxPool2d::new(0, 1, 0).unwrap_err(),

@@ -5,6 +5,10 @@
 //! [`Bridge::from_native`] builds the burn module from one. Checkpoints go through phm-nn's
 //! own reader and writer, so a file is the same whichever crate wrote it.
 //!
+//! Every parameter keeps its trainable flag both ways: a frozen phm-nn parameter
+//! ([`phm_nn::Param::is_trainable`] false) becomes a burn parameter without gradients, and a
+//! burn parameter without gradients ([`is_trainable`]) a frozen phm-nn one.
+//!
 //! Tensors keep their float type: an `f64` phm-nn tensor becomes a burn tensor of
 //! [`DType::F64`] and back, with no rounding; asking for another type is an error, never a
 //! silent conversion.
@@ -25,6 +29,7 @@
 //! # Ok::<(), phm_nn::PhmError>(())
 //! ```
 
+use burn::module::{Module, Param};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use phm_nn::ndarray::{ArrayD, ArrayViewD, IxDyn};
 use phm_nn::{Float, PhmError, Result};
@@ -114,4 +119,60 @@ pub fn array_from_tensor<F: Float, const D: usize>(t: &Tensor<D>, name: &str) ->
             .collect()
     };
     Ok(ArrayD::from_shape_vec(IxDyn(&shape), values).expect("a tensor's data matches its shape"))
+}
+
+/// Whether burn trains `p`: the gradient setting burn keeps for it, also on a plain device
+/// (where tensors never track gradients until the module is put into training with
+/// `Module::train`). `false` for a parameter set with `set_require_grad(false)`.
+pub fn is_trainable<const D: usize>(p: &Param<Tensor<D>>) -> bool {
+    p.clone().train().val().is_require_grad()
+}
+
+/// The phm-nn parameter with the values of `p` as `F`, frozen if `p` is not
+/// [trainable](is_trainable); `name` names it in errors.
+///
+/// # Errors
+/// [`PhmError::CheckpointMismatch`] if `p`'s dtype is not `F`'s.
+pub fn native_param<F: Float, const D: usize>(
+    p: &Param<Tensor<D>>,
+    name: &str,
+) -> Result<phm_nn::Param<F>> {
+    let value = array_from_tensor::<F, D>(&p.val(), name)?;
+    Ok(if is_trainable(p) {
+        phm_nn::Param::new(value)
+    } else {
+        phm_nn::Param::frozen(value)
+    })
+}
+
+/// The burn parameter with the values of `p` on `device` in `F`'s dtype, without gradients if
+/// `p` is frozen.
+///
+/// # Panics
+/// If `p` does not have rank `D`.
+#[track_caller]
+pub fn burn_param<F: Float, const D: usize>(
+    p: &phm_nn::Param<F>,
+    device: &Device,
+) -> Param<Tensor<D>> {
+    let param = Param::from_tensor(tensor_from_array::<F, D>(p.value().view(), device));
+    if p.is_trainable() {
+        param
+    } else {
+        param.set_require_grad(false)
+    }
+}
+
+/// Sets the trainable flags of a phm-nn layer's weight (or blocks) and bias to those of burn's
+/// `weight` and `bias` (for the phm-nn constructors that take plain arrays).
+pub(crate) fn carry_trainable<F: Float, const D: usize>(
+    native_weight: &phm_nn::Param<F>,
+    native_bias: Option<&phm_nn::Param<F>>,
+    weight: &Param<Tensor<D>>,
+    bias: Option<&Param<Tensor<1>>>,
+) {
+    native_weight.set_trainable(is_trainable(weight));
+    if let (Some(nb), Some(b)) = (native_bias, bias) {
+        nb.set_trainable(is_trainable(b));
+    }
 }

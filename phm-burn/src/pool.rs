@@ -8,6 +8,8 @@
 //!     Flatten:       (B, …)    → (B, product of the other axes), row-major
 //! ```
 //!
+//! [`MaxPool2d::to_native`] and [`MaxPool2d::from_native`] convert to and from phm-nn's
+//! layer (inherent, not [`Bridge`](crate::Bridge): a pool has no float type and cannot fail).
 //! burn's own `max_pool2d` computes the max pool; ReLU is burn's
 //! (`burn::tensor::activation::relu`, the same function as phm-nn's `Relu`).
 //!
@@ -18,6 +20,8 @@
 //! let x = Tensor::<4>::from_floats([[[[1.0, 5.0, 2.0, 0.0], [3.0, 4.0, 8.0, 6.0]]]], &device);
 //! let y = MaxPool2d::new([2, 2], [2, 2], [0, 0])?.forward(x.clone());
 //! assert_eq!(y.into_data().to_vec::<f32>().unwrap(), [5.0, 8.0]);
+//! let native = phm_burn::phm_nn::nn::MaxPool2d::new((3, 2), (2, 1), (1, 0))?;
+//! assert_eq!(MaxPool2d::from_native(&native).kernel_size, [3, 2]);
 //! assert_eq!(GlobalAvgPool.forward(x.clone()).dims(), [1, 1]);
 //! assert_eq!(Flatten.forward(x).dims(), [1, 8]);
 //! # Ok::<(), phm_burn::phm_nn::PhmError>(())
@@ -80,6 +84,17 @@ impl MaxPool2d {
             pair(self.padding),
         )
         .expect("checked by MaxPool2d::new")
+    }
+
+    /// The max pool with the window, stride and padding of a phm-nn one (every phm-nn max
+    /// pool has a burn twin: both constructors check the same rules).
+    pub fn from_native(native: &phm_nn::nn::MaxPool2d) -> Self {
+        let pair = |(a, b): (usize, usize)| [a, b];
+        MaxPool2d {
+            kernel_size: pair(native.kernel()),
+            stride: pair(native.stride()),
+            padding: pair(native.padding()),
+        }
     }
 
     /// The max pool of `x`.

@@ -412,6 +412,18 @@ fn pooling_and_flatten_match_phm_nn() {
         assert_match(&format!("max pool {k:?} {s:?} {p:?} dX"), &dx, &dx_ref);
     }
     assert!(MaxPool2d::new([2, 2], [0, 1], [0, 0]).is_err());
+    // phm-nn → burn → phm-nn keeps the window, stride and padding (each of its two axes).
+    let native = phm_nn::nn::MaxPool2d::new((3, 2), (2, 1), (1, 0)).unwrap();
+    let pool = MaxPool2d::from_native(&native);
+    assert_eq!(
+        (pool.kernel_size, pool.stride, pool.padding),
+        ([3, 2], [2, 1], [1, 0])
+    );
+    let back = pool.to_native();
+    assert_eq!(
+        (back.kernel(), back.stride(), back.padding()),
+        ((3, 2), (2, 1), (1, 0))
+    );
     assert!(MaxPool2d::new([2, 2], [1, 1], [2, 0]).is_err());
 
     let mut native = phm_nn::nn::GlobalAvgPool::new();

@@ -638,3 +638,46 @@ fn cached_generation_equals_uncached_and_phm_nn() {
         lm.generate_uncached(&[4, 1], 14, 0.8, &mut rng()).unwrap()
     );
 }
+
+#[test]
+fn embedding_ids_out_of_range_are_errors_naming_the_id() {
+    let device = Device::default();
+    let embed = phm_burn::transformer::EmbeddingConfig::new(5, 3)
+        .init::<f64>(&device)
+        .unwrap();
+    let ids = |v: [[i64; 3]; 1]| Tensor::<2, Int>::from_data(TensorData::from(v), &device);
+    let ok = embed.try_forward(ids([[0, 4, 2]])).unwrap();
+    // Row 4 of the table, read back exactly.
+    let table = array_from_tensor::<f64, 2>(&embed.weight.val(), "weight").unwrap();
+    let got = array_from_tensor::<f64, 3>(&ok, "y").unwrap();
+    let row = |a: &ArrayD<f64>, i: usize| a.index_axis(phm_nn::ndarray::Axis(0), i).to_owned();
+    assert_eq!(row(&row(&got, 0), 1), row(&table, 4));
+    for (bad, id) in [([[0, 5, 1]], "5"), ([[2, -1, 7]], "-1"), ([[9, 0, 0]], "9")] {
+        let err = embed.try_forward(ids(bad)).unwrap_err().to_string();
+        assert!(err.contains(&format!("id {id} ")), "{err}");
+        assert!(err.contains("vocab 5"), "{err}");
+    }
+}
+
+#[test]
+#[should_panic(expected = "id 5 is out of range for vocab 5")]
+fn embedding_forward_panics_on_an_id_out_of_range() {
+    let device = Device::default();
+    let embed = phm_burn::transformer::EmbeddingConfig::new(5, 3)
+        .init::<f32>(&device)
+        .unwrap();
+    embed.forward(Tensor::<2, Int>::from_ints([[1, 5]], &device));
+}
+
+#[test]
+#[should_panic(expected = "out of range for vocab 9")]
+fn lm_forward_panics_on_an_id_out_of_range() {
+    let native = native::TransformerLmConfig::new(9, 8, 2, 1, 6)
+        .init::<f64, _>(&mut StdRng::seed_from_u64(4))
+        .unwrap();
+    let burn = TransformerLm::from_native(&native, &Device::default()).unwrap();
+    burn.forward(
+        Tensor::<2, Int>::from_data(TensorData::from([[1i64, 9]]), &Device::default()),
+        None,
+    );
+}

@@ -171,6 +171,21 @@ impl MaxPool2d {
         })
     }
 
+    /// The window `(kh, kw)`.
+    pub fn kernel(&self) -> (usize, usize) {
+        self.window.geometry.kernel()
+    }
+
+    /// The stride `(s_h, s_w)`.
+    pub fn stride(&self) -> (usize, usize) {
+        self.window.geometry.stride()
+    }
+
+    /// The padding `(p_h, p_w)` on each side.
+    pub fn padding(&self) -> (usize, usize) {
+        self.window.geometry.padding()
+    }
+
     #[track_caller]
     fn run<F: Float>(&self, context: &str, x: &ArrayViewD<'_, F>) -> (ArrayD<F>, Vec<usize>) {
         let f = self.window.frame_or_panic(context, x.shape());
@@ -268,6 +283,21 @@ impl AvgPool2d {
     fn scale<F: Float>(&self) -> F {
         let (kh, kw) = self.window.geometry.kernel();
         F::one() / F::of((kh * kw) as f64)
+    }
+
+    /// The window `(kh, kw)`.
+    pub fn kernel(&self) -> (usize, usize) {
+        self.window.geometry.kernel()
+    }
+
+    /// The stride `(s_h, s_w)`.
+    pub fn stride(&self) -> (usize, usize) {
+        self.window.geometry.stride()
+    }
+
+    /// The padding `(p_h, p_w)` on each side.
+    pub fn padding(&self) -> (usize, usize) {
+        self.window.geometry.padding()
     }
 
     #[track_caller]

@@ -27,9 +27,8 @@ use phm_nn::rand::{rngs::StdRng, SeedableRng};
 use phm_nn::Float;
 
 use super::{check_input, options};
-use crate::bridge::Bridge;
+use crate::bridge::{burn_param, carry_trainable, Bridge};
 use crate::linear::array_of;
-use crate::rules::param;
 
 /// Configuration of a [`Conv2d`] layer.
 #[derive(Config, Debug, PartialEq)]
@@ -122,13 +121,20 @@ impl Bridge for Conv2d {
             None => None,
         };
         let pair = |a: [usize; 2]| (a[0], a[1]);
-        phm_nn::nn::Conv2d::from_parts(
+        let native = phm_nn::nn::Conv2d::from_parts(
             array_of::<F, Ix4, 4>(&self.weight, "weight")?,
             bias,
             pair(self.stride),
             pair(self.padding),
             pair(self.dilation),
-        )
+        )?;
+        carry_trainable(
+            native.weight_param(),
+            native.bias_param(),
+            &self.weight,
+            self.bias.as_ref(),
+        );
+        Ok(native)
     }
 
     /// # Errors
@@ -140,10 +146,8 @@ impl Bridge for Conv2d {
         let g = native.geometry();
         let arr = |(a, b): (usize, usize)| [a, b];
         Ok(Conv2d {
-            weight: param::<F, 4>(&native.weight().into_dyn(), false, device),
-            bias: native
-                .bias()
-                .map(|b| param::<F, 1>(&b.into_dyn(), false, device)),
+            weight: burn_param::<F, 4>(native.weight_param(), device),
+            bias: native.bias_param().map(|b| burn_param::<F, 1>(b, device)),
             stride: arr(g.stride()),
             padding: arr(g.padding()),
             dilation: arr(g.dilation()),
@@ -239,13 +243,20 @@ impl Bridge for Conv1d {
             Some(b) => Some(array_of::<F, Ix1, 1>(b, "bias")?),
             None => None,
         };
-        phm_nn::nn::Conv1d::from_parts(
+        let native = phm_nn::nn::Conv1d::from_parts(
             array_of::<F, Ix3, 3>(&self.weight, "weight")?,
             bias,
             self.stride,
             self.padding,
             self.dilation,
-        )
+        )?;
+        carry_trainable(
+            native.weight_param(),
+            native.bias_param(),
+            &self.weight,
+            self.bias.as_ref(),
+        );
+        Ok(native)
     }
 
     /// # Errors
@@ -257,10 +268,8 @@ impl Bridge for Conv1d {
         // phm-nn keeps a 1-D window as a height-1 2-D one: the width holds the sizes.
         let g = native.geometry();
         Ok(Conv1d {
-            weight: param::<F, 3>(&native.weight().into_dyn(), false, device),
-            bias: native
-                .bias()
-                .map(|b| param::<F, 1>(&b.into_dyn(), false, device)),
+            weight: burn_param::<F, 3>(native.weight_param(), device),
+            bias: native.bias_param().map(|b| burn_param::<F, 1>(b, device)),
             stride: g.stride().1,
             padding: g.padding().1,
             dilation: g.dilation().1,

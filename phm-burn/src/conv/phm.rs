@@ -34,7 +34,7 @@ use phm_nn::rand::{rngs::StdRng, SeedableRng};
 use phm_nn::{Float, PhmError};
 
 use super::{check_input, options};
-use crate::bridge::Bridge;
+use crate::bridge::{burn_param, carry_trainable, Bridge};
 use crate::kernels::build_weight;
 use crate::linear::phm::full_rules;
 use crate::linear::{array_of, pick_rules};
@@ -54,7 +54,8 @@ fn own_rules<F: Float>(
     array_of::<F, Ix3, 3>(rules, "rules")
 }
 
-/// Writes burn's blocks and bias into a phm-nn layer's parameters of the same shapes.
+/// Writes burn's blocks and bias (values and trainable flags) into a phm-nn layer's
+/// parameters of the same shapes.
 fn fill<F: Float>(
     native_blocks: &phm_nn::Param<F>,
     native_bias: Option<&phm_nn::Param<F>>,
@@ -67,6 +68,7 @@ fn fill<F: Float>(
         let b = array_of::<F, Ix1, 1>(b, "bias")?;
         nb.write().value_mut().assign(&b.into_dyn());
     }
+    carry_trainable(native_blocks, native_bias, blocks, bias);
     Ok(())
 }
 
@@ -280,6 +282,12 @@ impl Bridge for PhmConv2d {
             pair(self.dilation),
         )?;
         native.set_rules_trainable(!self.fixed_rules);
+        carry_trainable(
+            native.blocks_param(),
+            native.bias_param(),
+            &self.blocks,
+            self.bias.as_ref(),
+        );
         Ok(native)
     }
 
@@ -309,10 +317,8 @@ impl PhmConv2d {
         let arr = |(a, b): (usize, usize)| [a, b];
         PhmConv2d {
             rules: None,
-            blocks: param::<F, 3>(&native.blocks_param().value(), false, device),
-            bias: native
-                .bias()
-                .map(|b| param::<F, 1>(&b.into_dyn(), false, device)),
+            blocks: burn_param::<F, 3>(native.blocks_param(), device),
+            bias: native.bias_param().map(|b| burn_param::<F, 1>(b, device)),
             kernel_size: arr(g.kernel()),
             stride: arr(g.stride()),
             padding: arr(g.padding()),
@@ -527,6 +533,12 @@ impl Bridge for PhmConv1d {
             self.dilation,
         )?;
         native.set_rules_trainable(!self.fixed_rules);
+        carry_trainable(
+            native.blocks_param(),
+            native.bias_param(),
+            &self.blocks,
+            self.bias.as_ref(),
+        );
         Ok(native)
     }
 
@@ -556,10 +568,8 @@ impl PhmConv1d {
         let g = native.geometry();
         PhmConv1d {
             rules: None,
-            blocks: param::<F, 3>(&native.blocks_param().value(), false, device),
-            bias: native
-                .bias()
-                .map(|b| param::<F, 1>(&b.into_dyn(), false, device)),
+            blocks: burn_param::<F, 3>(native.blocks_param(), device),
+            bias: native.bias_param().map(|b| burn_param::<F, 1>(b, device)),
             kernel_size: g.kernel().1,
             stride: g.stride().1,
             padding: g.padding().1,

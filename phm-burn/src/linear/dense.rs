@@ -30,8 +30,7 @@ use phm_nn::rand::{rngs::StdRng, SeedableRng};
 use phm_nn::Float;
 
 use super::{array_of, check_dtype};
-use crate::bridge::Bridge;
-use crate::rules::param;
+use crate::bridge::{burn_param, carry_trainable, Bridge};
 
 /// Configuration of a dense [`Linear`] layer.
 #[derive(Config, Debug, PartialEq)]
@@ -103,17 +102,22 @@ impl Bridge for Linear {
             Some(b) => Some(array_of::<F, Ix1, 1>(b, "bias")?),
             None => None,
         };
-        phm_nn::Linear::from_parts(weight, bias)
+        let native = phm_nn::Linear::from_parts(weight, bias)?;
+        carry_trainable(
+            native.weight_param(),
+            native.bias_param(),
+            &self.weight,
+            self.bias.as_ref(),
+        );
+        Ok(native)
     }
 
     /// # Errors
     /// None (every phm-nn `Linear` has a burn twin).
     fn from_native<F: Float>(native: &phm_nn::Linear<F>, device: &Device) -> phm_nn::Result<Self> {
         Ok(Linear {
-            weight: param::<F, 2>(&native.weight().into_dyn(), false, device),
-            bias: native
-                .bias()
-                .map(|b| param::<F, 1>(&b.into_dyn(), false, device)),
+            weight: burn_param::<F, 2>(native.weight_param(), device),
+            bias: native.bias_param().map(|b| burn_param::<F, 1>(b, device)),
         })
     }
 }

@@ -29,17 +29,16 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
-use phm_nn::ndarray::{Ix1, Ix3};
 use phm_nn::nn::PhmRules as NativeRules;
 use phm_nn::rand::{rngs::StdRng, SeedableRng};
 use phm_nn::{Float, PhmError};
 
-use super::{add_bias, array_of, check_dtype, pick_rules};
-use crate::bridge::Bridge;
+use super::{add_bias, check_dtype, pick_rules};
+use crate::bridge::{burn_param, native_param, Bridge};
 use crate::kernels::{
     build_weight, factorized_rules, low_rank_blocks, low_rank_factored_matmul, phm_product, PhmPath,
 };
-use crate::rules::{param, rule_of, PhmRules};
+use crate::rules::{rule_of, PhmRules};
 
 /// Configuration of an [`LphmLinear`] layer.
 #[derive(Config, Debug, PartialEq)]
@@ -245,11 +244,9 @@ impl LphmLinear {
             rules: None,
             rules_left: None,
             rules_right: None,
-            u: param::<F, 3>(&native.u_param().value(), false, device),
-            v: param::<F, 3>(&native.v_param().value(), false, device),
-            bias: native
-                .bias()
-                .map(|b| param::<F, 1>(&b.into_dyn(), false, device)),
+            u: burn_param::<F, 3>(native.u_param(), device),
+            v: burn_param::<F, 3>(native.v_param(), device),
+            bias: native.bias_param().map(|b| burn_param::<F, 1>(b, device)),
             fixed_rules: false,
             path: PhmPath::Auto,
         }
@@ -265,18 +262,14 @@ impl LphmLinear {
         &self,
         rules: &NativeRules<F>,
     ) -> phm_nn::Result<phm_nn::LphmLinear<F>> {
-        let u = array_of::<F, Ix3, 3>(&self.u, "u")?;
-        let v = array_of::<F, Ix3, 3>(&self.v, "v")?;
         let bias = match &self.bias {
-            Some(b) => Some(phm_nn::Param::new(
-                array_of::<F, Ix1, 1>(b, "bias")?.into_dyn(),
-            )),
+            Some(b) => Some(native_param::<F, 1>(b, "bias")?),
             None => None,
         };
         phm_nn::LphmLinear::from_params(
             rules,
-            phm_nn::Param::new(u.into_dyn()),
-            phm_nn::Param::new(v.into_dyn()),
+            native_param::<F, 3>(&self.u, "u")?,
+            native_param::<F, 3>(&self.v, "v")?,
             bias,
         )
     }

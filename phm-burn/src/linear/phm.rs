@@ -42,13 +42,13 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
-use phm_nn::ndarray::{Ix1, Ix3};
+use phm_nn::ndarray::Ix3;
 use phm_nn::nn::PhmRules as NativeRules;
 use phm_nn::rand::{rngs::StdRng, SeedableRng};
 use phm_nn::{Float, PhmError};
 
 use super::{add_bias, array_of, check_dtype, pick_rules};
-use crate::bridge::Bridge;
+use crate::bridge::{burn_param, native_param, Bridge};
 use crate::kernels::{phm_product, PhmPath};
 use crate::rules::{param, rule_of, PhmRules};
 
@@ -230,10 +230,8 @@ impl PhmLinear {
     pub fn from_native_shared<F: Float>(native: &phm_nn::PhmLinear<F>, device: &Device) -> Self {
         PhmLinear {
             rules: None,
-            blocks: param::<F, 3>(&native.blocks().into_dyn(), false, device),
-            bias: native
-                .bias()
-                .map(|b| param::<F, 1>(&b.into_dyn(), false, device)),
+            blocks: burn_param::<F, 3>(native.blocks_param(), device),
+            bias: native.bias_param().map(|b| burn_param::<F, 1>(b, device)),
             fixed_rules: false,
             path: PhmPath::Auto,
         }
@@ -257,14 +255,12 @@ impl PhmLinear {
     fn blocks_and_bias<F: Float>(
         &self,
     ) -> phm_nn::Result<(phm_nn::Param<F>, Option<phm_nn::Param<F>>)> {
-        let blocks = array_of::<F, Ix3, 3>(&self.blocks, "blocks")?;
+        let blocks = native_param::<F, 3>(&self.blocks, "blocks")?;
         let bias = match &self.bias {
-            Some(b) => Some(phm_nn::Param::new(
-                array_of::<F, Ix1, 1>(b, "bias")?.into_dyn(),
-            )),
+            Some(b) => Some(native_param::<F, 1>(b, "bias")?),
             None => None,
         };
-        Ok((phm_nn::Param::new(blocks.into_dyn()), bias))
+        Ok((blocks, bias))
     }
 }
 

@@ -20,9 +20,9 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Int, Tensor};
 use phm_nn::prelude::{SeedableRng, StdRng};
-use phm_nn::Float;
+use phm_nn::{Float, PhmError};
 
-use crate::bridge::{array_from_tensor, tensor_from_array};
+use crate::bridge::{burn_param, native_param};
 use crate::Bridge;
 
 /// Configuration of an [`Embedding`].
@@ -59,16 +59,63 @@ pub struct Embedding {
 }
 
 impl Embedding {
-    /// The rows of `ids`.
+    /// Number of rows (ids `0..vocab`).
+    pub fn vocab(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    /// The rows of `ids`. The ids are checked here, not left to the backend's gather (a GPU
+    /// backend may not check indices and would read another row): the check reads the
+    /// smallest and largest id back from the device.
     ///
     /// # Shapes
     /// - `ids`: `[B, T]`
     /// - output: `[B, T, d]`
     ///
     /// # Panics
-    /// If an id is not below the vocabulary size (burn's index check, backend-dependent).
+    /// If an id is negative or not below the vocabulary size (the message names the id and
+    /// `vocab`); [`try_forward`](Self::try_forward) reports it instead.
+    #[track_caller]
     pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
-        burn::tensor::module::embedding(self.weight.val(), ids)
+        self.try_forward(ids)
+            .unwrap_or_else(|e| panic!("Embedding::forward: {e}"))
+    }
+
+    /// As [`forward`](Self::forward), reporting a bad id instead of panicking.
+    ///
+    /// # Errors
+    /// [`PhmError::InvalidArgument`] if an id is negative or `≥ vocab`, naming the id and
+    /// `vocab` (the smallest id if one is negative, else the largest).
+    pub fn try_forward(&self, ids: Tensor<2, Int>) -> phm_nn::Result<Tensor<3>> {
+        self.check_ids(&ids)?;
+        Ok(burn::tensor::module::embedding(self.weight.val(), ids))
+    }
+
+    fn check_ids(&self, ids: &Tensor<2, Int>) -> phm_nn::Result<()> {
+        if ids.dims().contains(&0) {
+            return Ok(());
+        }
+        let vocab = self.vocab();
+        // One read back from the device for both bounds.
+        let bounds = Tensor::cat(vec![ids.clone().min(), ids.clone().max()], 0)
+            .into_data()
+            .iter::<i64>()
+            .collect::<Vec<i64>>();
+        let (min, max) = (bounds[0], bounds[1]);
+        let bad = if min < 0 {
+            Some(min)
+        } else if usize::try_from(max).map_or(true, |m| m >= vocab) {
+            Some(max)
+        } else {
+            None
+        };
+        match bad {
+            Some(id) => Err(PhmError::InvalidArgument {
+                what: "ids",
+                reason: format!("id {id} is out of range for vocab {vocab}"),
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -76,14 +123,12 @@ impl Bridge for Embedding {
     type Native<F: Float> = phm_nn::nn::Embedding<F>;
 
     fn to_native<F: Float>(&self) -> phm_nn::Result<Self::Native<F>> {
-        let w = array_from_tensor::<F, 2>(&self.weight.val(), "weight")?;
-        phm_nn::nn::Embedding::from_param(phm_nn::Param::new(w))
+        phm_nn::nn::Embedding::from_param(native_param::<F, 2>(&self.weight, "weight")?)
     }
 
     fn from_native<F: Float>(native: &Self::Native<F>, device: &Device) -> phm_nn::Result<Self> {
-        let w = native.weight_param().value();
         Ok(Embedding {
-            weight: Param::from_tensor(tensor_from_array(w.view(), device)),
+            weight: burn_param::<F, 2>(native.weight_param(), device),
         })
     }
 }

@@ -23,7 +23,7 @@ use burn::tensor::{Device, Tensor};
 use phm_nn::Float;
 
 use super::mismatch;
-use crate::bridge::{array_from_tensor, tensor_from_array};
+use crate::bridge::{burn_param, native_param};
 use crate::Bridge;
 
 /// Configuration of a [`LayerNorm`].
@@ -89,9 +89,11 @@ impl Bridge for LayerNorm {
     type Native<F: Float> = phm_nn::nn::LayerNorm<F>;
 
     fn to_native<F: Float>(&self) -> phm_nn::Result<Self::Native<F>> {
-        let w = array_from_tensor::<F, 1>(&self.weight.val(), "weight")?;
-        let b = array_from_tensor::<F, 1>(&self.bias.val(), "bias")?;
-        phm_nn::nn::LayerNorm::from_params(phm_nn::Param::new(w), phm_nn::Param::new(b), self.eps)
+        phm_nn::nn::LayerNorm::from_params(
+            native_param::<F, 1>(&self.weight, "weight")?,
+            native_param::<F, 1>(&self.bias, "bias")?,
+            self.eps,
+        )
     }
 
     /// # Errors
@@ -101,8 +103,8 @@ impl Bridge for LayerNorm {
             return Err(mismatch("weight", "an affine layer norm", "none"));
         };
         Ok(LayerNorm {
-            weight: Param::from_tensor(tensor_from_array(w.value().view(), device)),
-            bias: Param::from_tensor(tensor_from_array(b.value().view(), device)),
+            weight: burn_param::<F, 1>(w, device),
+            bias: burn_param::<F, 1>(b, device),
             eps: native.eps(),
         })
     }

@@ -51,7 +51,7 @@ use super::{
     child_values, in_child, load_values, native_child, native_values, projection_config,
     AttentionCache, Block, Dropout, Embedding, LayerNorm, PositionalEncoding,
 };
-use crate::bridge::array_from_tensor;
+use crate::bridge::{array_from_tensor, is_trainable};
 use crate::kernels::PhmPath;
 use crate::linear::{Linear, ProjectionConfig};
 use crate::rules::PhmRules;
@@ -257,8 +257,8 @@ impl TransformerLm {
     /// - output: `[B, T, vocab]`
     ///
     /// # Panics
-    /// If `T > max_len` or `pad` is not `[B, T]` (an id out of range is caught by burn's
-    /// index check).
+    /// If `T > max_len`, `pad` is not `[B, T]`, or an id is negative or not below `vocab`
+    /// ([`Embedding::forward`](super::Embedding::forward), naming the id).
     #[track_caller]
     pub fn forward(&self, ids: Tensor<2, Int>, pad: Option<Tensor<2, Bool>>) -> Tensor<3> {
         let [_, t] = ids.dims();
@@ -292,8 +292,9 @@ impl TransformerLm {
     /// - output: `[B, t, vocab]`
     ///
     /// # Panics
-    /// If the cached and new positions exceed `max_len`, the batch is not the cache's, or
-    /// the cache is not this model's ([`new_cache`](Self::new_cache)).
+    /// If the cached and new positions exceed `max_len`, the batch is not the cache's, the
+    /// cache is not this model's ([`new_cache`](Self::new_cache)), or an id is out of range
+    /// (as [`forward`](Self::forward)).
     #[track_caller]
     pub fn forward_step(&self, ids: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<3> {
         let [_, t] = ids.dims();
@@ -492,7 +493,7 @@ impl Bridge for TransformerLm {
             Some(head) => child_values::<F, _>(head, "head", &mut values)?,
             None => {
                 let e = array_from_tensor::<F, 2>(&self.embed.weight.val(), "embed.weight")?;
-                values.insert("head.weight".into(), e);
+                values.insert("head.weight".into(), (e, is_trainable(&self.embed.weight)));
             }
         }
         load_values(&out, values)?;

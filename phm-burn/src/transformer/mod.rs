@@ -103,14 +103,18 @@ pub(crate) fn mismatch(what: &str, expected: &str, found: &str) -> PhmError {
     }
 }
 
-/// Every parameter path of `module` (a shared tensor at each of its places) with its value.
+/// A parameter's value and whether it is trainable, by path.
+pub(crate) type Values<F> = HashMap<String, (ArrayD<F>, bool)>;
+
+/// Every parameter path of `module` (a shared tensor at each of its places) with its value
+/// and trainable flag.
 pub(crate) fn native_values<F: Float>(
     module: &dyn NativeModule<F>,
     prefix: &str,
-    out: &mut HashMap<String, ArrayD<F>>,
+    out: &mut Values<F>,
 ) {
     module.visit_params(&mut |path, p| {
-        out.insert(join(prefix, path), p.value());
+        out.insert(join(prefix, path), (p.value(), p.is_trainable()));
     });
 }
 
@@ -118,18 +122,18 @@ pub(crate) fn native_values<F: Float>(
 pub(crate) fn child_values<F: Float, M: Bridge>(
     child: &M,
     prefix: &str,
-    out: &mut HashMap<String, ArrayD<F>>,
+    out: &mut Values<F>,
 ) -> Result<()> {
     let native = child.to_native::<F>().map_err(in_child(prefix))?;
     native_values(&native, prefix, out);
     Ok(())
 }
 
-/// Writes `values` into every parameter of `native` by path: each of its paths must have a
-/// value of the parameter's shape and every value must be used.
+/// Writes `values` (value and trainable flag) into every parameter of `native` by path: each
+/// of its paths must have a value of the parameter's shape and every value must be used.
 pub(crate) fn load_values<F: Float>(
     native: &dyn NativeModule<F>,
-    mut values: HashMap<String, ArrayD<F>>,
+    mut values: Values<F>,
 ) -> Result<()> {
     let mut result = Ok(());
     let mut used = Vec::new();
@@ -139,7 +143,7 @@ pub(crate) fn load_values<F: Float>(
         }
         result = match values.get(path) {
             None => Err(mismatch(path, "a value", "none")),
-            Some(v) => p.set_value(v.view()),
+            Some((v, trainable)) => p.set_value(v.view()).map(|()| p.set_trainable(*trainable)),
         };
         used.push(path.to_string());
     });

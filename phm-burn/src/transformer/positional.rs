@@ -27,7 +27,7 @@ use burn::tensor::{Device, Tensor};
 use phm_nn::prelude::{SeedableRng, StdRng};
 use phm_nn::Float;
 
-use crate::bridge::{array_from_tensor, tensor_from_array};
+use crate::bridge::{array_from_tensor, burn_param, is_trainable, tensor_from_array};
 use crate::Bridge;
 
 /// Configuration of a [`PositionalEncoding`].
@@ -140,10 +140,9 @@ impl Bridge for PositionalEncoding {
                     &mut StdRng::seed_from_u64(0),
                 )?;
                 let value = array_from_tensor::<F, 2>(&w.val(), "weight")?;
-                native
-                    .weight_param()
-                    .expect("learned")
-                    .set_value(value.view())?;
+                let p = native.weight_param().expect("learned");
+                p.set_value(value.view())?;
+                p.set_trainable(is_trainable(w));
                 Ok(native)
             }
         }
@@ -151,9 +150,7 @@ impl Bridge for PositionalEncoding {
 
     fn from_native<F: Float>(native: &Self::Native<F>, device: &Device) -> phm_nn::Result<Self> {
         Ok(PositionalEncoding {
-            weight: native
-                .weight_param()
-                .map(|w| Param::from_tensor(tensor_from_array(w.value().view(), device))),
+            weight: native.weight_param().map(|w| burn_param::<F, 2>(w, device)),
             width: native.width(),
         })
     }
