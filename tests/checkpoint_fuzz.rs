@@ -243,6 +243,7 @@ fn optimizer_state(opt: &Adam<f64>, m: &Sequential<f64>) -> OptimizerState<f64> 
     opt.state(m)
 }
 
+/// A folder of this process for the state-dict files (each removed after its case).
 fn scratch() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("phm-nn-fuzz-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -318,7 +319,9 @@ proptest! {
             static GOOD: Vec<u8> = {
                 let path = scratch().join("good.safetensors");
                 io::save_state_dict(&layout_dict(), &path).unwrap();
-                std::fs::read(path).unwrap()
+                let bytes = std::fs::read(&path).unwrap();
+                std::fs::remove_file(&path).unwrap();
+                bytes
             };
         }
         let good = GOOD.with(Clone::clone);
@@ -326,6 +329,7 @@ proptest! {
         let path = scratch().join(format!("{:?}.safetensors", std::thread::current().id()));
         std::fs::write(&path, &bad).unwrap();
         let result = io::load_state_dict::<f32>(&path);
+        std::fs::remove_file(&path).unwrap();
         prop_assert!(result.is_err() || !must_fail(&c, false), "{c:?} loaded");
         if let Ok(dict) = result {
             // A valid file of other names: the importers answer, without a panic.

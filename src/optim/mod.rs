@@ -118,6 +118,11 @@ pub trait Optimizer<F: Float> {
 
     /// The optimizer's state for the parameters of `model`, by path (`"0.rules.exp_avg"`,
     /// `"0.rules.step"`), with the hyperparameters under `"hyper.*"`.
+    ///
+    /// # Panics
+    /// The optimizers of this crate panic if two modules or tensors of `model` share a path
+    /// ([`check_paths`](crate::module::check_paths)): their entries would collide.
+    /// [`save_training`](crate::io::save_training) checks first and returns an error.
     fn state(&self, model: &dyn Module<F>) -> OptimizerState<F>;
 
     /// Loads a state exported by [`state`](Optimizer::state) for a model of the same
