@@ -133,7 +133,10 @@ pub struct CostModel {
     pub build: f64,
     /// Memory budget of the materialized kernel in training, in bytes: Auto never picks it when
     /// its `W`, `dW` and rearrangement scratch (`3·k·d` scalars) would exceed this (default
-    /// 1 GiB). A forced [`Strategy::Materialized`] ignores it.
+    /// 1 GiB). A forced [`Strategy::Materialized`] ignores it. The same budget bounds the
+    /// other large allocations a user asks for: `PhmLinear::cache_weight` (`k·d` scalars) and
+    /// the growth of a language model's key/value cache (`TransformerLm::infer_step`), which
+    /// return an error beyond it instead of aborting.
     pub max_materialized_bytes: u64,
 }
 
