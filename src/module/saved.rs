@@ -1,27 +1,27 @@
 //! A layer's stack of saved forward states: [`SavedStates`].
-//!
-//! `forward` pushes what `backward` needs, `backward` pops the most recent one (panicking with
-//! one message, `"{layer}::backward called before forward …"`, when none is left),
-//! [`Module::zero_grad`](super::Module::zero_grad) clears the states no backward consumed, and
-//! [`Module::pending`](super::Module::pending) counts them. A layer hands its stack to the
-//! contract through [`Module::saved_states`](super::Module::saved_states); the defaults of
-//! `clear_saved` and `pending` do the rest.
-//!
-//! ```
-//! use phm_nn::module::SavedStates;
-//! let mut saved = SavedStates::new();
-//! saved.push(1.5f64);
-//! saved.push(2.5);
-//! assert_eq!(saved.len(), 2);
-//! assert_eq!(saved.pop("MyLayer"), 2.5); // last in, first out
-//! saved.clear();
-//! assert!(saved.is_empty());
-//! ```
 
 use std::fmt::{self, Debug, Display};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-/// A stack of saved forward states of type `T`; see the [module docs](self).
+/// A layer's stack of saved forward states of type `T`.
+///
+/// `forward` pushes what `backward` needs, `backward` pops the most recent one (panicking with
+/// one message, `"{layer}::backward called before forward …"`, when none is left),
+/// [`Module::zero_grad`](super::Module::zero_grad) clears the states no backward consumed, and
+/// [`Module::pending`](super::Module::pending) counts them. A layer hands its stack to the
+/// contract through [`Module::saved_states`](super::Module::saved_states); the defaults of
+/// `clear_saved` and `pending` do the rest.
+///
+/// ```
+/// use phm_nn::module::SavedStates;
+/// let mut saved = SavedStates::new();
+/// saved.push(1.5f64);
+/// saved.push(2.5);
+/// assert_eq!(saved.len(), 2);
+/// assert_eq!(saved.pop("MyLayer"), 2.5); // last in, first out
+/// saved.clear();
+/// assert!(saved.is_empty());
+/// ```
 ///
 /// The stack sits behind a lock only so that the contract can count and clear it through one
 /// shared accessor ([`Module::saved_states`](super::Module::saved_states)); `push`, `pop`

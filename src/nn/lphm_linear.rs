@@ -165,6 +165,13 @@ impl LphmLinearConfig {
         self
     }
 
+    /// The standard deviation `σ` of the default `U` and `V` inits, `σ⁴ = 1/(3·d·r)`: it gives
+    /// the built `W` the variance of PyTorch's `nn.Linear` default, `1/(3d)`, for rules with
+    /// `Σ_i A_i[r,c]² = 1`.
+    pub fn default_factor_std(&self) -> f64 {
+        (3.0 * self.in_features as f64 * self.rank as f64).powf(-0.25)
+    }
+
     /// The layer's sizes.
     ///
     /// # Errors
@@ -227,8 +234,9 @@ impl LphmLinearConfig {
             });
         }
         let fans = Fans::new(self.in_features, self.out_features);
-        let std = (3.0 * self.in_features as f64 * self.rank as f64).powf(-0.25);
-        let default = Init::Normal { std };
+        let default = Init::Normal {
+            std: self.default_factor_std(),
+        };
         let (n, p, r) = shape.u_dim();
         let u = self
             .u_init

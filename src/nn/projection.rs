@@ -202,9 +202,9 @@ impl Projection {
                 let mut config =
                     LphmLinearConfig::new(in_features, out_features, n, rank).with_rule(rule);
                 if let Some(std) = weight_std {
-                    // Var(W) = r·σ_U²·σ_V² (Σ_i A_i[r,c]² = 1): keep V's default σ_V (as
-                    // LphmLinearConfig draws it) and choose σ_U for W's standard deviation.
-                    let sigma_v = (3.0 * in_features as f64 * rank as f64).powf(-0.25);
+                    // Var(W) = r·σ_U²·σ_V² (Σ_i A_i[r,c]² = 1): keep V's default σ_V and
+                    // choose σ_U for W's standard deviation.
+                    let sigma_v = config.default_factor_std();
                     let sigma_u = std / (sigma_v * (rank as f64).sqrt());
                     config = config
                         .with_factor_inits(Some(Init::Normal { std: sigma_u }), None)
