@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod bridge;
+pub mod io;
 
 pub use bridge::Bridge;
 pub use burn;
