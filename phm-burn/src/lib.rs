@@ -14,6 +14,9 @@
 
 pub mod bridge;
 pub mod io;
+pub mod kernels;
+pub mod linear;
+pub mod rules;
 
 pub use bridge::Bridge;
 pub use burn;
