@@ -54,8 +54,8 @@ fn round_trip<F: Float>(want: DType) {
 
     // phm-burn loads it into a model initialised differently.
     let loaded = io::load(&template::<F>(99), &file_a).unwrap();
-    assert_eq!(loaded.rules.val().dtype(), want);
-    assert_eq!(loaded.weight.val().dtype(), want);
+    assert_eq!(loaded.phm.blocks.val().dtype(), want);
+    assert_eq!(loaded.out.weight.val().dtype(), want);
 
     // phm-burn saves; phm-nn loads into another differently initialised twin.
     let file_b = tmp(&format!("b_{want:?}.safetensors"));
@@ -158,8 +158,8 @@ fn another_architecture_is_an_error_naming_the_tensor() {
 #[test]
 fn a_model_of_mixed_precision_cannot_be_saved() {
     let mut model = template::<f64>(3);
-    let w = model.weight.val().cast(DType::F32);
-    model.weight = burn::module::Param::from_tensor(w);
+    let w = model.out.weight.val().cast(DType::F32);
+    model.out.weight = burn::module::Param::from_tensor(w);
     match io::to_bytes(&model) {
         Err(PhmError::CheckpointMismatch { tensor, .. }) => assert_eq!(tensor, "2.weight"),
         other => panic!("expected a mismatch naming 2.weight, got {other:?}"),
