@@ -43,9 +43,11 @@
 #![warn(missing_docs)]
 
 pub mod bridge;
+pub mod conv;
 pub mod io;
 pub mod kernels;
 pub mod linear;
+pub mod pool;
 pub mod rules;
 
 pub use bridge::Bridge;

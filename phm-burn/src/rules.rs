@@ -17,6 +17,7 @@
 //! Fixed (algebra) rules are parameters with gradients disabled: never trained, but saved.
 //!
 //! ```
+//! use phm_burn::burn::module::Module;
 //! use phm_burn::burn::tensor::{DType, Device};
 //! use phm_burn::rules::PhmRulesConfig;
 //!

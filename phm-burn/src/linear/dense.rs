@@ -8,12 +8,16 @@
 //! `nn.Linear` default). Note that burn's own `nn::Linear` stores `(in, out)`.
 //!
 //! ```
-//! use phm_burn::burn::tensor::{Device, Tensor};
+//! use phm_burn::burn::tensor::{DType, Device, Tensor};
 //! use phm_burn::linear::LinearConfig;
 //! let device = Device::default();
-//! let layer = LinearConfig::new(8, 3).init::<f64>(&device)?;
+//! let layer = LinearConfig::new(8, 3).init::<f32>(&device)?;
 //! assert_eq!(layer.weight.dims(), [3, 8]);
 //! assert_eq!(layer.forward(Tensor::<3>::ones([2, 7, 8], &device)).dims(), [2, 7, 3]);
+//! // An f64 layer takes f64 inputs (burn panics on mixed dtypes):
+//! let layer = LinearConfig::new(8, 3).init::<f64>(&device)?;
+//! let x = Tensor::<2>::ones([4, 8], (&device, DType::F64));
+//! assert_eq!(layer.forward(x).dtype(), DType::F64);
 //! # Ok::<(), phm_burn::phm_nn::PhmError>(())
 //! ```
 
@@ -25,7 +29,7 @@ use phm_nn::ndarray::{Ix1, Ix2};
 use phm_nn::rand::{rngs::StdRng, SeedableRng};
 use phm_nn::Float;
 
-use super::array_of;
+use super::{array_of, check_dtype};
 use crate::bridge::Bridge;
 use crate::rules::param;
 
@@ -74,7 +78,7 @@ impl Linear {
     /// - `x`: `(…, in)`; output `(…, out)`.
     ///
     /// # Panics
-    /// If the last axis of `x` is not `in`.
+    /// If the last axis of `x` is not `in`, or its dtype is not the layer's.
     #[track_caller]
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let w = self.weight.val();
@@ -85,6 +89,7 @@ impl Linear {
             "Linear::forward: input of shape {:?}, expected (…, {d}) for a {d} → {k} layer",
             x.dims()
         );
+        check_dtype("Linear::forward", &x, &w);
         linear(x, w.transpose(), self.bias.as_ref().map(Param::val))
     }
 }

@@ -18,7 +18,7 @@
 //! use phm_burn::burn::tensor::{Device, Tensor};
 //! use phm_burn::linear::LphmLinearConfig;
 //! let device = Device::default();
-//! let layer = LphmLinearConfig::new(16, 8, 4, 2).with_factorized_rules(true).init::<f64>(&device)?;
+//! let layer = LphmLinearConfig::new(16, 8, 4, 2).with_factorized_rules(true).init::<f32>(&device)?;
 //! assert!(layer.rules.is_none() && layer.rules_left.is_some());
 //! assert_eq!((layer.u.dims(), layer.v.dims()), ([4, 2, 2], [4, 4, 2]));
 //! assert_eq!(layer.forward(Tensor::<3>::ones([2, 3, 16], &device)).dims(), [2, 3, 8]);
@@ -33,7 +33,7 @@ use phm_nn::nn::PhmRules as NativeRules;
 use phm_nn::rand::{rngs::StdRng, SeedableRng};
 use phm_nn::{Float, PhmError};
 
-use super::{add_bias, array_of, pick_rules};
+use super::{add_bias, array_of, check_dtype, pick_rules};
 use crate::bridge::Bridge;
 use crate::kernels::{build_weight, factorized_rules, low_rank_blocks, phm_product, PhmPath};
 use crate::rules::{param, rule_of, PhmRules};
@@ -192,7 +192,7 @@ impl LphmLinear {
     /// - `x`: `(…, d)`; `rules`: `(n, n, n)`; output `(…, k)`.
     ///
     /// # Panics
-    /// If the last axis of `x` is not `d`; if the layer holds rules and `rules` is `Some`, or
+    /// If the last axis of `x` is not `d` or its dtype is not the layer's; if the layer holds rules and `rules` is `Some`, or
     /// holds none and `rules` is `None`; if `rules` is not `(n, n, n)`.
     #[track_caller]
     pub fn forward_with_rules<const D: usize>(
@@ -200,6 +200,7 @@ impl LphmLinear {
         x: Tensor<D>,
         rules: Option<&Tensor<3>>,
     ) -> Tensor<D> {
+        check_dtype("LphmLinear::forward", &x, &self.u);
         let a = pick_rules("LphmLinear", self.own_rules(), rules, self.n());
         add_bias(
             phm_product(x, a, self.blocks(), self.path),

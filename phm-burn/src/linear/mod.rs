@@ -62,6 +62,22 @@ pub(crate) fn add_bias<const D: usize>(y: Tensor<D>, bias: Option<&Param<Tensor<
     }
 }
 
+/// Panics with a message naming the layer if the input's dtype is not its parameters'.
+#[track_caller]
+pub(crate) fn check_dtype<const D: usize, const E: usize>(
+    layer: &str,
+    x: &Tensor<D>,
+    param: &Tensor<E>,
+) {
+    assert_eq!(
+        x.dtype(),
+        param.dtype(),
+        "{layer}: input of dtype {:?}, but the parameters are {:?}",
+        x.dtype(),
+        param.dtype()
+    );
+}
+
 /// The rules a PHM-family layer uses for one call: its own, or the caller's shared ones.
 ///
 /// # Panics

@@ -20,14 +20,14 @@
 //!
 //! let device = Device::default();
 //! // Quaternion rules (frozen): 8 → 4.
-//! let quat = PhmLinearConfig::new(8, 4, 4).with_fixed_rules(true).init::<f64>(&device)?;
+//! let quat = PhmLinearConfig::new(8, 4, 4).with_fixed_rules(true).init::<f32>(&device)?;
 //! assert!(quat.fixed_rules);
 //! let y = quat.forward(Tensor::<2>::ones([3, 8], &device));
 //! assert_eq!(y.dims(), [3, 4]);
 //! // Two layers sharing one rule set, held by the caller:
-//! let rules = PhmRulesConfig::new(2).init::<f64>(&device)?;
-//! let l1 = PhmLinearConfig::new(8, 6, 2).with_seed(1).init_shared::<f64>(&rules, &device)?;
-//! let l2 = PhmLinearConfig::new(6, 4, 2).with_seed(2).init_shared::<f64>(&rules, &device)?;
+//! let rules = PhmRulesConfig::new(2).init::<f32>(&device)?;
+//! let l1 = PhmLinearConfig::new(8, 6, 2).with_seed(1).init_shared::<f32>(&rules, &device)?;
+//! let l2 = PhmLinearConfig::new(6, 4, 2).with_seed(2).init_shared::<f32>(&rules, &device)?;
 //! assert!(l1.rules.is_none());
 //! let a = rules.matrices();
 //! let x = Tensor::<3>::ones([2, 5, 8], &device);
@@ -47,7 +47,7 @@ use phm_nn::nn::PhmRules as NativeRules;
 use phm_nn::rand::{rngs::StdRng, SeedableRng};
 use phm_nn::{Float, PhmError};
 
-use super::{add_bias, array_of, pick_rules};
+use super::{add_bias, array_of, check_dtype, pick_rules};
 use crate::bridge::Bridge;
 use crate::kernels::{phm_product, PhmPath};
 use crate::rules::{param, rule_of, PhmRules};
@@ -186,7 +186,7 @@ impl PhmLinear {
     /// - `x`: `(…, d)`; `rules`: `(n, n, n)`; output `(…, k)`.
     ///
     /// # Panics
-    /// If the last axis of `x` is not `d`; if the layer holds rules and `rules` is `Some`, or
+    /// If the last axis of `x` is not `d` or its dtype is not the layer's; if the layer holds rules and `rules` is `Some`, or
     /// holds none and `rules` is `None`; if `rules` is not `(n, n, n)`.
     #[track_caller]
     pub fn forward_with_rules<const D: usize>(
@@ -194,6 +194,7 @@ impl PhmLinear {
         x: Tensor<D>,
         rules: Option<&Tensor<3>>,
     ) -> Tensor<D> {
+        check_dtype("PhmLinear::forward", &x, &self.blocks);
         let a = pick_rules(
             "PhmLinear",
             self.rules.as_ref().map(Param::val),

@@ -44,6 +44,7 @@ use phm_nn::{Float, PhmError};
 
 use super::{Linear, LinearConfig, LphmLinear, LphmLinearConfig, PhmLinear, PhmLinearConfig};
 use crate::bridge::Bridge;
+use crate::kernels::PhmPath;
 use crate::rules::{PhmRules, PhmRulesConfig};
 
 /// Which linear map every projection of a model is; phm-nn's `nn::Projection`.
@@ -223,6 +224,16 @@ impl Projection {
             }
             Projection::Phm(l) => l.features(),
             Projection::LowRankPhm(l) => l.features(),
+        }
+    }
+
+    /// Sets the way a PHM-family projection computes its product (no effect on dense).
+    #[must_use]
+    pub fn with_path(self, path: PhmPath) -> Self {
+        match self {
+            Projection::Phm(l) => Projection::Phm(l.with_path(path)),
+            Projection::LowRankPhm(l) => Projection::LowRankPhm(l.with_path(path)),
+            dense => dense,
         }
     }
 
