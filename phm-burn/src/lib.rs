@@ -49,6 +49,7 @@ pub mod kernels;
 pub mod linear;
 pub mod pool;
 pub mod rules;
+pub mod transformer;
 
 pub use bridge::Bridge;
 pub use burn;
