@@ -1,17 +1,20 @@
-//! Trains a PHM classifier on the bundled 8×8 digits with phm-burn (burn's autodiff): dense
-//! hidden layer against PHM n = 4, on the CPU by default, a GPU with `--features cuda`, the
-//! batch split over `--devices N`.
+//! Trains the digits CNN with phm-burn (burn's autodiff): dense convolutions against PHM
+//! convolutions (PHC, n = 4, learned rules), on the CPU by default, a GPU with
+//! `--features cuda`, the batch split over `--devices N`.
 //!
 //! ```text
-//!     cargo run --release -p phm-burn --example digits
-//!     cargo run --release -p phm-burn --example digits -- --devices 2 --steps 600
-//!     cargo run --release -p phm-burn --features cuda --example digits   # CUDA device(s)
+//!     cargo run --release -p phm-burn --example digits_cnn
+//!     cargo run --release -p phm-burn --example digits_cnn -- --devices 2 --steps 300
+//!     cargo run --release -p phm-burn --features cuda --example digits_cnn   # CUDA device(s)
 //! ```
 //!
-//! Model: hidden projection 64 → 128 (dense, or PHM n = 4 with learned rules) → ReLU → dense
-//! 128 → 10, f32, Adam (lr 3e-3), batch 64, on a stratified 80/20 split. The table gives the
-//! trainable parameters, test accuracy and training throughput; the loss curves (mean over 25
-//! steps) go to an SVG (`--out`, default `target/phm_burn_digits.svg`).
+//! Model (the root crate's `examples/digits_cnn.rs`): conv 3×3 (→ 16 channels, padding 1) →
+//! ReLU → max pool 2×2 → conv 3×3 (16 → 32, padding 1) → ReLU → global average pool → linear
+//! 32 → 10. The PHC model replaces both convolutions and sees the image repeated on n = 4
+//! channels (n must divide a PHC layer's input channels). f32, Adam (lr 3e-3), batch 64, on a
+//! stratified 80/20 split. The table gives the trainable parameters, test accuracy and training
+//! throughput; the loss curves (mean over 25 steps) go to an SVG (`--out`, default
+//! `target/phm_burn_digits_cnn.svg`).
 
 mod common;
 
@@ -25,33 +28,89 @@ use burn::tensor::activation::{log_softmax, relu};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::{Args, Curve};
 use phm_burn::burn;
-use phm_burn::linear::{Linear, LinearConfig, Projection, ProjectionConfig};
+use phm_burn::conv::{Conv2d, Conv2dConfig, PhmConv2d, PhmConv2dConfig};
+use phm_burn::linear::{Linear, LinearConfig};
+use phm_burn::pool::{GlobalAvgPool, MaxPool2d};
 use phm_nn::data::{digits, Dataset, SplitFractions};
 use phm_nn::rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 
-const HIDDEN: usize = 128;
+const C1: usize = 16;
+const C2: usize = 32;
 const BATCH: usize = 64;
 const LR: f64 = 3e-3;
 
-/// Hidden projection → ReLU → dense classifier.
+/// A dense or a PHM convolution.
 #[derive(Module, Debug)]
-struct Classifier {
-    hidden: Projection,
-    out: Linear,
+enum Conv {
+    Dense(Conv2d),
+    Phm(PhmConv2d),
 }
 
-impl Classifier {
-    fn new(kind: &ProjectionConfig, features: usize, device: &Device) -> phm_nn::Result<Self> {
-        Ok(Self {
-            hidden: kind.init::<f32>(features, HIDDEN, 1, device)?,
-            out: LinearConfig::new(HIDDEN, 10)
-                .with_seed(2)
-                .init::<f32>(device)?,
+impl Conv {
+    /// `c_in → c_out`, 3×3, padding 1; PHM with `n > 1`.
+    fn new(
+        c_in: usize,
+        c_out: usize,
+        n: usize,
+        seed: u64,
+        device: &Device,
+    ) -> phm_nn::Result<Self> {
+        Ok(if n == 1 {
+            Conv::Dense(
+                Conv2dConfig::new(c_in, c_out, [3, 3])
+                    .with_padding([1, 1])
+                    .with_seed(seed)
+                    .init::<f32>(device)?,
+            )
+        } else {
+            Conv::Phm(
+                PhmConv2dConfig::new(c_in, c_out, [3, 3], n)
+                    .with_padding([1, 1])
+                    .with_seed(seed)
+                    .init::<f32>(device)?,
+            )
         })
     }
 
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            Conv::Dense(c) => c.forward(x),
+            Conv::Phm(c) => c.forward(x),
+        }
+    }
+}
+
+/// conv → ReLU → max pool → conv → ReLU → global average pool → linear.
+#[derive(Module, Debug)]
+struct Cnn {
+    conv1: Conv,
+    pool: MaxPool2d,
+    conv2: Conv,
+    gap: GlobalAvgPool,
+    out: Linear,
+    /// Input channels: the image repeated `n` times.
+    channels: usize,
+}
+
+impl Cnn {
+    fn new(n: usize, device: &Device) -> phm_nn::Result<Self> {
+        Ok(Self {
+            conv1: Conv::new(n, C1, n, 1, device)?,
+            pool: MaxPool2d::new([2, 2], [2, 2], [0, 0])?,
+            conv2: Conv::new(C1, C2, n, 2, device)?,
+            gap: GlobalAvgPool,
+            out: LinearConfig::new(C2, 10).with_seed(3).init::<f32>(device)?,
+            channels: n,
+        })
+    }
+
+    /// Logits `(b, 10)` of flattened 8×8 images `(b, 64)`.
     fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.out.forward(relu(self.hidden.forward(x)))
+        let [b, _] = x.dims();
+        let x = x.reshape([b, 1, 8, 8]).repeat_dim(1, self.channels);
+        let h = self.pool.forward(relu(self.conv1.forward(x)));
+        self.out
+            .forward(self.gap.forward(relu(self.conv2.forward(h))))
     }
 }
 
@@ -84,7 +143,7 @@ struct Run {
 }
 
 fn train(
-    kind: &ProjectionConfig,
+    n: usize,
     name: &str,
     train: &Dataset<f32>,
     test: &Dataset<f32>,
@@ -92,7 +151,7 @@ fn train(
     devices: &[Device],
     progress: &indicatif::ProgressBar,
 ) -> Result<Run, Box<dyn Error>> {
-    let mut model = Classifier::new(kind, train.n_features(), &devices[0])?;
+    let mut model = Cnn::new(n, &devices[0])?;
     let params = model.num_params();
     let mut optim = AdamConfig::new().init();
     let mut rng = StdRng::seed_from_u64(3);
@@ -133,7 +192,7 @@ fn train(
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let args = Args::parse(1500, "target/phm_burn_digits.svg")?;
+    let args = Args::parse(1500, "target/phm_burn_digits_cnn.svg")?;
     let (devices, what) = common::devices(args.devices);
     let data = digits::bundled::<f32>()?;
     let split = data.stratified_split(
@@ -141,20 +200,17 @@ fn main() -> Result<(), Box<dyn Error>> {
         &mut StdRng::seed_from_u64(0),
     )?;
     println!(
-        "digits with phm-burn: {} training / {} test images, batch {BATCH}, {} steps on {what}",
+        "digits CNN with phm-burn: {} training / {} test images, batch {BATCH}, {} steps on {what}",
         split.train.len(),
         split.test.len(),
         args.steps
     );
-    let kinds = [
-        ("dense hidden layer", ProjectionConfig::Dense),
-        ("PHM n = 4 (learned rules)", ProjectionConfig::phm(4)),
-    ];
+    let kinds = [("dense convolutions", 1), ("PHC n = 4 (learned rules)", 4)];
     let progress = common::progress((kinds.len() * args.steps) as u64)?;
     let mut runs = Vec::new();
     for (name, kind) in &kinds {
         runs.push(train(
-            kind,
+            *kind,
             name,
             &split.train,
             &split.test,
@@ -194,7 +250,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         .collect();
     common::plot(
         Path::new(&args.out),
-        "Digits with phm-burn: training loss (mean over 25 steps)",
+        "Digits CNN with phm-burn: training loss (mean over 25 steps)",
         "cross-entropy",
         args.steps,
         &curves,
