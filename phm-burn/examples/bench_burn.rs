@@ -1,6 +1,9 @@
 //! Times phm-burn on burn's CPU backend (flex) against phm-nn's native kernels, side by side in
 //! one process: `PhmLinear` 1024 → 1024, n = 4, f32, inference at batch 1, 32 and 256, and
-//! one training step (forward + backward) at batch 256.
+//! one training step (forward + backward) at batch 256; and one training step (forward,
+//! cross-entropy, backward; no optimizer update) of the tiny LM of the root crate's
+//! `examples/tiny_lm` (vocabulary 73, d = 128, 4 heads, 2 blocks, FFN 512, context 64, batch
+//! 16), dense and PHM n = 4.
 //!
 //! ```text
 //!     cargo run --release -p phm-burn --example bench_burn -- --threads 1
@@ -159,6 +162,68 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ms(t[3]),
             t[1] / t[0],
             format!("{:?}", PhmPath::Auto.resolve(batch, n, d, k))
+        );
+    }
+    lm_steps()?;
+    Ok(())
+}
+
+/// One training step of the tiny LM in phm-burn and in phm-nn, side by side.
+fn lm_steps() -> Result<(), Box<dyn std::error::Error>> {
+    use burn::tensor::activation::log_softmax;
+    use burn::tensor::{Int, TensorData};
+    use phm_burn::linear::ProjectionConfig;
+    use phm_burn::transformer::TransformerLmConfig;
+
+    let (vocab, d, heads, layers, ffn, t, batch) = (73, 128, 4, 2, 512, 64, 16);
+    println!("\nTiny LM training step (vocabulary {vocab}, d = {d}, {layers} blocks, FFN {ffn}, context {t}, batch {batch}), ms per step\n");
+    println!(
+        "| {:<22} | {:>8} | {:>9} | {:>9} |",
+        "projections", "phm-nn", "phm-burn", "burn/nn"
+    );
+    println!("|{:-<24}|{:->10}|{:->11}|{:->11}|", "", "", "", "");
+    let ids = Array2::from_shape_fn((batch, t + 1), |(b, i)| (b * 13 + i * 7) % vocab);
+    let (x, y) = (
+        ids.slice(phm_nn::ndarray::s![.., ..t]).to_owned(),
+        ids.slice(phm_nn::ndarray::s![.., 1..]).to_owned(),
+    );
+    let labels: Vec<usize> = y.iter().copied().collect();
+    let device = Device::default().autodiff();
+    let to_int = |a: &Array2<usize>| -> Tensor<2, Int> {
+        let v: Vec<i64> = a.iter().map(|&i| i as i64).collect();
+        Tensor::from_data(TensorData::new(v, [a.nrows(), a.ncols()]), &device)
+    };
+    let (xt, yt) = (to_int(&x), to_int(&y));
+    for (name, projection) in [
+        ("dense", ProjectionConfig::Dense),
+        ("PHM n = 4", ProjectionConfig::phm(4)),
+    ] {
+        let lm = TransformerLmConfig::new(vocab, d, heads, layers, t)
+            .with_ffn_width(ffn)
+            .with_projection(projection)
+            .with_seed(7)
+            .init::<f32>(&device)?;
+        let mut native = lm.to_native::<f32>()?;
+        let mut nn = || {
+            native.zero_grad();
+            let logits = native.forward_ids(x.view(), None);
+            let loss = phm_nn::loss::cross_entropy(logits.view(), &labels).expect("labels < vocab");
+            native.backward_logits(loss.grad.view());
+        };
+        let mut burn_step = || {
+            let logits = lm.forward(xt.clone(), None);
+            let [b, tt, v] = logits.dims();
+            let logp = log_softmax(logits.reshape([b * tt, v]), 1);
+            let loss = -logp.gather(1, yt.clone().reshape([b * tt, 1])).mean();
+            std::hint::black_box(loss.backward());
+        };
+        let ts = race(&mut [&mut nn, &mut burn_step]);
+        println!(
+            "| {:<22} | {:>8.2} | {:>9.2} | {:>9.2} |",
+            name,
+            ts[0] * 1e3,
+            ts[1] * 1e3,
+            ts[1] / ts[0]
         );
     }
     Ok(())
