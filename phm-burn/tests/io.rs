@@ -108,7 +108,7 @@ fn expect_mismatch(file_bytes: &[u8], tensor: &str, what: &str) {
     // The same through a file path.
     let path = tmp(&format!("bad_{}.safetensors", tensor.replace('.', "_")));
     std::fs::write(&path, file_bytes).unwrap();
-    let e = io::load(&model, &path).err().expect("a mismatch");
+    let e = io::load(&model, &path).expect_err("a mismatch");
     assert!(e.to_string().contains(tensor), "{what}: {e}");
 }
 
