@@ -111,7 +111,5 @@ pub use nn::lphm_linear::{LphmLinear, LphmLinearConfig};
 pub use nn::phm_linear::{PhmLinear, PhmLinearConfig, Workspace};
 pub use nn::rules::Rule;
 
-/// The README's code blocks, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-pub struct ReadmeDoctests;
+// The README's code blocks are compiled and run as doctests by `phm-burn` (its
+// `ReadmeDoctests`), where both crates of the workspace are visible.
