@@ -3,8 +3,10 @@
 //! manual forward/backward to 1e-10 relative to the largest entry; Bridge round trips are
 //! bit-exact in f32 and f64.
 
+mod common;
+
+use common::parity::{assert_match, data, grad};
 use phm_burn::bridge::{array_from_tensor, tensor_from_array};
-use phm_burn::burn::module::Param;
 use phm_burn::burn::tensor::Gradients;
 use phm_burn::burn::tensor::{DType, Device, Tensor};
 use phm_burn::kernels::{build_weight, PhmPath};
@@ -19,7 +21,6 @@ use phm_nn::nn::PhmRules as NativeRules;
 use phm_nn::rand::{rngs::StdRng, SeedableRng};
 use phm_nn::{Float, Module};
 
-const TOL: f64 = 1e-10;
 const PATHS: [PhmPath; 2] = [PhmPath::Materialized, PhmPath::Factored];
 
 fn rng(seed: u64) -> StdRng {
@@ -28,40 +29,6 @@ fn rng(seed: u64) -> StdRng {
 
 fn ad() -> Device {
     Device::default().autodiff()
-}
-
-/// Values in `[-1, 1]` from a seeded xorshift, independent of the code under test.
-fn data(seed: u64, shape: &[usize]) -> ArrayD<f64> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    ArrayD::from_shape_simple_fn(IxDyn(shape), || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % 2001) as f64 / 1000.0 - 1.0
-    })
-}
-
-/// Asserts that `t` is an f64 tensor equal to `want` to `TOL` relative to `want`'s largest
-/// entry.
-#[track_caller]
-fn assert_match<const D: usize>(what: &str, t: &Tensor<D>, want: &ArrayD<f64>) {
-    assert_eq!(t.dtype(), DType::F64, "{what}: not f64");
-    let got = array_from_tensor::<f64, D>(t, what).unwrap();
-    assert_eq!(got.shape(), want.shape(), "{what}: shape");
-    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
-    assert!(scale > 0.0, "{what}: the reference is all zeros");
-    let err = (&got - want).iter().fold(0f64, |m, v| m.max(v.abs()));
-    assert!(
-        err <= TOL * scale,
-        "{what}: max error {err:e} vs largest entry {scale:e}"
-    );
-}
-
-/// The gradient of a parameter, which must exist.
-#[track_caller]
-fn grad<const D: usize>(p: &Param<Tensor<D>>, grads: &Gradients, what: &str) -> Tensor<D> {
-    p.grad(grads)
-        .unwrap_or_else(|| panic!("{what}: no gradient"))
 }
 
 /// Runs the burn forward `f` on `x` with `L = Σ Y ⊙ G`; returns `(Y, dX, grads)`.

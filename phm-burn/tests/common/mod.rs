@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod parity;
+
 use burn::module::Module;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
