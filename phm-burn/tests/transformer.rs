@@ -12,7 +12,7 @@ use phm_burn::burn::tensor::{Bool, DType, Device, Gradients, Int, Tensor, Tensor
 use phm_burn::kernels::PhmPath;
 use phm_burn::linear::ProjectionConfig;
 use phm_burn::transformer::{
-    AttentionConfig, Block, BlockConfig, MultiHeadAttention, Positional, TransformerLm,
+    AttentionConfig, Block, BlockConfig, MultiHeadAttention, Positional, Sampling, TransformerLm,
 };
 use phm_burn::Bridge;
 use phm_nn::module::params;
@@ -508,11 +508,17 @@ fn greedy_generation_matches_phm_nn() {
     let want = native
         .generate_uncached(&[1, 2], 9, native::Sampling::greedy(), &mut rng)
         .unwrap();
-    let got = burn.generate(&[1, 2], 9, 0.0, &mut rng).unwrap();
+    let got = burn
+        .generate(&[1, 2], 9, Sampling::greedy(), &mut rng)
+        .unwrap();
     assert_eq!(got, want);
-    assert!(burn.generate(&[], 1, 0.0, &mut rng).is_err());
-    assert!(burn.generate(&[9], 1, 0.0, &mut rng).is_err());
-    assert!(burn.generate(&[1], 1, -1.0, &mut rng).is_err());
+    assert!(burn.generate(&[], 1, Sampling::greedy(), &mut rng).is_err());
+    assert!(burn
+        .generate(&[9], 1, Sampling::greedy(), &mut rng)
+        .is_err());
+    assert!(burn
+        .generate(&[1], 1, Sampling::new(-1.0, None), &mut rng)
+        .is_err());
 }
 
 #[test]
@@ -572,8 +578,13 @@ fn sampling_with_a_temperature_is_seeded_and_in_vocabulary() {
         .init::<f32>(&Device::default())
         .unwrap();
     let run = || {
-        lm.generate(&[3], 12, 1.5, &mut StdRng::seed_from_u64(8))
-            .unwrap()
+        lm.generate(
+            &[3],
+            12,
+            Sampling::new(1.5, None),
+            &mut StdRng::seed_from_u64(8),
+        )
+        .unwrap()
     };
     let a = run();
     assert_eq!(a, run());
@@ -632,10 +643,21 @@ fn cached_generation_equals_uncached_and_phm_nn() {
         )
         .unwrap();
     let rng = || StdRng::seed_from_u64(2);
-    assert_eq!(lm.generate(&[4, 1], 14, 0.0, &mut rng()).unwrap(), want);
     assert_eq!(
-        lm.generate(&[4, 1], 14, 0.8, &mut rng()).unwrap(),
-        lm.generate_uncached(&[4, 1], 14, 0.8, &mut rng()).unwrap()
+        lm.generate(&[4, 1], 14, Sampling::greedy(), &mut rng())
+            .unwrap(),
+        want
+    );
+    let warm = Sampling::new(0.8, Some(4));
+    let sampled = lm.generate(&[4, 1], 14, warm, &mut rng()).unwrap();
+    assert_eq!(
+        sampled,
+        lm.generate_uncached(&[4, 1], 14, warm, &mut rng()).unwrap()
+    );
+    // The same draws as phm-nn: one sampling rule, the same logits to rounding.
+    assert_eq!(
+        sampled,
+        native.generate(&[4, 1], 14, warm, &mut rng()).unwrap()
     );
 }
 

@@ -13,14 +13,14 @@
 //! hands its matrices to every projection. The head is dense, optionally tied to the
 //! embedding (`W_head = E`, no head bias: the model holds `E` once). Train with [`TransformerLm::forward`] and burn's autodiff (e.g.
 //! cross-entropy of the logits against the next tokens); sample with
-//! [`TransformerLm::generate`] (greedy or with a temperature) through a key/value cache
+//! [`TransformerLm::generate`] (phm-nn's [`Sampling`]: greedy, temperature, top-k) through a key/value cache
 //! ([`KvCache`], [`TransformerLm::forward_step`]): each step runs the model on the new token
 //! only.
 //!
 //! ```
 //! use phm_burn::burn::tensor::{Device, Int, Tensor};
 //! use phm_burn::linear::ProjectionConfig;
-//! use phm_burn::transformer::{Positional, TransformerLmConfig};
+//! use phm_burn::transformer::{Positional, Sampling, TransformerLmConfig};
 //! let device = Device::default();
 //! let lm = TransformerLmConfig::new(16, 8, 2, 2, 12)
 //!     .with_projection(ProjectionConfig::phm(4))
@@ -30,7 +30,7 @@
 //!     .init::<f32>(&device)?;
 //! let logits = lm.forward(Tensor::<2, Int>::from_ints([[1, 2, 3]], &device), None);
 //! assert_eq!(logits.dims(), [1, 3, 16]);
-//! let tokens = lm.generate(&[1, 2], 5, 0.0, &mut phm_nn::prelude::StdRng::seed_from_u64(0))?;
+//! let tokens = lm.generate(&[1, 2], 5, Sampling::greedy(), &mut phm_nn::prelude::StdRng::seed_from_u64(0))?;
 //! assert_eq!(tokens.len(), 7);
 //! # use phm_nn::prelude::SeedableRng;
 //! # Ok::<(), phm_nn::PhmError>(())
@@ -44,7 +44,7 @@ use phm_nn::module::find_all;
 use phm_nn::nn::transformer as native;
 use phm_nn::nn::PhmRules as NativeRules;
 use phm_nn::prelude::{SeedableRng, StdRng};
-use phm_nn::rand::{Rng, RngExt};
+use phm_nn::rand::Rng;
 use phm_nn::{Float, PhmError, Result};
 
 use super::{
@@ -57,7 +57,7 @@ use crate::linear::{Linear, ProjectionConfig};
 use crate::rules::PhmRules;
 use crate::Bridge;
 
-pub use phm_nn::nn::transformer::Positional;
+pub use phm_nn::nn::transformer::{Positional, Sampling};
 
 /// Configuration of a [`TransformerLm`]: the fields and defaults of phm-nn's
 /// [`phm_nn::nn::transformer::TransformerLmConfig`], plus the seed of the init.
@@ -337,23 +337,23 @@ impl TransformerLm {
         }
     }
 
-    /// Continues `prompt` by `steps` tokens: each the most likely next token for
-    /// `temperature = 0`, else sampled from `softmax(logits / temperature)` with `rng`. When
+    /// Continues `prompt` by `steps` tokens, each picked by phm-nn's [`Sampling`] (greedy, or
+    /// from `softmax(logits / temperature)` over the `top_k` best, with `rng`). When
     /// the sequence would outgrow `max_len`, the context restarts from its last `max_len / 2`
     /// tokens (phm-nn's rule). Each step runs the model on the new token only, through a
     /// [`KvCache`] (the whole context after a restart).
     ///
     /// # Errors
     /// [`PhmError::InvalidArgument`] for an empty prompt, an id not below the vocabulary
-    /// size, a negative or non-finite temperature, or a non-finite logit.
+    /// size, an invalid [`Sampling`], or a non-finite logit.
     pub fn generate<R: Rng + ?Sized>(
         &self,
         prompt: &[usize],
         steps: usize,
-        temperature: f64,
+        sampling: Sampling,
         rng: &mut R,
     ) -> Result<Vec<usize>> {
-        self.generate_with(prompt, steps, temperature, rng, true)
+        self.generate_with(prompt, steps, sampling, rng, true)
     }
 
     /// [`generate`](Self::generate) without the cache: every step runs the model on the
@@ -365,24 +365,22 @@ impl TransformerLm {
         &self,
         prompt: &[usize],
         steps: usize,
-        temperature: f64,
+        sampling: Sampling,
         rng: &mut R,
     ) -> Result<Vec<usize>> {
-        self.generate_with(prompt, steps, temperature, rng, false)
+        self.generate_with(prompt, steps, sampling, rng, false)
     }
 
     fn generate_with<R: Rng + ?Sized>(
         &self,
         prompt: &[usize],
         steps: usize,
-        temperature: f64,
+        sampling: Sampling,
         rng: &mut R,
         cached: bool,
     ) -> Result<Vec<usize>> {
         let vocab = self.config.vocab;
-        if !(temperature.is_finite() && temperature >= 0.0) {
-            return Err(invalid("temperature", format!("{temperature} is not ≥ 0")));
-        }
+        sampling.validate()?;
         if prompt.is_empty() {
             return Err(invalid("prompt", "is empty".into()));
         }
@@ -423,7 +421,7 @@ impl TransformerLm {
             if row.iter().any(|l| !l.is_finite()) {
                 return Err(invalid("logits", "a NaN or infinite logit".into()));
             }
-            tokens.push(pick(&row, temperature, rng));
+            tokens.push(sampling.pick(&row, rng));
         }
         Ok(tokens)
     }
@@ -431,28 +429,6 @@ impl TransformerLm {
 
 fn invalid(what: &'static str, reason: String) -> PhmError {
     PhmError::InvalidArgument { what, reason }
-}
-
-/// The most likely id (ties to the lowest) for `temperature = 0`, else a sample.
-fn pick<R: Rng + ?Sized>(logits: &[f64], temperature: f64, rng: &mut R) -> usize {
-    let best = (0..logits.len())
-        .max_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(b.cmp(&a)))
-        .expect("vocab ≥ 1");
-    if temperature == 0.0 {
-        return best;
-    }
-    let weights: Vec<f64> = logits
-        .iter()
-        .map(|l| ((l - logits[best]) / temperature).exp())
-        .collect();
-    let mut u = rng.random_range(0.0..weights.iter().sum::<f64>());
-    for (id, w) in weights.iter().enumerate() {
-        if u < *w {
-            return id;
-        }
-        u -= w;
-    }
-    best
 }
 
 /// The rule set the PHM-family projections of `native` share (those of its first one).

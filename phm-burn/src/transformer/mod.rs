@@ -56,7 +56,7 @@ pub use dropout::{Dropout, DropoutConfig};
 pub use embedding::{Embedding, EmbeddingConfig};
 pub use feed_forward::{FeedForward, FeedForwardConfig};
 pub use layer_norm::{LayerNorm, LayerNormConfig};
-pub use lm::{KvCache, Positional, TransformerLm, TransformerLmConfig};
+pub use lm::{KvCache, Positional, Sampling, TransformerLm, TransformerLmConfig};
 pub use positional::{PositionalEncoding, PositionalEncodingConfig};
 
 use std::any::Any;

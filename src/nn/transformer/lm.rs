@@ -307,7 +307,11 @@ impl Sampling {
         Sampling { temperature, top_k }
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Checks the temperature (finite, ≥ 0) and `top_k` (not 0).
+    ///
+    /// # Errors
+    /// [`PhmError::InvalidArgument`] naming `temperature` or `top_k`.
+    pub fn validate(&self) -> Result<()> {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
             return Err(PhmError::InvalidArgument {
                 what: "temperature",
@@ -323,8 +327,10 @@ impl Sampling {
         Ok(())
     }
 
-    /// Picks a token from one row of logits.
-    fn pick<F: Float, R: Rng + ?Sized>(&self, logits: &[F], rng: &mut R) -> usize {
+    /// Picks a token from one row of finite logits: the most likely (ties to the lowest id)
+    /// at temperature 0, else a draw from `softmax(logits / temperature)` over the `top_k`
+    /// best. Call [`validate`](Self::validate) first.
+    pub fn pick<F: Float, R: Rng + ?Sized>(&self, logits: &[F], rng: &mut R) -> usize {
         let best = |a: &(usize, f64), b: &(usize, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         let mut ranked: Vec<(usize, f64)> = logits.iter().map(|l| l.as_f64()).enumerate().collect();
         ranked.sort_by(best);
