@@ -157,7 +157,7 @@ pub fn simd_level() -> &'static str {
 }
 
 /// The pool of `threads` threads (built on first use, rebuilt when the count changes).
-fn pool(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
+pub(crate) fn pool(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
     let slot = POOL.get_or_init(|| Mutex::new(None));
     let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
     match slot.as_ref() {
@@ -178,11 +178,17 @@ fn pool(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
 
 /// Threads for a product of `work` multiply-adds: [`num_threads`] when it is at least the
 /// threshold ([`set_parallel_min_work`]), else 1.
+/// A product inside a pass already split across the pool (one chunk per thread) runs on its
+/// chunk's thread.
 fn threads_for(work: usize) -> usize {
-    if work >= MIN_WORK.load(Ordering::Relaxed) {
-        num_threads()
-    } else {
+    if work < MIN_WORK.load(Ordering::Relaxed) {
+        return 1;
+    }
+    let threads = num_threads();
+    if threads > 1 && super::parallel::in_pool(threads) {
         1
+    } else {
+        threads
     }
 }
 

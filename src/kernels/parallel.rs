@@ -1,0 +1,208 @@
+//! The crate's one thread pool, for the work that is not a GEMM: element-wise and
+//! normalisation passes over rows, images of a convolution's lowering, heads of attention,
+//! parameters of an optimizer update.
+//!
+//! A pass of `work` elementary operations is split into at most [`num_threads`] contiguous
+//! chunks along one axis and run on the pool the GEMMs use; below
+//! [`ELEMENTWISE_MIN_WORK`] operations (or with one thread) it runs whole on the calling
+//! thread, where waking a thread would cost more than it saves. Chunks are contiguous and
+//! each element is computed by exactly one chunk, so results do not depend on the thread
+//! count (nothing is summed across chunks).
+//!
+//! ```text
+//!     view ──split along axis──► [0, s₁) [s₁, s₂) … [s_{t-1}, len)    t ≤ num_threads()
+//! ```
+//!
+
+use ndarray::{ArrayViewMut, Axis, Dimension};
+
+use super::gemm::{num_threads, pool};
+
+/// Elementary operations from which a pass is split across threads (when
+/// [`num_threads`] > 1): about 30 µs of element-wise work, several times what waking a pool
+/// thread costs.
+pub(crate) const ELEMENTWISE_MIN_WORK: usize = 1 << 15;
+
+/// How many chunks a pass of `work` operations over `len` independent items is split into:
+/// 1 when the work is small, there is one thread, or the calling thread is already one of
+/// the pool's (a pass inside a parallel pass runs whole on its thread).
+pub(crate) fn parts_for(work: usize, len: usize) -> usize {
+    if work < ELEMENTWISE_MIN_WORK || len < 2 {
+        return 1;
+    }
+    let threads = num_threads();
+    if threads < 2 || in_pool(threads) {
+        return 1;
+    }
+    threads.min(len)
+}
+
+/// Whether the calling thread is a worker of the pool of `threads` threads.
+pub(crate) fn in_pool(threads: usize) -> bool {
+    pool(threads).is_some_and(|p| p.current_thread_index().is_some())
+}
+
+/// The start of chunk `i` of `parts` over `len` items (the first `len % parts` chunks get
+/// one more item).
+fn chunk_start(len: usize, parts: usize, i: usize) -> usize {
+    let base = len / parts;
+    let extra = len % parts;
+    i * base + i.min(extra)
+}
+
+/// Runs `f(start, chunk)` over `view` split along `axis` into contiguous chunks (`start` =
+/// the chunk's first index along `axis`), on the pool when `work` is large enough
+/// ([`parts_for`]), else once on the calling thread with the whole view.
+pub(crate) fn for_each_chunk<A, D, Fun>(
+    view: ArrayViewMut<'_, A, D>,
+    axis: Axis,
+    work: usize,
+    f: Fun,
+) where
+    A: Send,
+    D: Dimension,
+    Fun: Fn(usize, ArrayViewMut<'_, A, D>) + Sync,
+{
+    let len = view.len_of(axis);
+    let parts = parts_for(work, len);
+    if parts == 1 {
+        f(0, view);
+        return;
+    }
+    let mut chunks = Vec::with_capacity(parts);
+    let mut rest = view;
+    for i in 1..parts {
+        let at = chunk_start(len, parts, i) - chunk_start(len, parts, i - 1);
+        let (head, tail) = rest.split_at(axis, at);
+        chunks.push((chunk_start(len, parts, i - 1), head));
+        rest = tail;
+    }
+    chunks.push((chunk_start(len, parts, parts - 1), rest));
+    run(parts, chunks, |(start, chunk)| f(start, chunk));
+}
+
+/// [`for_each_chunk`] over two views of the same length along `axis`, split at the same
+/// indices: `f(start, a_chunk, b_chunk)`.
+///
+/// # Panics
+/// If the views differ in length along `axis`.
+pub(crate) fn for_each_chunk2<A, B, DA, DB, Fun>(
+    a: ArrayViewMut<'_, A, DA>,
+    b: ArrayViewMut<'_, B, DB>,
+    axis: Axis,
+    work: usize,
+    f: Fun,
+) where
+    A: Send,
+    B: Send,
+    DA: Dimension,
+    DB: Dimension,
+    Fun: Fn(usize, ArrayViewMut<'_, A, DA>, ArrayViewMut<'_, B, DB>) + Sync,
+{
+    let len = a.len_of(axis);
+    assert_eq!(len, b.len_of(axis), "for_each_chunk2: lengths differ");
+    let parts = parts_for(work, len);
+    if parts == 1 {
+        f(0, a, b);
+        return;
+    }
+    let mut chunks = Vec::with_capacity(parts);
+    let (mut rest_a, mut rest_b) = (a, b);
+    for i in 1..parts {
+        let at = chunk_start(len, parts, i) - chunk_start(len, parts, i - 1);
+        let (ha, ta) = rest_a.split_at(axis, at);
+        let (hb, tb) = rest_b.split_at(axis, at);
+        chunks.push((chunk_start(len, parts, i - 1), ha, hb));
+        rest_a = ta;
+        rest_b = tb;
+    }
+    chunks.push((chunk_start(len, parts, parts - 1), rest_a, rest_b));
+    run(parts, chunks, |(start, ca, cb)| f(start, ca, cb));
+}
+
+/// Runs `f` on every task: the first on the calling thread, the others on the pool of
+/// `threads` threads (all on the calling thread if the pool cannot be built).
+fn run<T: Send, Fun: Fn(T) + Sync>(threads: usize, tasks: Vec<T>, f: Fun) {
+    let Some(pool) = pool(threads) else {
+        tasks.into_iter().for_each(f);
+        return;
+    };
+    let f = &f;
+    pool.in_place_scope(|scope| {
+        let mut tasks = tasks.into_iter();
+        let first = tasks.next();
+        for task in tasks {
+            scope.spawn(move |_| f(task));
+        }
+        if let Some(task) = first {
+            f(task);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+
+    #[test]
+    fn chunks_cover_every_index_once() {
+        for (len, parts) in [(1, 1), (5, 2), (7, 3), (64, 2), (3, 3)] {
+            let mut seen = vec![0; len];
+            for i in 0..parts {
+                let end = if i + 1 == parts {
+                    len
+                } else {
+                    chunk_start(len, parts, i + 1)
+                };
+                (chunk_start(len, parts, i)..end).for_each(|j| seen[j] += 1);
+            }
+            assert!(seen.iter().all(|&s| s == 1), "len={len} parts={parts}");
+        }
+    }
+
+    /// Every element is written once with its own global index, whether the pass runs on
+    /// one thread or is split (threshold passed), along either axis.
+    #[test]
+    fn split_passes_see_global_indices() {
+        for threads in [1, 2, 3] {
+            crate::kernels::set_num_threads(threads);
+            for axis in [Axis(0), Axis(1)] {
+                let mut a = Array2::<i64>::zeros((37, 29));
+                for_each_chunk(a.view_mut(), axis, usize::MAX, |start, mut chunk| {
+                    for ((i, j), v) in chunk.indexed_iter_mut() {
+                        let (gi, gj) = if axis == Axis(0) {
+                            (start + i, j)
+                        } else {
+                            (i, start + j)
+                        };
+                        *v += (gi * 100 + gj) as i64 + 1;
+                    }
+                });
+                for ((i, j), &v) in a.indexed_iter() {
+                    assert_eq!(v, (i * 100 + j) as i64 + 1, "threads={threads} {axis:?}");
+                }
+                let mut b = Array2::<i64>::zeros((37, 29));
+                for_each_chunk2(
+                    b.view_mut(),
+                    a.view_mut(),
+                    axis,
+                    usize::MAX,
+                    |start, mut cb, ca| {
+                        for ((i, j), v) in cb.indexed_iter_mut() {
+                            let (gi, gj) = if axis == Axis(0) {
+                                (start + i, j)
+                            } else {
+                                (i, start + j)
+                            };
+                            assert_eq!(ca[[i, j]], (gi * 100 + gj) as i64 + 1);
+                            *v = ca[[i, j]] * 10;
+                        }
+                    },
+                );
+                assert_eq!(b, &a * 10);
+            }
+        }
+        crate::kernels::set_num_threads(1);
+    }
+}
