@@ -504,7 +504,7 @@ fn transformer_table() {
 
 /// Warm-up calls before each timed block of the models report.
 const MODEL_WARMUP: usize = 2;
-/// Blocks per thread count; the thread counts alternate block by block.
+/// Rounds; each round times every row at every thread count in turn.
 const MODEL_ROUNDS: usize = 3;
 /// Timed calls per block (each timed alone): `MODEL_ROUNDS · MODEL_REPS` per figure.
 const MODEL_REPS: usize = 5;
@@ -537,28 +537,38 @@ struct ModelRow<'a> {
     run: Box<dyn FnMut() + 'a>,
 }
 
-/// Median and minimum seconds of one call at each thread count: per round and thread count,
-/// `MODEL_WARMUP` untimed calls, then `MODEL_REPS` calls timed one by one.
-fn time_model(threads: &[usize], run: &mut dyn FnMut()) -> Vec<(f64, f64)> {
-    let mut samples = vec![Vec::with_capacity(MODEL_ROUNDS * MODEL_REPS); threads.len()];
-    for _ in 0..MODEL_ROUNDS {
-        for (i, &t) in threads.iter().enumerate() {
-            phm_nn::kernels::set_num_threads(t);
-            for _ in 0..MODEL_WARMUP {
-                run();
-            }
-            for _ in 0..MODEL_REPS {
-                let start = Instant::now();
-                run();
-                samples[i].push(start.elapsed().as_secs_f64());
+/// Median and minimum seconds of one call of each row at each thread count. Each round runs
+/// every row at every thread count in turn (`MODEL_WARMUP` untimed calls, then `MODEL_REPS`
+/// calls timed one by one), so that the load of a shared machine, drifting over the run,
+/// hits every row and thread count alike. Result: `[row][thread count]`.
+fn time_models(threads: &[usize], rows: &mut [ModelRow<'_>]) -> Vec<Vec<(f64, f64)>> {
+    let mut samples =
+        vec![vec![Vec::with_capacity(MODEL_ROUNDS * MODEL_REPS); threads.len()]; rows.len()];
+    for round in 1..=MODEL_ROUNDS {
+        eprintln!("models: round {round} of {MODEL_ROUNDS}");
+        for (row, row_samples) in rows.iter_mut().zip(samples.iter_mut()) {
+            for (&t, thread_samples) in threads.iter().zip(row_samples.iter_mut()) {
+                phm_nn::kernels::set_num_threads(t);
+                for _ in 0..MODEL_WARMUP {
+                    (row.run)();
+                }
+                for _ in 0..MODEL_REPS {
+                    let start = Instant::now();
+                    (row.run)();
+                    thread_samples.push(start.elapsed().as_secs_f64());
+                }
             }
         }
     }
     samples
         .into_iter()
-        .map(|mut s| {
-            s.sort_by(f64::total_cmp);
-            (s[s.len() / 2], s[0])
+        .map(|row| {
+            row.into_iter()
+                .map(|mut s| {
+                    s.sort_by(f64::total_cmp);
+                    (s[s.len() / 2], s[0])
+                })
+                .collect()
         })
         .collect()
 }
@@ -838,16 +848,17 @@ fn conv_rows(phc: Option<usize>) -> Vec<ModelRow<'static>> {
 
 /// Whole models, the same way for each (`--models`): the `tiny_lm` Transformer, the digits
 /// CNN and the bench conv layer, dense and PHM n = 4, training steps and forward passes, at
-/// each requested thread count in one process (`--threads 1 2` by default). Every figure: per
-/// round and thread count `MODEL_WARMUP` untimed calls, then `MODEL_REPS` calls timed one by
-/// one; `MODEL_ROUNDS` rounds alternate the thread counts; median and minimum over all
+/// each requested thread count in one process (`--threads 1 2` by default). Every figure: in
+/// each of `MODEL_ROUNDS` rounds, every row at every thread count in turn, `MODEL_WARMUP`
+/// untimed calls then `MODEL_REPS` calls timed one by one; median and minimum over the
 /// timed calls. `scripts/torch_models.py` times the same models in PyTorch the same way and
 /// prints the same columns.
 fn models_report(threads: &[usize]) {
     let initial = phm_nn::kernels::num_threads();
     print_machine();
     println!(
-        "Whole models, f32; thread counts {threads:?}; per figure {MODEL_ROUNDS} rounds × ({MODEL_WARMUP} warm-up + {MODEL_REPS} timed calls) per thread count, median and min; load average at start {}\n",
+        "Whole models, f32; thread counts {threads:?}; {MODEL_ROUNDS} rounds, each running every row at every thread count in turn ({MODEL_WARMUP} warm-up + {MODEL_REPS} timed calls); median and min of the {} timed calls; load average at start {}\n",
+        MODEL_ROUNDS * MODEL_REPS,
         load_average()
     );
     let mut header = "| model | pass | batch | params |".to_string();
@@ -872,26 +883,25 @@ fn models_report(threads: &[usize]) {
         || conv_rows(None),
         || conv_rows(Some(4)),
     ];
-    for build in builders {
-        for mut row in build() {
-            let times = time_model(threads, &mut row.run);
-            let mut line = format!(
-                "| {} | {} | {} | {} |",
-                row.model, row.pass, row.batch, row.params
+    let mut rows: Vec<ModelRow<'static>> = builders.iter().flat_map(|build| build()).collect();
+    let times = time_models(threads, &mut rows);
+    for (row, times) in rows.iter().zip(&times) {
+        let mut line = format!(
+            "| {} | {} | {} | {} |",
+            row.model, row.pass, row.batch, row.params
+        );
+        for &(median, min) in times {
+            line += &format!(
+                " {:.2} | {:.2} | {} |",
+                median * 1e3,
+                min * 1e3,
+                per_second(row.items.0, row.items.1, median)
             );
-            for &(median, min) in &times {
-                line += &format!(
-                    " {:.2} | {:.2} | {} |",
-                    median * 1e3,
-                    min * 1e3,
-                    per_second(row.items.0, row.items.1, median)
-                );
-            }
-            if times.len() == 2 {
-                line += &format!(" {:.2}× |", times[0].0 / times[1].0);
-            }
-            println!("{line}");
         }
+        if times.len() == 2 {
+            line += &format!(" {:.2}× |", times[0].0 / times[1].0);
+        }
+        println!("{line}");
     }
     println!("\nload average at end {}", load_average());
     phm_nn::kernels::set_num_threads(initial);

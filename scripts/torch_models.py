@@ -26,13 +26,15 @@ thread count) fills the table; both are listed after it. PHC formulations: Compa
 (K = sum_i kron(A_i, F_i) by an einsum on every call, then conv2d) and factored (one conv2d of
 the input's n channel groups with the stacked F_i, then the rules mix the groups).
 
-Timing (as the bench report): per round and thread count, 2 warm-up calls, then 5 calls timed
-one by one; 3 rounds alternate the thread counts; median and minimum over the 15 timed calls.
+Timing (as the bench report): 3 rounds; each runs every row (every formulation) at every
+thread count in turn, 2 warm-up calls then 5 calls timed one by one; median and minimum over
+the 15 timed calls of each.
 """
 
 import argparse
 import os
 import statistics
+import sys
 import time
 
 import torch
@@ -62,19 +64,23 @@ def load_average():
         return "n/a"
 
 
-def time_model(threads, run):
-    """(median, min) seconds of one call at each thread count, rounds alternating them."""
-    samples = [[] for _ in threads]
-    for _ in range(ROUNDS):
-        for i, t in enumerate(threads):
-            torch.set_num_threads(t)
-            for _ in range(WARMUP):
-                run()
-            for _ in range(REPS):
-                start = time.perf_counter()
-                run()
-                samples[i].append(time.perf_counter() - start)
-    return [(statistics.median(s), min(s)) for s in samples]
+def time_models(threads, runs):
+    """(median, min) seconds of one call of each run at each thread count: [run][thread].
+    Each round runs every run at every thread count in turn, so that the load of a shared
+    machine, drifting over the run, hits them alike."""
+    samples = [[[] for _ in threads] for _ in runs]
+    for round_ in range(1, ROUNDS + 1):
+        print(f"models: round {round_} of {ROUNDS}", file=sys.stderr, flush=True)
+        for run, run_samples in zip(runs, samples):
+            for t, thread_samples in zip(threads, run_samples):
+                torch.set_num_threads(t)
+                for _ in range(WARMUP):
+                    run()
+                for _ in range(REPS):
+                    start = time.perf_counter()
+                    run()
+                    thread_samples.append(time.perf_counter() - start)
+    return [[(statistics.median(s), min(s)) for s in run] for run in samples]
 
 
 def per_second(items, unit, seconds):
@@ -251,9 +257,9 @@ def main():
         f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})\n"
     )
     print(
-        f"Whole models, f32; thread counts {threads}; per figure {ROUNDS} rounds × ({WARMUP} "
-        f"warm-up + {REPS} timed calls) per thread count, median and min; load average at start "
-        f"{load_average()}\n"
+        f"Whole models, f32; thread counts {threads}; {ROUNDS} rounds, each running every row "
+        f"at every thread count in turn ({WARMUP} warm-up + {REPS} timed calls); median and min "
+        f"of the {ROUNDS * REPS} timed calls; load average at start {load_average()}\n"
     )
     header, rule = "| model | pass | batch | params |", "|---|---|---:|---:|"
     for t in threads:
@@ -284,24 +290,27 @@ def main():
         (f"{conv_name} Conv2d", {"nn.Conv2d": conv_rows("dense")}),
         (f"{conv_name} PhmConv2d n=4", {f: conv_rows(f) for f in ("compacter", "factored")}),
     ]
-    others = []
+    # Every (model, pass, formulation) timed in the same rounds.
+    entries = []
     for name, formulations in models:
-        passes = next(iter(formulations.values()))
-        for pass_ in (row[0] for row in passes):
+        for pass_ in (row[0] for row in next(iter(formulations.values()))):
             # The formulations that have this pass (K cached: one plain conv2d for both).
-            having = {
-                f: r for f, rs in formulations.items() for r in rs if r[0] == pass_
-            }
-            timed = {f: time_model(threads, row[5]) for f, row in having.items()}
-            best = min(timed, key=lambda f: timed[f][0][0])
-            row = having[best]
-            label = name + (", K cached" if "K cached" in pass_ else "")
-            if len(having) > 1:
-                label += f" ({best})"
-                for f, times in timed.items():
-                    medians = " / ".join(f"{m * 1e3:.2f}" for m, _ in times)
-                    others.append(f"{name}, {row[0]}, {f}: {medians} ms")
-            print(line(label, row, timed[best]), flush=True)
+            having = {f: r for f, rs in formulations.items() for r in rs if r[0] == pass_}
+            entries.append((name, pass_, having))
+    runs = [row[5] for _, _, having in entries for row in having.values()]
+    times = iter(time_models(threads, runs))
+    others = []
+    for name, pass_, having in entries:
+        timed = {f: next(times) for f in having}
+        best = min(timed, key=lambda f: timed[f][0][0])
+        row = having[best]
+        label = name + (", K cached" if "K cached" in pass_ else "")
+        if len(having) > 1:
+            label += f" ({best})"
+            for f, t in timed.items():
+                medians = " / ".join(f"{m * 1e3:.2f}" for m, _ in t)
+                others.append(f"{name}, {pass_}, {f}: {medians} ms")
+        print(line(label, row, timed[best]), flush=True)
     print("\nPHM/PHC formulations, median ms at threads " + " / ".join(map(str, threads)) + ":")
     for o in others:
         print(f"- {o}")
