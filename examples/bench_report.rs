@@ -5,7 +5,8 @@
 //! `-- --key` for the key cases only (the ones `scripts/torch_bench.py` times in PyTorch),
 //! `-- --f64` for the f64 case, `-- --threads-sweep` for where threads start to pay,
 //! `-- --transformer` for one Transformer block only, dense against PHM n = 2, 4, 8; the full
-//! report ends with that table). Threads: `PHM_NN_NUM_THREADS=1` for one. Every figure is the
+//! report ends with that table; `-- --models [--threads 1|2]` for whole models, see
+//! [`models_report`]). Threads: `PHM_NN_NUM_THREADS=1` for one. Every figure is the
 //! median of interleaved samples, and GFLOP/s count `2·B·k·d` per forward (dense-equivalent),
 //! `6·B·k·d` per training step. The report starts with the CPU model, the SIMD level the GEMM
 //! dispatched to and the thread count, and ends with the peak memory of one training step
@@ -315,6 +316,10 @@ fn main() {
         threads_sweep();
         return;
     }
+    if args.iter().any(|a| a == "--models") {
+        models_report(&model_threads(&args));
+        return;
+    }
     if args.iter().any(|a| a == "--transformer") {
         print_machine();
         transformer_table();
@@ -495,4 +500,409 @@ fn transformer_table() {
             peak as f64 / (1 << 20) as f64,
         );
     }
+}
+
+/// Warm-up calls before each timed block of the models report.
+const MODEL_WARMUP: usize = 2;
+/// Rounds; each round times every row at every thread count in turn.
+const MODEL_ROUNDS: usize = 3;
+/// Timed calls per block (each timed alone): `MODEL_ROUNDS · MODEL_REPS` per figure.
+const MODEL_REPS: usize = 5;
+
+/// The thread counts after `--threads` (`--threads 1`, `--threads 2`, `--threads 1 2`), or
+/// 1 and 2.
+fn model_threads(args: &[String]) -> Vec<usize> {
+    let Some(at) = args.iter().position(|a| a == "--threads") else {
+        return vec![1, 2];
+    };
+    let counts: Vec<usize> = args[at + 1..]
+        .iter()
+        .map_while(|a| a.parse().ok())
+        .collect();
+    assert!(
+        !counts.is_empty() && counts.iter().all(|&t| t > 0),
+        "--threads needs one or more positive thread counts, e.g. --threads 1 2"
+    );
+    counts
+}
+
+/// One row of the models report: a whole-model pass and what it processes.
+struct ModelRow<'a> {
+    model: String,
+    pass: &'static str,
+    batch: String,
+    params: usize,
+    /// Tokens or images per call, and their unit.
+    items: (f64, &'static str),
+    run: Box<dyn FnMut() + 'a>,
+}
+
+/// Median and minimum seconds of one call of each row at each thread count. Each round runs
+/// every row at every thread count in turn (`MODEL_WARMUP` untimed calls, then `MODEL_REPS`
+/// calls timed one by one), so that the load of a shared machine, drifting over the run,
+/// hits every row and thread count alike. Result: `[row][thread count]`.
+fn time_models(threads: &[usize], rows: &mut [ModelRow<'_>]) -> Vec<Vec<(f64, f64)>> {
+    let mut samples =
+        vec![vec![Vec::with_capacity(MODEL_ROUNDS * MODEL_REPS); threads.len()]; rows.len()];
+    for round in 1..=MODEL_ROUNDS {
+        eprintln!("models: round {round} of {MODEL_ROUNDS}");
+        for (row, row_samples) in rows.iter_mut().zip(samples.iter_mut()) {
+            for (&t, thread_samples) in threads.iter().zip(row_samples.iter_mut()) {
+                phm_nn::kernels::set_num_threads(t);
+                for _ in 0..MODEL_WARMUP {
+                    (row.run)();
+                }
+                for _ in 0..MODEL_REPS {
+                    let start = Instant::now();
+                    (row.run)();
+                    thread_samples.push(start.elapsed().as_secs_f64());
+                }
+            }
+        }
+    }
+    samples
+        .into_iter()
+        .map(|row| {
+            row.into_iter()
+                .map(|mut s| {
+                    s.sort_by(f64::total_cmp);
+                    (s[s.len() / 2], s[0])
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// `12.3 k tok/s`-style throughput.
+fn per_second(items: f64, unit: &str, seconds: f64) -> String {
+    let rate = items / seconds;
+    if rate >= 1e3 {
+        format!("{:.1} k {unit}/s", rate / 1e3)
+    } else {
+        format!("{rate:.1} {unit}/s")
+    }
+}
+
+/// The load average (1, 5, 15 minutes) from /proc/loadavg, or "n/a".
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "n/a".into())
+}
+
+/// The `tiny_lm` Transformer (`examples/tiny_lm.rs`: vocabulary 73, d = 128, 4 heads, 2
+/// pre-norm blocks, FFN 512 exact GELU, context 64, batch 16), dense or PHM n = 4 with learned
+/// rules (one rule tensor per layer): training step (zero_grad, forward, cross-entropy,
+/// backward, gradient clipping at 1, AdamW lr 3e-3, weight decay 0.01) and forward (`infer_ids`).
+fn lm_rows(phm: Option<usize>) -> Vec<ModelRow<'static>> {
+    use phm_nn::prelude::{
+        clip_grad_norm, cross_entropy, AdamW, AdamWConfig, Optimizer, Projection,
+        TransformerLmConfig,
+    };
+    let (vocab, d, heads, layers, ffn, t, batch) = (73, 128, 4, 2, 512, 64, 16);
+    let mut config = TransformerLmConfig::new(vocab, d, heads, layers, t).with_ffn_width(ffn);
+    let name = match phm {
+        None => "tiny_lm dense".to_string(),
+        Some(n) => {
+            config = config
+                .with_projection(Projection::phm(n))
+                .with_shared_rules(false);
+            format!("tiny_lm PHM n={n}")
+        }
+    };
+    let mut model = config
+        .init::<f32, _>(&mut StdRng::seed_from_u64(7))
+        .unwrap();
+    let params = model.num_parameters();
+    // The same ids as scripts/torch_models.py: (13·b + 7·t) mod 73, targets shifted by one.
+    let ids = Array2::from_shape_fn((batch, t + 1), |(b, i)| (13 * b + 7 * i) % vocab);
+    let inputs = ids.slice(ndarray::s![.., ..t]).to_owned();
+    let labels: Vec<usize> = ids.slice(ndarray::s![.., 1..]).iter().copied().collect();
+    let frozen = model.clone();
+    let mut opt = AdamW::new(AdamWConfig {
+        lr: 3e-3,
+        weight_decay: 0.01,
+        ..AdamWConfig::default()
+    })
+    .unwrap();
+    let forward_inputs = inputs.clone();
+    let tokens = (batch * t) as f64;
+    vec![
+        ModelRow {
+            model: name.clone(),
+            pass: "train step",
+            batch: format!("{batch}×{t}"),
+            params,
+            items: (tokens, "tok"),
+            run: Box::new(move || {
+                model.zero_grad();
+                let logits = model.forward_ids(inputs.view(), None);
+                let loss = cross_entropy(logits.view(), &labels).unwrap();
+                model.backward_logits(loss.grad.view());
+                clip_grad_norm(&model, 1.0).unwrap();
+                opt.step(&mut model).unwrap();
+            }),
+        },
+        ModelRow {
+            model: name,
+            pass: "forward",
+            batch: format!("{batch}×{t}"),
+            params,
+            items: (tokens, "tok"),
+            run: Box::new(move || {
+                black_box(frozen.infer_ids(forward_inputs.view(), None));
+            }),
+        },
+    ]
+}
+
+/// The digits CNN (`examples/digits_cnn.rs`): conv 3×3 → 16 (padding 1), ReLU, max pool 2×2,
+/// conv 3×3 16 → 32 (padding 1), ReLU, global average pool, linear 32 → 10, on 8×8 images,
+/// batch 32; PHC n = 4 (learned rules) replaces both convolutions and sees the image on 4
+/// channels. Training step (zero_grad, forward, cross-entropy, backward, Adam lr 3e-3) and
+/// forward (`infer`).
+fn cnn_rows(phc: Option<usize>) -> Vec<ModelRow<'static>> {
+    use phm_nn::prelude::{
+        cross_entropy, Adam, AdamConfig, Conv2dConfig, GlobalAvgPool, Init, LinearConfig,
+        MaxPool2d, Optimizer, PhmConv2dConfig, Relu, Rule, Sequential,
+    };
+    let (batch, c1, c2) = (32, 16, 32);
+    let rng = &mut StdRng::seed_from_u64(1);
+    let (name, channels, model) = match phc {
+        None => (
+            "digits CNN dense".to_string(),
+            1,
+            Sequential::<f32>::new()
+                .add(
+                    Conv2dConfig::new(1, c1, 3)
+                        .with_padding(1)
+                        .init(rng)
+                        .unwrap(),
+                )
+                .add(Relu::new())
+                .add(MaxPool2d::new(2, 2, 0).unwrap())
+                .add(
+                    Conv2dConfig::new(c1, c2, 3)
+                        .with_padding(1)
+                        .init(rng)
+                        .unwrap(),
+                ),
+        ),
+        Some(n) => {
+            let rule = Rule::Learned(Init::UnitFibers);
+            (
+                format!("digits CNN PHC n={n}"),
+                n,
+                Sequential::<f32>::new()
+                    .add(
+                        PhmConv2dConfig::new(n, c1, 3, n)
+                            .with_rule(rule)
+                            .with_padding(1)
+                            .init(rng)
+                            .unwrap(),
+                    )
+                    .add(Relu::new())
+                    .add(MaxPool2d::new(2, 2, 0).unwrap())
+                    .add(
+                        PhmConv2dConfig::new(c1, c2, 3, n)
+                            .with_rule(rule)
+                            .with_padding(1)
+                            .init(rng)
+                            .unwrap(),
+                    ),
+            )
+        }
+    };
+    let mut model = model
+        .add(Relu::new())
+        .add(GlobalAvgPool::new())
+        .add(LinearConfig::new(c2, 10).init(rng).unwrap());
+    let params = model.num_parameters();
+    let x = ndarray::ArrayD::from_shape_simple_fn(ndarray::IxDyn(&[batch, channels, 8, 8]), || {
+        rng.random_range(0.0f32..1.0)
+    });
+    let labels: Vec<usize> = (0..batch).map(|i| i % 10).collect();
+    let frozen = model.clone();
+    let x_forward = x.clone();
+    let mut opt = Adam::new(AdamConfig {
+        lr: 3e-3,
+        ..AdamConfig::default()
+    })
+    .unwrap();
+    vec![
+        ModelRow {
+            model: name.clone(),
+            pass: "train step",
+            batch: batch.to_string(),
+            params,
+            items: (batch as f64, "img"),
+            run: Box::new(move || {
+                model.zero_grad();
+                let logits = model.forward(x.view());
+                let loss = cross_entropy(logits.view(), &labels).unwrap();
+                model.backward(loss.grad.view());
+                opt.step(&mut model).unwrap();
+            }),
+        },
+        ModelRow {
+            model: name,
+            pass: "forward",
+            batch: batch.to_string(),
+            params,
+            items: (batch as f64, "img"),
+            run: Box::new(move || {
+                black_box(frozen.infer(x_forward.view()));
+            }),
+        },
+    ]
+}
+
+/// A layer of the models report, behind the layer contract.
+type BoxedLayer = Box<dyn Module<f32>>;
+
+/// The bench conv layer (`examples/bench_conv.rs`: 3×3, 64 → 64, padding 1, 32×32 images,
+/// batch 32), `Conv2d` or `PhmConv2d` n = 4: forward (`infer`; for PHC also with the kernel
+/// cached) and training step (zero_grad, forward, backward, a change of every parameter as
+/// an optimizer step makes, so no cached kernel is reused; no optimizer).
+fn conv_rows(phc: Option<usize>) -> Vec<ModelRow<'static>> {
+    use phm_nn::prelude::{Conv2dConfig, PhmConv2dConfig};
+    let (batch, size, c, k) = (32, 32, 64, 3);
+    let rng = &mut StdRng::seed_from_u64(0);
+    let x = ndarray::ArrayD::from_shape_simple_fn(ndarray::IxDyn(&[batch, c, size, size]), || {
+        rng.random_range(-1.0f32..1.0)
+    });
+    let g = ndarray::ArrayD::from_shape_simple_fn(ndarray::IxDyn(&[batch, c, size, size]), || {
+        rng.random_range(-1.0f32..1.0)
+    });
+    let (name, layer, cached): (String, BoxedLayer, Option<BoxedLayer>) = match phc {
+        None => (
+            format!("conv {k}×{k} {c}→{c} {size}×{size} Conv2d"),
+            Box::new(
+                Conv2dConfig::new(c, c, k)
+                    .with_padding(1)
+                    .init::<f32, _>(rng)
+                    .unwrap(),
+            ),
+            None,
+        ),
+        Some(n) => {
+            let layer = PhmConv2dConfig::new(c, c, k, n)
+                .with_padding(1)
+                .init::<f32, _>(rng)
+                .unwrap();
+            let mut with_k = layer.clone();
+            with_k.linear_mut().cache_weight().unwrap();
+            (
+                format!("conv {k}×{k} {c}→{c} {size}×{size} PhmConv2d n={n}"),
+                Box::new(layer),
+                Some(Box::new(with_k)),
+            )
+        }
+    };
+    let params = layer.num_parameters();
+    let frozen = layer.clone_box();
+    let mut layer = layer;
+    let images = (batch as f64, "img");
+    let x_step = x.clone();
+    let mut rows = vec![ModelRow {
+        model: name.clone(),
+        pass: "forward",
+        batch: batch.to_string(),
+        params,
+        items: images,
+        run: Box::new({
+            let x = x.clone();
+            move || {
+                black_box(frozen.infer(x.view()));
+            }
+        }),
+    }];
+    if let Some(cached) = cached {
+        let x = x.clone();
+        rows.push(ModelRow {
+            model: format!("{name}, K cached"),
+            pass: "forward",
+            batch: batch.to_string(),
+            params,
+            items: images,
+            run: Box::new(move || {
+                black_box(cached.infer(x.view()));
+            }),
+        });
+    }
+    rows.push(ModelRow {
+        model: name,
+        pass: "train step",
+        batch: batch.to_string(),
+        params,
+        items: images,
+        run: Box::new(move || {
+            layer.zero_grad();
+            layer.forward(x_step.view());
+            black_box(layer.backward(g.view()));
+            touch(&mut *layer);
+        }),
+    });
+    rows
+}
+
+/// Whole models, the same way for each (`--models`): the `tiny_lm` Transformer, the digits
+/// CNN and the bench conv layer, dense and PHM n = 4, training steps and forward passes, at
+/// each requested thread count in one process (`--threads 1 2` by default). Every figure: in
+/// each of `MODEL_ROUNDS` rounds, every row at every thread count in turn, `MODEL_WARMUP`
+/// untimed calls then `MODEL_REPS` calls timed one by one; median and minimum over the
+/// timed calls. `scripts/torch_models.py` times the same models in PyTorch the same way and
+/// prints the same columns.
+fn models_report(threads: &[usize]) {
+    let initial = phm_nn::kernels::num_threads();
+    print_machine();
+    println!(
+        "Whole models, f32; thread counts {threads:?}; {MODEL_ROUNDS} rounds, each running every row at every thread count in turn ({MODEL_WARMUP} warm-up + {MODEL_REPS} timed calls); median and min of the {} timed calls; load average at start {}\n",
+        MODEL_ROUNDS * MODEL_REPS,
+        load_average()
+    );
+    let mut header = "| model | pass | batch | params |".to_string();
+    let mut rule = "|---|---|---:|---:|".to_string();
+    for t in threads {
+        let s = if *t == 1 { "" } else { "s" };
+        header += &format!(
+            " {t} thread{s} median ms | {t} thread{s} min ms | {t} thread{s} throughput |"
+        );
+        rule += "---:|---:|---:|";
+    }
+    if threads.len() == 2 {
+        header += &format!(" speed-up {}→{} |", threads[0], threads[1]);
+        rule += "---:|";
+    }
+    println!("{header}\n{rule}");
+    let builders: [fn() -> Vec<ModelRow<'static>>; 6] = [
+        || lm_rows(None),
+        || lm_rows(Some(4)),
+        || cnn_rows(None),
+        || cnn_rows(Some(4)),
+        || conv_rows(None),
+        || conv_rows(Some(4)),
+    ];
+    let mut rows: Vec<ModelRow<'static>> = builders.iter().flat_map(|build| build()).collect();
+    let times = time_models(threads, &mut rows);
+    for (row, times) in rows.iter().zip(&times) {
+        let mut line = format!(
+            "| {} | {} | {} | {} |",
+            row.model, row.pass, row.batch, row.params
+        );
+        for &(median, min) in times {
+            line += &format!(
+                " {:.2} | {:.2} | {} |",
+                median * 1e3,
+                min * 1e3,
+                per_second(row.items.0, row.items.1, median)
+            );
+        }
+        if times.len() == 2 {
+            line += &format!(" {:.2}× |", times[0].0 / times[1].0);
+        }
+        println!("{line}");
+    }
+    println!("\nload average at end {}", load_average());
+    phm_nn::kernels::set_num_threads(initial);
 }

@@ -136,14 +136,23 @@ pub fn set_num_threads(threads: usize) {
 
 /// The SIMD instruction set the GEMM backend dispatches to on this CPU (detected at run time):
 /// `"avx512f"`, `"avx2+fma"`, `"neon"` or `"portable"`.
+///
+/// The `gemm` crate (0.19) does not expose its choice: `gemm::gemm` calls
+/// `gemm_f32::gemm::f32::get_gemm_fn()` (and the f64 twin), whose kernels live in private
+/// modules. This function applies the crate's own rule, `init_gemm_fn` in
+/// `gemm-common-0.19.0/src/gemm.rs` (lines 1011–1056, inside the `gemm_def!` macro): on x86, with the
+/// `x86-v4` feature (which this crate's `Cargo.toml` always enables),
+/// `is_x86_feature_detected!("avx512f")` picks the `avx512f` kernels; otherwise
+/// `is_x86_feature_detected!("fma")` picks the `fma` kernels (the `V3` level: AVX2 + FMA);
+/// otherwise the scalar ones. On aarch64, `neon` (the `experimental-apple-amx` feature, which
+/// would pick AMX, is not enabled); elsewhere the scalar kernels.
 pub fn simd_level() -> &'static str {
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             return "avx512f";
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if std::arch::is_x86_feature_detected!("fma") {
             return "avx2+fma";
         }
     }
