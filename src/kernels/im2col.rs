@@ -267,12 +267,35 @@ pub fn im2col<F: Float>(
         return;
     }
     let mut rows = cs.chunks_exact_mut(ho * wo);
+    // Stride 1 and as many output columns as input columns ("same" padding): every tap is a
+    // shifted copy of the whole plane.
+    let contiguous = (sh, sw) == (1, 1) && wo == w;
     for plane in xs.chunks_exact(h * w).take(c) {
         for ki in 0..kh {
             let (oh_lo, oh_hi) = inside(ki, sh, dh, ph, h, ho);
             for kj in 0..kw {
                 let row = rows.next().expect("C·kh·kw rows");
                 let (ow_lo, ow_hi) = inside(kj, sw, dw, pw, w, wo);
+                if contiguous {
+                    // Output (oh, ow) reads input (oh + ki·d_h − p_h, ow + kj·d_w − p_w): a
+                    // constant shift of the flat index, so one copy of the valid rows, then
+                    // the columns that wrapped around a row edge are zeroed.
+                    let shift = (ki * dh * w + kj * dw) as isize - (ph * w + pw) as isize;
+                    row[..oh_lo * wo].fill(F::zero());
+                    row[oh_hi * wo..].fill(F::zero());
+                    let lo = ((oh_lo * wo) as isize).max(-shift) as usize;
+                    let hi = ((oh_hi * wo) as isize).min((h * w) as isize - shift);
+                    if (lo as isize) < hi {
+                        let (hi, from) = (hi as usize, (lo as isize + shift) as usize);
+                        row[lo..hi].copy_from_slice(&plane[from..from + hi - lo]);
+                    }
+                    for oh in oh_lo..oh_hi {
+                        let line = &mut row[oh * wo..(oh + 1) * wo];
+                        line[..ow_lo].fill(F::zero());
+                        line[ow_hi.max(ow_lo)..].fill(F::zero());
+                    }
+                    continue;
+                }
                 for (oh, dst) in row.chunks_exact_mut(wo).enumerate() {
                     if oh < oh_lo || oh >= oh_hi || ow_lo >= ow_hi {
                         dst.fill(F::zero());
@@ -347,8 +370,15 @@ pub fn col2im<F: Float>(
                     let src = &row[oh * wo + ow_lo..oh * wo + ow_hi];
                     let line = &mut plane[(oh * sh + ki * dh - ph) * w..][..w];
                     let first = ow_lo * sw + kj * dw - pw;
-                    for (d, &v) in line[first..].iter_mut().step_by(sw).zip(src) {
-                        *d += v;
+                    if sw == 1 {
+                        let line = &mut line[first..first + src.len()];
+                        for (d, &v) in line.iter_mut().zip(src) {
+                            *d += v;
+                        }
+                    } else {
+                        for (d, &v) in line[first..].iter_mut().step_by(sw).zip(src) {
+                            *d += v;
+                        }
                     }
                 }
             }
@@ -363,7 +393,8 @@ mod tests {
 
     /// Geometries `(C, (kh, kw), stride, padding, dilation, (H, W))` with stride 2,
     /// dilation, padding wider than the kernel, 1×1, windows as wide as the padded input,
-    /// rectangular everything.
+    /// rectangular everything; stride 1 with as many output as input columns (the shifted
+    /// whole-plane copy) with and without dilation and padding.
     fn geometries() -> Vec<(ConvGeometry, (usize, usize))> {
         [
             (3, (3, 3), (1, 1), (1, 1), (1, 1), (7, 5)),
@@ -374,6 +405,9 @@ mod tests {
             (2, (4, 4), (3, 1), (2, 3), (1, 2), (3, 3)),
             (1, (3, 3), (1, 1), (1, 1), (1, 1), (1, 1)),
             (2, (5, 1), (1, 1), (0, 0), (1, 1), (5, 2)),
+            (2, (3, 3), (1, 1), (2, 2), (2, 2), (6, 5)),
+            (3, (3, 1), (1, 1), (0, 0), (1, 1), (6, 4)),
+            (2, (2, 3), (1, 1), (3, 1), (1, 1), (2, 3)),
         ]
         .into_iter()
         .map(|(c, k, s, p, d, hw)| (ConvGeometry::new(c, k, s, p, d).unwrap(), hw))
