@@ -29,6 +29,11 @@ use crate::kernels::im2col::{col2im, im2col, ConvGeometry};
 use crate::kernels::parallel::for_each_chunk;
 use crate::Float;
 
+/// Multiply-adds of a product that count as one element-wise operation when deciding whether
+/// to split a convolution across threads (a SIMD GEMM does 16–32 multiply-adds per cycle,
+/// an element-wise pass about one operation).
+const PRODUCT_OPS_PER_UNIT: usize = 16;
+
 /// Options `(stride, padding, dilation)` as `(height, width)` pairs.
 pub(crate) type Options = ((usize, usize), (usize, usize), (usize, usize));
 
@@ -144,6 +149,17 @@ impl Lowering {
         }
     }
 
+    /// The pass's size in the pool's units of element-wise operations: the multiply-adds of
+    /// the products over [`PRODUCT_OPS_PER_UNIT`] (products run many times faster per
+    /// operation than element-wise passes, so small convolutions stay on the calling thread).
+    fn work(&self, f: &Frame, out_channels: usize) -> usize {
+        f.batch
+            .saturating_mul(out_channels)
+            .saturating_mul(f.ho * f.wo)
+            .saturating_mul(self.geometry.cols())
+            / PRODUCT_OPS_PER_UNIT
+    }
+
     /// Whether `cols(X[b])` is the image itself, `(C, H·W)`: a 1×1 window, stride 1, no
     /// padding (the lowering is skipped).
     fn is_pointwise(&self) -> bool {
@@ -183,7 +199,7 @@ impl Lowering {
         let c_out = k.nrows();
         let positions = f.ho * f.wo;
         let mut y: Array3<F> = Self::zeros(context, "output", Ix3(f.batch, c_out, positions));
-        let work = f.batch * c_out * positions * self.geometry.cols();
+        let work = self.work(f, c_out);
         let pointwise = self.is_pointwise();
         for_each_chunk(y.view_mut(), Axis(0), work, |start, mut chunk| {
             let mut cols = Array2::zeros(if pointwise {
@@ -251,7 +267,7 @@ impl Lowering {
         let c = self.geometry.channels();
         let mut dx: Array4<F> = Self::zeros(context, "input gradient", Ix4(f.batch, c, f.h, f.w));
         let (want_dk, want_db) = (dk.is_some(), db.is_some());
-        let work = f.batch * c_out * positions * self.geometry.cols();
+        let work = self.work(f, c_out);
         let pointwise = self.is_pointwise();
         let partials = Mutex::new(Vec::new());
         for_each_chunk(dx.view_mut(), Axis(0), work, |start, mut chunk| {
