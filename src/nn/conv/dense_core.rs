@@ -126,24 +126,35 @@ impl<F: Float> DenseConv<F> {
         })
     }
 
-    /// `Y` for the images `x` `(B, C_in, H, W)` of `frame`.
-    fn run_forward(&self, context: &str, x: ArrayView4<'_, F>, frame: &Frame) -> ArrayD<F> {
+    /// `Y` for the images `x` `(B, C_in, H, W)` of `frame`, and a copy of `x` with `keep`.
+    fn run_forward(
+        &self,
+        context: &str,
+        x: ArrayView4<'_, F>,
+        frame: &Frame,
+        keep: bool,
+    ) -> (ArrayD<F>, Option<Array4<F>>) {
         let w = self.weight.read();
         let b = self.bias.as_ref().map(|b| b.read());
         let b = b
             .as_ref()
             .map(|b| b.value().into_dimensionality::<Ix1>().expect("bias is 1-D"));
-        self.lowering
-            .forward(context, x, frame, matrix(w.value(), self.out_channels), b)
+        self.lowering.forward(
+            context,
+            x,
+            frame,
+            (matrix(w.value(), self.out_channels), b),
+            keep,
+        )
     }
 
     #[track_caller]
     pub(crate) fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         let context = self.context("forward");
         let frame = self.lowering.frame_of(&context, x.shape());
-        let x = self.lowering.images(x, &frame).into_owned();
-        let y = self.run_forward(&context, x.view(), &frame);
-        self.saved.push((x, frame));
+        let x = self.lowering.images(x, &frame);
+        let (y, kept) = self.run_forward(&context, x.view(), &frame, true);
+        self.saved.push((kept.expect("kept"), frame));
         y
     }
 
@@ -182,7 +193,7 @@ impl<F: Float> DenseConv<F> {
         let context = self.context("infer");
         let frame = self.lowering.frame_of(&context, x.shape());
         let x = self.lowering.images(x, &frame);
-        self.run_forward(&context, x.view(), &frame)
+        self.run_forward(&context, x.view(), &frame, false).0
     }
 
     pub(crate) fn visit_params(&self, f: &mut dyn FnMut(&str, &Param<F>)) {

@@ -19,14 +19,15 @@
 use std::sync::Mutex;
 
 use ndarray::{
-    Array, Array1, Array2, Array3, Array4, ArrayD, ArrayView1, ArrayView2, ArrayView4, ArrayViewD,
-    ArrayViewMut1, ArrayViewMut2, Axis, CowArray, Dimension, Ix3, Ix4, IxDyn, ShapeBuilder,
+    Array, Array1, Array2, Array3, Array4, ArrayD, ArrayView1, ArrayView2, ArrayView3, ArrayView4,
+    ArrayViewD, ArrayViewMut1, ArrayViewMut2, Axis, CowArray, Dimension, Ix3, Ix4, IxDyn,
+    ShapeBuilder,
 };
 
 use crate::error::Result;
 use crate::kernels::gemm::gemm;
 use crate::kernels::im2col::{col2im, im2col, ConvGeometry};
-use crate::kernels::parallel::for_each_chunk;
+use crate::kernels::parallel::{for_each_chunk, for_each_chunk2};
 use crate::Float;
 
 /// Multiply-adds of a product that count as one element-wise operation when deciding whether
@@ -186,29 +187,31 @@ impl Lowering {
 
     /// `Y[b] = K̂ · cols(X[b]) + bias` for every image (split across the pool by images, each
     /// image's product on its thread), written channels-first in the output's shape.
-    /// `k` is `(C_out, C_in·kh·kw)`.
+    /// `k` is `(C_out, C_in·kh·kw)`. With `keep`, also returns a copy of `x` for the backward
+    /// pass, made image by image on the same threads.
     #[track_caller]
     pub(crate) fn forward<F: Float>(
         &self,
         context: &str,
         x: ArrayView4<'_, F>,
         f: &Frame,
-        k: ArrayView2<'_, F>,
-        bias: Option<ArrayView1<'_, F>>,
-    ) -> ArrayD<F> {
+        (k, bias): (ArrayView2<'_, F>, Option<ArrayView1<'_, F>>),
+        keep: bool,
+    ) -> (ArrayD<F>, Option<Array4<F>>) {
         let c_out = k.nrows();
         let positions = f.ho * f.wo;
         let mut y: Array3<F> = Self::zeros(context, "output", Ix3(f.batch, c_out, positions));
         let work = self.work(f, c_out);
         let pointwise = self.is_pointwise();
-        for_each_chunk(y.view_mut(), Axis(0), work, |start, mut chunk| {
-            let mut cols = Array2::zeros(if pointwise {
+        let scratch = || {
+            Array2::zeros(if pointwise {
                 (0, 0)
             } else {
                 (self.geometry.cols(), positions)
-            });
-            for (i, mut y_img) in chunk.outer_iter_mut().enumerate() {
-                let x_img = x.index_axis(Axis(0), start + i);
+            })
+        };
+        let image =
+            |x_img: ArrayView3<'_, F>, mut y_img: ArrayViewMut2<'_, F>, cols: &mut Array2<F>| {
                 let cols = if pointwise {
                     x_img
                         .into_shape_with_order((self.geometry.channels(), positions))
@@ -224,10 +227,37 @@ impl Lowering {
                         row += v;
                     }
                 }
+            };
+        let mut kept = keep.then(|| Self::zeros(context, "saved input", x.raw_dim()));
+        match kept.as_mut() {
+            Some(kept) => {
+                for_each_chunk2(
+                    y.view_mut(),
+                    kept.view_mut(),
+                    Axis(0),
+                    work,
+                    |start, mut ys, mut ks| {
+                        let mut cols = scratch();
+                        for (i, (y_img, mut k_img)) in
+                            ys.outer_iter_mut().zip(ks.outer_iter_mut()).enumerate()
+                        {
+                            k_img.assign(&x.index_axis(Axis(0), start + i));
+                            image(k_img.view(), y_img, &mut cols);
+                        }
+                    },
+                );
             }
-        });
-        y.into_shape_with_order(IxDyn(&self.output_dims(f, c_out)))
-            .expect("standard layout reshapes")
+            None => for_each_chunk(y.view_mut(), Axis(0), work, |start, mut ys| {
+                let mut cols = scratch();
+                for (i, y_img) in ys.outer_iter_mut().enumerate() {
+                    image(x.index_axis(Axis(0), start + i), y_img, &mut cols);
+                }
+            }),
+        }
+        let y = y
+            .into_shape_with_order(IxDyn(&self.output_dims(f, c_out)))
+            .expect("standard layout reshapes");
+        (y, kept)
     }
 
     /// Backward of [`forward`](Self::forward) for the output gradient `g`: adds

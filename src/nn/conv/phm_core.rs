@@ -205,7 +205,7 @@ impl<F: Float> PhmConv<F> {
     pub(crate) fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         let context = self.context("forward");
         let frame = self.lowering.frame_of(&context, x.shape());
-        let x = self.lowering.images(x, &frame).into_owned();
+        let x = self.lowering.images(x, &frame);
         // A second handle to the bias, read in place while the layer is borrowed mutably.
         let bias = self.linear.bias_param().map(Param::share);
         let bias = bias.as_ref().map(|b| b.read());
@@ -214,10 +214,10 @@ impl<F: Float> PhmConv<F> {
             .map(|b| b.value().into_dimensionality::<Ix1>().expect("bias is 1-D"));
         // Built once per parameter change (the linear layer's cache), then the dense path.
         let k = self.linear.current_weight();
-        let y = self
+        let (y, kept) = self
             .lowering
-            .forward(&context, x.view(), &frame, k.view(), bias);
-        self.saved.push((x, frame));
+            .forward(&context, x.view(), &frame, (k.view(), bias), true);
+        self.saved.push((kept.expect("kept"), frame));
         y
     }
 
@@ -279,7 +279,8 @@ impl<F: Float> PhmConv<F> {
             .map(|b| b.value().into_dimensionality::<Ix1>().expect("bias is 1-D"));
         let k = self.kernel_matrix();
         self.lowering
-            .forward(&context, x.view(), &frame, k.view(), bias)
+            .forward(&context, x.view(), &frame, (k.view(), bias), false)
+            .0
     }
 
     pub(crate) fn visit_params(&self, f: &mut dyn FnMut(&str, &Param<F>)) {
