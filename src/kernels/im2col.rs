@@ -289,10 +289,17 @@ pub fn im2col<F: Float>(
                         let (hi, from) = (hi as usize, (lo as isize + shift) as usize);
                         row[lo..hi].copy_from_slice(&plane[from..from + hi - lo]);
                     }
-                    for oh in oh_lo..oh_hi {
-                        let line = &mut row[oh * wo..(oh + 1) * wo];
-                        line[..ow_lo].fill(F::zero());
-                        line[ow_hi.max(ow_lo)..].fill(F::zero());
+                    // Usually one or two entries per row (the padding): plain stores.
+                    let right = ow_hi.max(ow_lo);
+                    if ow_lo > 0 || right < wo {
+                        for line in row[oh_lo * wo..oh_hi * wo].chunks_exact_mut(wo) {
+                            for v in &mut line[..ow_lo] {
+                                *v = F::zero();
+                            }
+                            for v in &mut line[right..] {
+                                *v = F::zero();
+                            }
+                        }
                     }
                     continue;
                 }
