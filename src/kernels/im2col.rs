@@ -1,37 +1,43 @@
-//! Lowering convolutions onto matrix products: `im2col` and its adjoint `col2im`.
+//! Lowering convolutions onto matrix products: `im2col` and its adjoint `col2im`, one image
+//! at a time.
 //!
 //! A 2-D convolution of `X` `(B, C, H, W)` with a kernel `K` `(C_out, C, kh, kw)` (stride `s`,
-//! zero padding `p`, dilation `d`, PyTorch's cross-correlation) is the matrix product
+//! zero padding `p`, dilation `d`, PyTorch's cross-correlation) is, image by image, the matrix
+//! product
 //!
 //! ```text
-//!     Y_rows = cols(X) · K̂ᵀ          cols(X): (B·H_out·W_out, C·kh·kw)   K̂: (C_out, C·kh·kw)
-//!     cols(X)[(b, oh, ow), (c, i, j)] = X[b, c, oh·s_h + i·d_h − p_h, ow·s_w + j·d_w − p_w]
+//!     Y[b] = K̂ · cols(X[b])          K̂: (C_out, C·kh·kw)   cols(X[b]): (C·kh·kw, H_out·W_out)
+//!     cols(X[b])[(c, i, j), (oh, ow)] = X[b, c, oh·s_h + i·d_h − p_h, ow·s_w + j·d_w − p_w]
 //!                                       (0 outside the input: zero padding)
 //!     H_out = ⌊(H + 2p_h − d_h·(kh − 1) − 1) / s_h⌋ + 1      (likewise W_out)
 //! ```
 //!
-//! Columns are in **channel-major** order `(c, i, j)`, the order of PyTorch's weight layout
+//! `Y[b]` `(C_out, H_out·W_out)` is the image's channels-first output as it is stored: the
+//! product writes it in place, with no permutation of channels. Rows of `cols` are in
+//! **channel-major** order `(c, i, j)`, the order of PyTorch's weight layout
 //! `(C_out, C, kh, kw)` flattened: so `K̂` is the kernel reshaped, and for a PHM kernel
-//! `K = Σ A_i ⊗ F_i` the `n` column segments of width `C/n·kh·kw` hold input channels
-//! `c·C/n .. (c+1)·C/n` — the lowered product is a PHM product with `in = C·kh·kw` and blocks
-//! `(C_out/n) × (C/n·kh·kw)`, the `F_i` reshaped. `col2im` is the adjoint (it adds each column
-//! entry back where it was read from), which is the input gradient `dX = col2im(dcols)`.
+//! `K = Σ A_i ⊗ F_i` the `n` row segments of height `C/n·kh·kw` hold input channels
+//! `c·C/n .. (c+1)·C/n`: `K̂` is the PHM weight with `in = C·kh·kw` and blocks
+//! `(C_out/n) × (C/n·kh·kw)`, the `F_i` reshaped. Backward, per image:
+//! `dK̂ += dY[b] · cols(X[b])ᵀ` and `dX[b] = col2im(K̂ᵀ · dY[b])`, where `col2im` is the
+//! adjoint of `im2col` (it adds each entry back where it was read from).
 //!
 //! ```
 //! use phm_nn::kernels::im2col::{im2col, ConvGeometry};
-//! use ndarray::{Array2, Array4};
+//! use ndarray::{Array2, Array3};
 //! // One 1×3×3 image holding 0..9, a 2×2 kernel window, stride 1, no padding.
 //! let g = ConvGeometry::new(1, (2, 2), (1, 1), (0, 0), (1, 1))?;
 //! assert_eq!(g.output_size(3, 3)?, (2, 2));
-//! let x = Array4::from_shape_fn((1, 1, 3, 3), |(_, _, i, j)| (3 * i + j) as f64);
-//! let mut cols = Array2::zeros((4, g.cols()));
+//! let x = Array3::from_shape_fn((1, 3, 3), |(_, i, j)| (3 * i + j) as f64);
+//! let mut cols = Array2::zeros((g.cols(), 4));
 //! im2col(x.view(), &g, (2, 2), cols.view_mut());
-//! assert_eq!(cols.row(0).to_vec(), [0.0, 1.0, 3.0, 4.0]); // window at (0, 0)
-//! assert_eq!(cols.row(3).to_vec(), [4.0, 5.0, 7.0, 8.0]); // window at (1, 1)
+//! assert_eq!(cols.column(0).to_vec(), [0.0, 1.0, 3.0, 4.0]); // window at (0, 0)
+//! assert_eq!(cols.column(3).to_vec(), [4.0, 5.0, 7.0, 8.0]); // window at (1, 1)
+//! assert_eq!(cols.row(0).to_vec(), [0.0, 1.0, 3.0, 4.0]); // tap (0, 0) at every position
 //! # Ok::<(), phm_nn::PhmError>(())
 //! ```
 
-use ndarray::{ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4};
+use ndarray::{ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3};
 
 use crate::error::{PhmError, Result};
 use crate::Float;
@@ -203,36 +209,49 @@ impl ConvGeometry {
     }
 }
 
-/// Input position of output `o`, kernel tap `k` along one axis, or `None` in the padding.
+/// The outputs `lo..hi` along one axis whose tap `k` reads inside the input (`0 ≤ o·s + k·d − p
+/// < size`), clamped to `0..out`; every other output reads the padding.
 #[inline]
-fn source(o: usize, k: usize, s: usize, d: usize, p: usize, size: usize) -> Option<usize> {
-    (o * s + k * d).checked_sub(p).filter(|&i| i < size)
+fn inside(k: usize, s: usize, d: usize, p: usize, size: usize, out: usize) -> (usize, usize) {
+    let offset = k * d;
+    let lo = if offset >= p {
+        0
+    } else {
+        (p - offset).div_ceil(s)
+    };
+    let hi = if size + p > offset {
+        ((size + p - 1 - offset) / s + 1).min(out)
+    } else {
+        0
+    };
+    (lo.min(hi), hi)
 }
 
-/// Writes `cols(X)` `(B·H_out·W_out, C·kh·kw)` for `x` `(B, C, H, W)` (see the
-/// [module docs](self)); `out` is [`ConvGeometry::output_size`] of `(H, W)`.
+/// Writes the transposed lowering `colsᵀ(X)` `(C·kh·kw, H_out·W_out)` of one image `x`
+/// `(C, H, W)` (see the [module docs](self)); `out` is [`ConvGeometry::output_size`] of
+/// `(H, W)`. Row `(c, i, j)` holds input channel `c` shifted by the tap `(i, j)`: copies of
+/// whole input rows where the stride is 1.
 ///
 /// # Panics
-/// If `x` does not have `g.channels()` channels, or `cols` is not
-/// `(B·H_out·W_out, C·kh·kw)` in standard layout.
+/// If `x` does not have `g.channels()` channels, or `cols` is not `(C·kh·kw, H_out·W_out)` in
+/// standard layout.
 #[track_caller]
 pub fn im2col<F: Float>(
-    x: ArrayView4<'_, F>,
+    x: ArrayView3<'_, F>,
     g: &ConvGeometry,
     out: (usize, usize),
     mut cols: ArrayViewMut2<'_, F>,
 ) {
-    let (b, c, h, w) = x.dim();
+    let (c, h, w) = x.dim();
     let (ho, wo) = out;
     assert_eq!(
         c, g.channels,
         "im2col: input has {c} channels, expected {}",
         g.channels
     );
-    let k = g.cols();
     assert_eq!(
         cols.dim(),
-        (b * ho * wo, k),
+        (g.cols(), ho * wo),
         "im2col: cols has the wrong shape"
     );
     let x = x.as_standard_layout();
@@ -242,33 +261,65 @@ pub fn im2col<F: Float>(
         .expect("im2col: cols must be in standard layout");
     let (kh, kw) = g.kernel;
     let ((sh, sw), (ph, pw), (dh, dw)) = (g.stride, g.padding, g.dilation);
-    for bi in 0..b {
-        for oh in 0..ho {
-            for ow in 0..wo {
-                let row = &mut cs[((bi * ho + oh) * wo + ow) * k..][..k];
-                let mut idx = 0;
-                for ci in 0..c {
-                    let plane = &xs[(bi * c + ci) * h * w..][..h * w];
-                    for ki in 0..kh {
-                        let Some(ih) = source(oh, ki, sh, dh, ph, h) else {
-                            row[idx..idx + kw].fill(F::zero());
-                            idx += kw;
-                            continue;
-                        };
-                        let line = &plane[ih * w..][..w];
-                        // Undilated taps all inside the row: one contiguous copy.
-                        match (ow * sw).checked_sub(pw).filter(|&s| s + kw <= w) {
-                            Some(start) if dw == 1 => {
-                                row[idx..idx + kw].copy_from_slice(&line[start..start + kw]);
-                                idx += kw;
+    if h * w == 0 {
+        // Every tap reads the padding.
+        cs.fill(F::zero());
+        return;
+    }
+    let mut rows = cs.chunks_exact_mut(ho * wo);
+    // Stride 1 and as many output columns as input columns ("same" padding): every tap is a
+    // shifted copy of the whole plane.
+    let contiguous = (sh, sw) == (1, 1) && wo == w;
+    for plane in xs.chunks_exact(h * w).take(c) {
+        for ki in 0..kh {
+            let (oh_lo, oh_hi) = inside(ki, sh, dh, ph, h, ho);
+            for kj in 0..kw {
+                let row = rows.next().expect("C·kh·kw rows");
+                let (ow_lo, ow_hi) = inside(kj, sw, dw, pw, w, wo);
+                if contiguous {
+                    // Output (oh, ow) reads input (oh + ki·d_h − p_h, ow + kj·d_w − p_w): a
+                    // constant shift of the flat index, so one copy of the valid rows, then
+                    // the columns that wrapped around a row edge are zeroed.
+                    let shift = (ki * dh * w + kj * dw) as isize - (ph * w + pw) as isize;
+                    row[..oh_lo * wo].fill(F::zero());
+                    row[oh_hi * wo..].fill(F::zero());
+                    let lo = ((oh_lo * wo) as isize).max(-shift) as usize;
+                    let hi = ((oh_hi * wo) as isize).min((h * w) as isize - shift);
+                    if (lo as isize) < hi {
+                        let (hi, from) = (hi as usize, (lo as isize + shift) as usize);
+                        row[lo..hi].copy_from_slice(&plane[from..from + hi - lo]);
+                    }
+                    // Usually one or two entries per row (the padding): plain stores.
+                    let right = ow_hi.max(ow_lo);
+                    if ow_lo > 0 || right < wo {
+                        for line in row[oh_lo * wo..oh_hi * wo].chunks_exact_mut(wo) {
+                            for v in &mut line[..ow_lo] {
+                                *v = F::zero();
                             }
-                            _ => {
-                                for kj in 0..kw {
-                                    row[idx] = source(ow, kj, sw, dw, pw, w)
-                                        .map_or(F::zero(), |iw| line[iw]);
-                                    idx += 1;
-                                }
+                            for v in &mut line[right..] {
+                                *v = F::zero();
                             }
+                        }
+                    }
+                    continue;
+                }
+                for (oh, dst) in row.chunks_exact_mut(wo).enumerate() {
+                    if oh < oh_lo || oh >= oh_hi || ow_lo >= ow_hi {
+                        dst.fill(F::zero());
+                        continue;
+                    }
+                    let line = &plane[(oh * sh + ki * dh - ph) * w..][..w];
+                    dst[..ow_lo].fill(F::zero());
+                    dst[ow_hi..].fill(F::zero());
+                    let first = ow_lo * sw + kj * dw - pw;
+                    if sw == 1 {
+                        dst[ow_lo..ow_hi].copy_from_slice(&line[first..first + ow_hi - ow_lo]);
+                    } else {
+                        for (d, &v) in dst[ow_lo..ow_hi]
+                            .iter_mut()
+                            .zip(line[first..].iter().step_by(sw))
+                        {
+                            *d = v;
                         }
                     }
                 }
@@ -277,9 +328,9 @@ pub fn im2col<F: Float>(
     }
 }
 
-/// The adjoint of [`im2col`]: adds every entry of `cols` into the input position it was read
-/// from (entries read from the padding are dropped). With `cols = dL/dcols` this adds
-/// `dL/dX` into `dx` `(B, C, H, W)`.
+/// The adjoint of [`im2col`] for one image: adds every entry of `cols`
+/// `(C·kh·kw, H_out·W_out)` into the input position it was read from (entries read from the
+/// padding are dropped). With `cols = dL/dcolsᵀ` this adds `dL/dX` into `dx` `(C, H, W)`.
 ///
 /// # Panics
 /// If the shapes do not fit as in [`im2col`], or `dx` is not in standard layout.
@@ -288,19 +339,18 @@ pub fn col2im<F: Float>(
     cols: ArrayView2<'_, F>,
     g: &ConvGeometry,
     out: (usize, usize),
-    mut dx: ArrayViewMut4<'_, F>,
+    mut dx: ArrayViewMut3<'_, F>,
 ) {
-    let (b, c, h, w) = dx.dim();
+    let (c, h, w) = dx.dim();
     let (ho, wo) = out;
     assert_eq!(
         c, g.channels,
         "col2im: dx has {c} channels, expected {}",
         g.channels
     );
-    let k = g.cols();
     assert_eq!(
         cols.dim(),
-        (b * ho * wo, k),
+        (g.cols(), ho * wo),
         "col2im: cols has the wrong shape"
     );
     let cols = cols.as_standard_layout();
@@ -310,24 +360,31 @@ pub fn col2im<F: Float>(
         .expect("col2im: dx must be in standard layout");
     let (kh, kw) = g.kernel;
     let ((sh, sw), (ph, pw), (dh, dw)) = (g.stride, g.padding, g.dilation);
-    for bi in 0..b {
-        for oh in 0..ho {
-            for ow in 0..wo {
-                let row = &cs[((bi * ho + oh) * wo + ow) * k..][..k];
-                let mut idx = 0;
-                for ci in 0..c {
-                    let plane = &mut xs[(bi * c + ci) * h * w..][..h * w];
-                    for ki in 0..kh {
-                        let Some(ih) = source(oh, ki, sh, dh, ph, h) else {
-                            idx += kw;
-                            continue;
-                        };
-                        let line = &mut plane[ih * w..][..w];
-                        for kj in 0..kw {
-                            if let Some(iw) = source(ow, kj, sw, dw, pw, w) {
-                                line[iw] += row[idx];
-                            }
-                            idx += 1;
+    if h * w == 0 {
+        return;
+    }
+    let mut rows = cs.chunks_exact(ho * wo);
+    for plane in xs.chunks_exact_mut(h * w).take(c) {
+        for ki in 0..kh {
+            let (oh_lo, oh_hi) = inside(ki, sh, dh, ph, h, ho);
+            for kj in 0..kw {
+                let row = rows.next().expect("C·kh·kw rows");
+                let (ow_lo, ow_hi) = inside(kj, sw, dw, pw, w, wo);
+                if ow_lo >= ow_hi {
+                    continue;
+                }
+                for oh in oh_lo..oh_hi {
+                    let src = &row[oh * wo + ow_lo..oh * wo + ow_hi];
+                    let line = &mut plane[(oh * sh + ki * dh - ph) * w..][..w];
+                    let first = ow_lo * sw + kj * dw - pw;
+                    if sw == 1 {
+                        let line = &mut line[first..first + src.len()];
+                        for (d, &v) in line.iter_mut().zip(src) {
+                            *d += v;
+                        }
+                    } else {
+                        for (d, &v) in line[first..].iter_mut().step_by(sw).zip(src) {
+                            *d += v;
                         }
                     }
                 }
@@ -339,26 +396,87 @@ pub fn col2im<F: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{Array2, Array4};
+    use ndarray::{Array2, Array3};
 
-    /// `⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩`: col2im is the adjoint, with stride, padding and
-    /// dilation.
+    /// Geometries `(C, (kh, kw), stride, padding, dilation, (H, W))` with stride 2,
+    /// dilation, padding wider than the kernel, 1×1, windows as wide as the padded input,
+    /// rectangular everything; stride 1 with as many output as input columns (the shifted
+    /// whole-plane copy) with and without dilation and padding.
+    fn geometries() -> Vec<(ConvGeometry, (usize, usize))> {
+        [
+            (3, (3, 3), (1, 1), (1, 1), (1, 1), (7, 5)),
+            (2, (2, 3), (2, 1), (1, 2), (1, 2), (5, 4)),
+            (5, (1, 1), (1, 1), (0, 0), (1, 1), (4, 6)),
+            (1, (1, 1), (2, 3), (1, 0), (1, 1), (5, 7)),
+            (3, (3, 2), (2, 2), (0, 1), (2, 1), (9, 6)),
+            (2, (4, 4), (3, 1), (2, 3), (1, 2), (3, 3)),
+            (1, (3, 3), (1, 1), (1, 1), (1, 1), (1, 1)),
+            (2, (5, 1), (1, 1), (0, 0), (1, 1), (5, 2)),
+            (2, (3, 3), (1, 1), (2, 2), (2, 2), (6, 5)),
+            (3, (3, 1), (1, 1), (0, 0), (1, 1), (6, 4)),
+            (2, (2, 3), (1, 1), (3, 1), (1, 1), (2, 3)),
+        ]
+        .into_iter()
+        .map(|(c, k, s, p, d, hw)| (ConvGeometry::new(c, k, s, p, d).unwrap(), hw))
+        .collect()
+    }
+
+    fn image(c: usize, h: usize, w: usize) -> Array3<f64> {
+        Array3::from_shape_fn((c, h, w), |(a, b, d)| {
+            ((a * 7 + b * 5 + d * 3) % 11) as f64 - 5.0
+        })
+    }
+
+    /// Every entry against the definition in the module docs, index by index.
+    #[test]
+    fn im2col_is_the_definition() {
+        for (g, (h, w)) in geometries() {
+            let (ho, wo) = g.output_size(h, w).unwrap();
+            let x = image(g.channels(), h, w);
+            let mut cols = Array2::from_elem((g.cols(), ho * wo), f64::NAN);
+            im2col(x.view(), &g, (ho, wo), cols.view_mut());
+            let (kh, kw) = g.kernel();
+            let ((sh, sw), (ph, pw), (dh, dw)) = (g.stride(), g.padding(), g.dilation());
+            for c in 0..g.channels() {
+                for i in 0..kh {
+                    for j in 0..kw {
+                        for oh in 0..ho {
+                            for ow in 0..wo {
+                                let ih = (oh * sh + i * dh) as isize - ph as isize;
+                                let iw = (ow * sw + j * dw) as isize - pw as isize;
+                                let want = if (0..h as isize).contains(&ih)
+                                    && (0..w as isize).contains(&iw)
+                                {
+                                    x[[c, ih as usize, iw as usize]]
+                                } else {
+                                    0.0
+                                };
+                                let got = cols[[(c * kh + i) * kw + j, oh * wo + ow]];
+                                assert_eq!(got, want, "{g:?} ({h}, {w}) c={c} tap ({i}, {j})");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩`: col2im is the adjoint (small integers: exact), and it
+    /// adds into `dx` rather than overwriting it.
     #[test]
     fn col2im_is_the_adjoint_of_im2col() {
-        let g = ConvGeometry::new(2, (2, 3), (2, 1), (1, 2), (1, 2)).unwrap();
-        let (h, w) = (5, 4);
-        let out = g.output_size(h, w).unwrap();
-        let x = Array4::from_shape_fn((2, 2, h, w), |(a, b, c, d)| {
-            ((a * 7 + b * 5 + c * 3 + d) % 11) as f64 - 5.0
-        });
-        let rows = 2 * out.0 * out.1;
-        let c = Array2::from_shape_fn((rows, g.cols()), |(i, j)| {
-            ((i * 3 + j * 7) % 13) as f64 - 6.0
-        });
-        let mut cols = Array2::zeros((rows, g.cols()));
-        im2col(x.view(), &g, out, cols.view_mut());
-        let mut dx = Array4::zeros(x.raw_dim());
-        col2im(c.view(), &g, out, dx.view_mut());
-        assert_eq!((&cols * &c).sum(), (&x * &dx).sum());
+        for (g, (h, w)) in geometries() {
+            let out = g.output_size(h, w).unwrap();
+            let x = image(g.channels(), h, w);
+            let c = Array2::from_shape_fn((g.cols(), out.0 * out.1), |(i, j)| {
+                ((i * 3 + j * 7) % 13) as f64 - 6.0
+            });
+            let mut cols = Array2::zeros((g.cols(), out.0 * out.1));
+            im2col(x.view(), &g, out, cols.view_mut());
+            let mut dx = Array3::from_elem(x.raw_dim(), 1.0);
+            col2im(c.view(), &g, out, dx.view_mut());
+            dx -= 1.0;
+            assert_eq!((&cols * &c).sum(), (&x * &dx).sum(), "{g:?} ({h}, {w})");
+        }
     }
 }

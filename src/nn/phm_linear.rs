@@ -449,7 +449,7 @@ impl<F: Float> PhmLinear<F> {
     }
 
     /// The cached `W`, if it matches the current parameters.
-    fn cached_weight(&self) -> Option<&Array2<F>> {
+    pub(crate) fn cached_weight(&self) -> Option<&Array2<F>> {
         self.cache
             .as_ref()
             .filter(|c| c.versions == self.versions())
@@ -515,7 +515,7 @@ impl<F: Float> PhmLinear<F> {
     }
 
     /// Rebuilds the cached weight if a parameter changed since it was built; returns it.
-    fn current_weight(&mut self) -> &Array2<F> {
+    pub(crate) fn current_weight(&mut self) -> &Array2<F> {
         let versions = self.versions();
         let shape = self.shape;
         let cache = self.cache.get_or_insert_with(|| WeightCache {

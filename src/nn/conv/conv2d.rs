@@ -7,8 +7,11 @@
 //!
 //! PyTorch's `nn.Conv2d` (cross-correlation, zero padding, weight layout, output size
 //! `⌊(H + 2p − d·(k − 1) − 1)/s⌋ + 1`) and its default init `U(−1/√fan_in, 1/√fan_in)` for `K` and
-//! the bias, `fan_in = C_in·kh·kw`. Computed as `im2col(X) · K̂ᵀ` with `K̂` the kernel viewed as
-//! `(C_out, C_in·kh·kw)`; backward `dK̂ += Gᵀ cols`, `db += Σ G`, `dX = col2im(G K̂)`.
+//! the bias, `fan_in = C_in·kh·kw`. Computed image by image as `Y[b] = K̂ · cols(X[b])` with `K̂`
+//! the kernel viewed as `(C_out, C_in·kh·kw)` and `cols(X[b])` `(C_in·kh·kw, H_out·W_out)` the
+//! transposed im2col, written straight into the channels-first output; backward
+//! `dK̂ += Σ_b G[b] cols(X[b])ᵀ`, `db += Σ G`, `dX[b] = col2im(K̂ᵀ G[b])`. Images are split
+//! across the thread pool.
 //!
 //! ```
 //! use phm_nn::prelude::*;

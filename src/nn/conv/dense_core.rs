@@ -1,15 +1,15 @@
-//! The dense convolution core of any spatial rank: im2col, one GEMM with the kernel viewed as
-//! `(C_out, C_in·kh·kw)`, col2im for the input gradient. [`Conv1d`](super::Conv1d) and
+//! The dense convolution core of any spatial rank: the [lowering](super::lowering) with the
+//! kernel viewed as `K̂` `(C_out, C_in·kh·kw)` (per image: im2col, one GEMM, col2im for the
+//! input gradient). [`Conv1d`](super::Conv1d) and
 //! [`Conv2d`](super::Conv2d) wrap it.
 
-use ndarray::{Array1, Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, Ix1};
+use ndarray::{Array1, Array4, ArrayD, ArrayView2, ArrayView4, ArrayViewD, ArrayViewMut2, Ix1};
 use rand::Rng;
 
 use super::describe_options;
 use super::lowering::{lowering, Frame, Lowering, Options};
 use crate::error::{check_shape, PhmError, Result};
 use crate::init::{Fans, Init};
-use crate::kernels::gemm::{add_bias_grad, affine_backward, affine_forward};
 use crate::kernels::im2col::ConvGeometry;
 use crate::module::{Param, SavedStates, StateStack};
 use crate::Float;
@@ -22,7 +22,8 @@ pub(crate) struct DenseConv<F: Float> {
     /// `(C_out, C_in, kh, kw)` or `(C_out, C_in, k)`.
     weight: Param<F>,
     bias: Option<Param<F>>,
-    saved: SavedStates<(Array2<F>, Frame)>,
+    /// The input `(B, C_in, H, W)` of each training forward (lowered again in backward).
+    saved: SavedStates<(Array4<F>, Frame)>,
 }
 
 impl<F: Float> DenseConv<F> {
@@ -125,62 +126,74 @@ impl<F: Float> DenseConv<F> {
         })
     }
 
-    fn rows(&self, cols: ArrayView2<'_, F>) -> Array2<F> {
+    /// `Y` for the images `x` `(B, C_in, H, W)` of `frame`, and a copy of `x` with `keep`.
+    fn run_forward(
+        &self,
+        context: &str,
+        x: ArrayView4<'_, F>,
+        frame: &Frame,
+        keep: bool,
+    ) -> (ArrayD<F>, Option<Array4<F>>) {
         let w = self.weight.read();
         let b = self.bias.as_ref().map(|b| b.read());
         let b = b
             .as_ref()
             .map(|b| b.value().into_dimensionality::<Ix1>().expect("bias is 1-D"));
-        affine_forward(&cols, &matrix(w.value(), self.out_channels), b.as_ref())
+        self.lowering.forward(
+            context,
+            x,
+            frame,
+            (matrix(w.value(), self.out_channels), b),
+            keep,
+        )
     }
 
     #[track_caller]
     pub(crate) fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let (cols, frame) = self.lowering.lower(&self.context("forward"), x);
-        let y = self.rows(cols.view());
-        self.saved.push((cols, frame));
-        self.lowering.raise_output(y.view(), &frame)
+        let context = self.context("forward");
+        let frame = self.lowering.frame_of(&context, x.shape());
+        let x = self.lowering.images(x, &frame);
+        let (y, kept) = self.run_forward(&context, x.view(), &frame, true);
+        self.saved.push((kept.expect("kept"), frame));
+        y
     }
 
     #[track_caller]
     pub(crate) fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
         let rank = self.lowering.rank;
-        let (cols, frame) = self.saved.pop(format_args!("Conv{rank}d"));
-        let g = self.lowering.grad_rows(
-            &self.context("backward"),
-            grad_output,
-            &frame,
-            self.out_channels,
-        );
-        if let Some(b) = &self.bias {
-            let mut b = b.write();
-            if b.is_trainable() {
-                let db = b
-                    .grad_mut()
-                    .into_dimensionality::<Ix1>()
-                    .expect("bias is 1-D");
-                add_bias_grad(Some(db), &g.view());
-            }
-        }
+        let (x, frame) = self.saved.pop(format_args!("Conv{rank}d"));
+        let mut bias = self.bias.as_ref().map(|b| b.write());
+        let db = bias.as_mut().filter(|b| b.is_trainable()).map(|b| {
+            b.grad_mut()
+                .into_dimensionality::<Ix1>()
+                .expect("bias is 1-D")
+        });
         let k = self.out_channels;
         let mut w = self.weight.write();
         let trainable = w.is_trainable();
         let (value, grad) = w.value_and_grad_mut();
-        let dw: Option<ArrayViewMut2<'_, F>> = trainable.then(|| {
+        let dk: Option<ArrayViewMut2<'_, F>> = trainable.then(|| {
             let cols = grad.len() / k;
             grad.into_shape_with_order((k, cols))
                 .expect("gradients are in standard layout")
         });
-        let dcols = affine_backward(&cols.view(), &matrix(value, k), &g.view(), dw, F::one());
-        drop(w);
-        self.lowering.raise_input_grad(dcols.view(), &frame)
+        self.lowering.backward(
+            &self.context("backward"),
+            x.view(),
+            &frame,
+            matrix(value, k),
+            grad_output,
+            dk,
+            db,
+        )
     }
 
     #[track_caller]
     pub(crate) fn infer(&self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let (cols, frame) = self.lowering.lower(&self.context("infer"), x);
-        let y = self.rows(cols.view());
-        self.lowering.raise_output(y.view(), &frame)
+        let context = self.context("infer");
+        let frame = self.lowering.frame_of(&context, x.shape());
+        let x = self.lowering.images(x, &frame);
+        self.run_forward(&context, x.view(), &frame, false).0
     }
 
     pub(crate) fn visit_params(&self, f: &mut dyn FnMut(&str, &Param<F>)) {

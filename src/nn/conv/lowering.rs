@@ -1,12 +1,39 @@
-//! How a convolution input becomes a matrix and back, for every spatial rank (1 or 2): the
+//! How a convolution runs on matrix products, for every spatial rank (1 or 2): the
 //! [`Lowering`] of a layer (its window and rank) and the [`Frame`] of one call. Both cores
-//! ([dense](super::dense_core), [PHM](super::phm_core)) run on it.
+//! ([dense](super::dense_core), [PHM](super::phm_core)) run on it with the kernel as a
+//! matrix `K̂` `(C_out, C_in·kh·kw)`.
+//!
+//! ```text
+//!     forward   Y[b] = K̂ · cols(X[b]) + bias            (C_out, H_out·W_out), written in place
+//!     backward  dK̂ += Σ_b G[b] · cols(X[b])ᵀ    db += Σ_{b, positions} G[b]
+//!               dX[b] = col2im(K̂ᵀ · G[b])
+//! ```
+//!
+//! One image at a time ([`im2col`](crate::kernels::im2col)'s transposed lowering), so the
+//! channels-first tensors are never permuted, the lowered image stays in cache, and images
+//! are split across the pool ([`for_each_chunk`]) with each image's product single-threaded
+//! on its chunk's thread; each chunk sums its own `dK̂`, `db`, added in image order at the
+//! end. A 1-D input `(B, C, L)` is the 2-D one with `H = 1`. The backward pass lowers the
+//! saved input again rather than keeping every lowered image (`kh·kw` times the input).
 
-use ndarray::{Array2, Array4, ArrayD, ArrayView2, ArrayViewD, Axis, IxDyn};
+use std::sync::Mutex;
+
+use ndarray::{
+    Array, Array1, Array2, Array3, Array4, ArrayD, ArrayView1, ArrayView2, ArrayView3, ArrayView4,
+    ArrayViewD, ArrayViewMut1, ArrayViewMut2, Axis, CowArray, Dimension, Ix3, Ix4, IxDyn,
+    ShapeBuilder,
+};
 
 use crate::error::Result;
+use crate::kernels::gemm::gemm;
 use crate::kernels::im2col::{col2im, im2col, ConvGeometry};
+use crate::kernels::parallel::{for_each_chunk, for_each_chunk2};
 use crate::Float;
+
+/// Multiply-adds of a product that count as one element-wise operation when deciding whether
+/// to split a convolution across threads (a SIMD GEMM does 16–32 multiply-adds per cycle,
+/// an element-wise pass about one operation).
+const PRODUCT_OPS_PER_UNIT: usize = 16;
 
 /// Options `(stride, padding, dilation)` as `(height, width)` pairs.
 pub(crate) type Options = ((usize, usize), (usize, usize), (usize, usize));
@@ -93,98 +120,248 @@ impl Lowering {
         }
     }
 
-    /// `cols(X)` `(B·H_out·W_out, C_in·kh·kw)` and the frame.
-    ///
-    /// # Panics
-    /// If `x` does not fit (wrong rank or channels, kernel larger than the padded input), or
-    /// the lowered matrix is too large to count or to allocate.
+    /// The frame of `x`, or a panic naming the shapes.
     #[track_caller]
-    pub(crate) fn lower<F: Float>(
+    pub(crate) fn frame_of(&self, context: &str, shape: &[usize]) -> Frame {
+        self.frame(shape)
+            .unwrap_or_else(|e| panic!("{context}: {e}"))
+    }
+
+    /// `x` `(B, C, L)` or `(B, C, H, W)` as `(B, C, H, W)` in standard layout (a view when it
+    /// already is).
+    pub(crate) fn images<'a, F: Float>(
         &self,
-        context: &str,
-        x: ArrayViewD<'_, F>,
-    ) -> (Array2<F>, Frame) {
-        let f = self
-            .frame(x.shape())
-            .unwrap_or_else(|e| panic!("{context}: {e}"));
-        let x = x.as_standard_layout();
-        let x4 = x
-            .view()
-            .into_shape_with_order((f.batch, self.geometry.channels(), f.h, f.w))
-            .expect("standard layout reshapes");
-        let shape = (f.batch * f.ho * f.wo, self.geometry.cols());
-        // Reserve first, so that a matrix too large for this machine is a panic naming its
-        // size, not an abort.
-        let len = shape.0 * shape.1;
-        let mut storage: Vec<F> = Vec::new();
-        if storage.try_reserve_exact(len).is_err() {
+        x: ArrayViewD<'a, F>,
+        f: &Frame,
+    ) -> CowArray<'a, F, Ix4> {
+        let dim = (f.batch, self.geometry.channels(), f.h, f.w);
+        if x.is_standard_layout() {
+            CowArray::from(
+                x.into_shape_with_order(dim)
+                    .expect("standard layout reshapes"),
+            )
+        } else {
+            CowArray::from(
+                x.as_standard_layout()
+                    .into_owned()
+                    .into_shape_with_order(dim)
+                    .expect("standard layout reshapes"),
+            )
+        }
+    }
+
+    /// The pass's size in the pool's units of element-wise operations: the multiply-adds of
+    /// the products over [`PRODUCT_OPS_PER_UNIT`] (products run many times faster per
+    /// operation than element-wise passes, so small convolutions stay on the calling thread).
+    fn work(&self, f: &Frame, out_channels: usize) -> usize {
+        f.batch
+            .saturating_mul(out_channels)
+            .saturating_mul(f.ho * f.wo)
+            .saturating_mul(self.geometry.cols())
+            / PRODUCT_OPS_PER_UNIT
+    }
+
+    /// Whether `cols(X[b])` is the image itself, `(C, H·W)`: a 1×1 window, stride 1, no
+    /// padding (the lowering is skipped).
+    fn is_pointwise(&self) -> bool {
+        let g = &self.geometry;
+        g.kernel() == (1, 1) && g.stride() == (1, 1) && g.padding() == (0, 0)
+    }
+
+    /// An array of zeros shaped `dim`, or a panic naming the size when this machine cannot
+    /// allocate it (rather than an abort). The zeros come from the allocator (`calloc`):
+    /// pages are zeroed as they are first touched, not written twice.
+    #[track_caller]
+    fn zeros<F: Float, D: Dimension>(context: &str, what: &str, dim: D) -> Array<F, D> {
+        let len = dim.size();
+        let mut probe: Vec<F> = Vec::new();
+        if probe.try_reserve_exact(len).is_err() {
             panic!(
-                "{context}: input has shape {:?}: the lowered input ({} × {} values, {} bytes) \
-                 is too large to allocate",
-                x.shape(),
-                shape.0,
-                shape.1,
+                "{context}: the {what} ({len} values, {} bytes) is too large to allocate",
                 len.saturating_mul(std::mem::size_of::<F>())
             );
         }
-        storage.resize(len, F::zero());
-        let mut cols = Array2::from_shape_vec(shape, storage).expect("len = rows · cols");
-        im2col(x4, &self.geometry, (f.ho, f.wo), cols.view_mut());
-        (cols, f)
+        drop(probe);
+        Array::zeros(dim)
     }
 
-    /// Rows `(B·H_out·W_out, C_out)` to the channels-first output.
-    pub(crate) fn raise_output<F: Float>(&self, y: ArrayView2<'_, F>, f: &Frame) -> ArrayD<F> {
-        let c = y.ncols();
+    /// `Y[b] = K̂ · cols(X[b]) + bias` for every image (split across the pool by images, each
+    /// image's product on its thread), written channels-first in the output's shape.
+    /// `k` is `(C_out, C_in·kh·kw)`. With `keep`, also returns a copy of `x` for the backward
+    /// pass, made image by image on the same threads.
+    #[track_caller]
+    pub(crate) fn forward<F: Float>(
+        &self,
+        context: &str,
+        x: ArrayView4<'_, F>,
+        f: &Frame,
+        (k, bias): (ArrayView2<'_, F>, Option<ArrayView1<'_, F>>),
+        keep: bool,
+    ) -> (ArrayD<F>, Option<Array4<F>>) {
+        let c_out = k.nrows();
+        let positions = f.ho * f.wo;
+        let mut y: Array3<F> = Self::zeros(context, "output", Ix3(f.batch, c_out, positions));
+        let work = self.work(f, c_out);
+        let pointwise = self.is_pointwise();
+        let scratch = || {
+            Array2::zeros(if pointwise {
+                (0, 0)
+            } else {
+                (self.geometry.cols(), positions)
+            })
+        };
+        let image =
+            |x_img: ArrayView3<'_, F>, mut y_img: ArrayViewMut2<'_, F>, cols: &mut Array2<F>| {
+                let cols = if pointwise {
+                    x_img
+                        .into_shape_with_order((self.geometry.channels(), positions))
+                        .expect("images are in standard layout")
+                } else {
+                    im2col(x_img, &self.geometry, (f.ho, f.wo), cols.view_mut());
+                    cols.view()
+                };
+                gemm(F::one(), &k, &cols, F::zero(), &mut y_img);
+                // The bias while the image's output is still in cache.
+                if let Some(b) = &bias {
+                    for (mut row, &v) in y_img.outer_iter_mut().zip(b) {
+                        row += v;
+                    }
+                }
+            };
+        let mut kept = keep.then(|| Self::zeros(context, "saved input", x.raw_dim()));
+        match kept.as_mut() {
+            Some(kept) => {
+                for_each_chunk2(
+                    y.view_mut(),
+                    kept.view_mut(),
+                    Axis(0),
+                    work,
+                    |start, mut ys, mut ks| {
+                        let mut cols = scratch();
+                        for (i, (y_img, mut k_img)) in
+                            ys.outer_iter_mut().zip(ks.outer_iter_mut()).enumerate()
+                        {
+                            k_img.assign(&x.index_axis(Axis(0), start + i));
+                            image(k_img.view(), y_img, &mut cols);
+                        }
+                    },
+                );
+            }
+            None => for_each_chunk(y.view_mut(), Axis(0), work, |start, mut ys| {
+                let mut cols = scratch();
+                for (i, y_img) in ys.outer_iter_mut().enumerate() {
+                    image(x.index_axis(Axis(0), start + i), y_img, &mut cols);
+                }
+            }),
+        }
         let y = y
-            .into_shape_with_order((f.batch, f.ho * f.wo, c))
-            .expect("rows are batch × positions");
-        let y = y.permuted_axes([0, 2, 1]).as_standard_layout().into_owned();
-        y.into_shape_with_order(IxDyn(&self.output_dims(f, c)))
-            .expect("standard layout reshapes")
+            .into_shape_with_order(IxDyn(&self.output_dims(f, c_out)))
+            .expect("standard layout reshapes");
+        (y, kept)
     }
 
-    /// The channels-first output gradient as rows `(B·H_out·W_out, C_out)`.
+    /// Backward of [`forward`](Self::forward) for the output gradient `g`: adds
+    /// `dK̂ += Σ_b G[b] · cols(X[b])ᵀ` into `dk` and the bias gradient `Σ_{b, positions} G`
+    /// into `db` (when given) and returns `dX`, `dX[b] = col2im(K̂ᵀ · G[b])`, in the input's
+    /// shape. Images are split across the pool; each chunk of images sums its own partial
+    /// `dK̂`, `db`, and the partials are added in image order.
     ///
     /// # Panics
     /// If `g` is not the shape of the forward's output.
     #[track_caller]
-    pub(crate) fn grad_rows<F: Float>(
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward<F: Float>(
         &self,
         context: &str,
-        g: ArrayViewD<'_, F>,
+        x: ArrayView4<'_, F>,
         f: &Frame,
-        out_channels: usize,
-    ) -> Array2<F> {
-        let expected = self.output_dims(f, out_channels);
+        k: ArrayView2<'_, F>,
+        g: ArrayViewD<'_, F>,
+        dk: Option<ArrayViewMut2<'_, F>>,
+        db: Option<ArrayViewMut1<'_, F>>,
+    ) -> ArrayD<F> {
+        let c_out = k.nrows();
+        let expected = self.output_dims(f, c_out);
         if g.shape() != expected.as_slice() {
             panic!(
                 "{context}: grad_output has shape {:?}, expected {expected:?}",
                 g.shape()
             );
         }
+        let positions = f.ho * f.wo;
         let g = g.as_standard_layout();
-        let g3 = g
+        let g = g
             .view()
-            .into_shape_with_order((f.batch, out_channels, f.ho * f.wo))
+            .into_shape_with_order((f.batch, c_out, positions))
             .expect("standard layout reshapes");
-        let rows = g3
-            .permuted_axes([0, 2, 1])
-            .as_standard_layout()
-            .into_owned();
-        rows.into_shape_with_order((f.batch * f.ho * f.wo, out_channels))
-            .expect("standard layout reshapes")
-    }
-
-    /// `dX = col2im(dcols)` in the input's shape.
-    pub(crate) fn raise_input_grad<F: Float>(
-        &self,
-        dcols: ArrayView2<'_, F>,
-        f: &Frame,
-    ) -> ArrayD<F> {
         let c = self.geometry.channels();
-        let mut dx = Array4::zeros((f.batch, c, f.h, f.w));
-        col2im(dcols, &self.geometry, (f.ho, f.wo), dx.view_mut());
+        let mut dx: Array4<F> = Self::zeros(context, "input gradient", Ix4(f.batch, c, f.h, f.w));
+        let (want_dk, want_db) = (dk.is_some(), db.is_some());
+        let work = self.work(f, c_out);
+        let pointwise = self.is_pointwise();
+        let partials = Mutex::new(Vec::new());
+        for_each_chunk(dx.view_mut(), Axis(0), work, |start, mut chunk| {
+            let scratch = |rows| Array2::zeros(if pointwise { (0, 0) } else { (rows, positions) });
+            let (mut cols, mut dcols) =
+                (scratch(self.geometry.cols()), scratch(self.geometry.cols()));
+            // dK̂'s partial, column-major: with cols row-major the backend runs this product
+            // about twice as fast into a column-major output as into a row-major one.
+            let (dk_rows, dk_cols) = if want_dk { k.dim() } else { (0, 0) };
+            let mut dk_part = Array2::zeros((dk_rows, dk_cols).f());
+            let mut db_part = Array1::zeros(if want_db { c_out } else { 0 });
+            for (i, mut dx_img) in chunk.outer_iter_mut().enumerate() {
+                let b = start + i;
+                let g_img = g.index_axis(Axis(0), b);
+                if want_db {
+                    db_part += &g_img.sum_axis(Axis(1));
+                }
+                if want_dk {
+                    let x_img = x.index_axis(Axis(0), b);
+                    let cols = if pointwise {
+                        x_img
+                            .into_shape_with_order((c, positions))
+                            .expect("images are in standard layout")
+                    } else {
+                        im2col(x_img, &self.geometry, (f.ho, f.wo), cols.view_mut());
+                        cols.view()
+                    };
+                    gemm(
+                        F::one(),
+                        &g_img,
+                        &cols.t(),
+                        F::one(),
+                        &mut dk_part.view_mut(),
+                    );
+                }
+                if pointwise {
+                    let mut dx_img = dx_img
+                        .view_mut()
+                        .into_shape_with_order((c, positions))
+                        .expect("images are in standard layout");
+                    gemm(F::one(), &k.t(), &g_img, F::zero(), &mut dx_img);
+                } else {
+                    gemm(F::one(), &k.t(), &g_img, F::zero(), &mut dcols.view_mut());
+                    col2im(
+                        dcols.view(),
+                        &self.geometry,
+                        (f.ho, f.wo),
+                        dx_img.view_mut(),
+                    );
+                }
+            }
+            partials
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((start, dk_part, db_part));
+        });
+        let mut partials = partials.into_inner().unwrap_or_else(|e| e.into_inner());
+        partials.sort_by_key(|p| p.0);
+        if let Some(mut dk) = dk {
+            partials.iter().for_each(|(_, p, _)| dk += p);
+        }
+        if let Some(mut db) = db {
+            partials.iter().for_each(|(_, _, p)| db += p);
+        }
         if self.rank == 1 {
             dx.index_axis_move(Axis(2), 0).into_dyn()
         } else {

@@ -13,12 +13,16 @@
 //! (1-D: `X (B, C_in, L)`, `K (C_out, C_in, k)`.) Positions outside the input read zeros.
 //! Weights use PyTorch's layouts, and the output size is PyTorch's formula.
 //!
-//! **How it is computed.** [`im2col`](crate::kernels::im2col) turns the input into a matrix
-//! `(B·H_out·W_out, C_in·kh·kw)` with channel-major columns; the dense convolution is then one
-//! GEMM with `K` viewed as `(C_out, C_in·kh·kw)`, and the PHM convolution is a
-//! [`PhmLinear`](crate::nn::PhmLinear) with `in = C_in·kh·kw`, `out = C_out`, whose blocks
-//! `(n, C_out/n, C_in/n·kh·kw)` *are* the `F_i` reshaped — so the factored kernel and its `1/n`
-//! weight traffic carry over. The input gradient goes back through `col2im`.
+//! **How it is computed.** Image by image, [`im2col`](crate::kernels::im2col) lowers
+//! `X[b]` to `cols` `(C_in·kh·kw, H_out·W_out)` (channel-major rows) and one GEMM
+//! `Y[b] = K̂ · cols` with `K` viewed as `K̂` `(C_out, C_in·kh·kw)` writes the channels-first
+//! output in place: no permutation of channels, and the batch is split across the thread
+//! pool (each image's product on its thread, per-thread `dK̂` summed in image order). The PHM
+//! convolution keeps its parameters as a [`PhmLinear`](crate::nn::PhmLinear) with
+//! `in = C_in·kh·kw`, `out = C_out`, whose blocks `(n, C_out/n, C_in/n·kh·kw)` *are* the `F_i`
+//! reshaped: its built weight is `K̂`, cached until a parameter changes, and the convolution
+//! then runs as the dense one; backward maps `dK̂` to `dA`, `dF`. The input gradient goes
+//! back through `col2im`.
 //!
 //! Parameters: a PHC layer has `n³ + C_out·C_in·kh·kw/n + C_out` (rules, kernels, bias)
 //! instead of `C_out·C_in·kh·kw + C_out`; fixed rules are frozen and not counted. The bias is

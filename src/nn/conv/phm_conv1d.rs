@@ -6,8 +6,9 @@
 //! ```
 //!
 //! Exactly PyTorch's `F.conv1d(x, K, bias, stride, padding, dilation)` on the built kernel;
-//! computed as [`PhmConv2d`](super::PhmConv2d) with a height-1 window (im2col, then a
-//! [`PhmLinear`] `C_in·k → C_out` whose blocks are the `F_i` reshaped).
+//! computed as [`PhmConv2d`](super::PhmConv2d) with a height-1 window (`K` built as the
+//! weight of a [`PhmLinear`] `C_in·k → C_out` whose blocks are the `F_i` reshaped, cached
+//! until a parameter changes, then the dense per-image lowering).
 //!
 //! ```
 //! use phm_nn::prelude::*;
@@ -290,12 +291,15 @@ impl<F: Float> PhmConv1d<F> {
         self.core.linear().set_rules_trainable(trainable);
     }
 
-    /// The lowered layer: a [`PhmLinear`] `C_in·k → C_out` applied to the im2col rows.
+    /// The parameters as a [`PhmLinear`] `C_in·k → C_out` (blocks = the `F_i` reshaped); its
+    /// built weight is `K` `(C_out, C_in·k)`, cached until a parameter changes.
     pub fn linear(&self) -> &PhmLinear<F> {
         self.core.linear()
     }
 
-    /// The lowered layer, mutably (e.g. to force a kernel).
+    /// The [`PhmLinear`], mutably: [`PhmLinear::cache_weight`] builds `K` for the `&self`
+    /// inference path. (The convolution always multiplies by the built `K`; the linear
+    /// layer's [`Strategy`](crate::kernels::strategy::Strategy) does not apply to it.)
     pub fn linear_mut(&mut self) -> &mut PhmLinear<F> {
         self.core.linear_mut()
     }

@@ -8,11 +8,13 @@
 //!
 //! Exactly PyTorch's `F.conv2d(x, K, bias, stride, padding, dilation)` on the built kernel,
 //! with `n³ + C_out·C_in·kh·kw/n + C_out` parameters (fixed rules frozen, not counted). `n`
-//! must divide both channel counts. The kernel is never built: the input is lowered with
-//! im2col (channel-major columns) and multiplied by a [`PhmLinear`] with
+//! must divide both channel counts. The parameters are those of a [`PhmLinear`] with
 //! `in = C_in·kh·kw`, `out = C_out`, whose blocks `(n, C_out/n, C_in/n·kh·kw)` are the `F_i`
 //! reshaped (that is how they are stored: the `"blocks"` parameter; [`PhmConv2d::kernels`]
-//! gives the 5-D view). Rules can be learned, fixed to an algebra, or shared with other PHM
+//! gives the 5-D view). `K` is built once per parameter change (`n·C_out·C_in·kh·kw`
+//! multiply-adds, cached in that layer; `infer` without the cache builds it per call) and the
+//! convolution runs as the dense one (per-image im2col, one product per image, images split
+//! across threads); backward maps `dK` back to `dA`, `dF`. Rules can be learned, fixed to an algebra, or shared with other PHM
 //! layers of the same `n` (linear or convolutional).
 //!
 //! The default init draws the blocks like a [`PhmLinear`] with fans `(C_in·kh·kw, C_out)`,
@@ -319,13 +321,16 @@ impl<F: Float> PhmConv2d<F> {
         self.core.linear().set_rules_trainable(trainable);
     }
 
-    /// The lowered layer: a [`PhmLinear`] `C_in·kh·kw → C_out` applied to the im2col rows.
+    /// The parameters as a [`PhmLinear`] `C_in·kh·kw → C_out` (blocks = the `F_i` reshaped);
+    /// its built weight is `K` `(C_out, C_in·kh·kw)`, cached until a parameter changes.
     pub fn linear(&self) -> &PhmLinear<F> {
         self.core.linear()
     }
 
-    /// The lowered layer, mutably (e.g. to force a kernel with
-    /// [`PhmLinear::set_strategy`]).
+    /// The [`PhmLinear`], mutably: [`PhmLinear::cache_weight`] builds `K` for the `&self`
+    /// inference path ([`Module::infer`] otherwise builds it on every call). The convolution
+    /// always multiplies by the built `K`; the linear layer's
+    /// [`Strategy`](crate::kernels::strategy::Strategy) does not apply to it.
     pub fn linear_mut(&mut self) -> &mut PhmLinear<F> {
         self.core.linear_mut()
     }

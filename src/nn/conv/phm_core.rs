@@ -1,15 +1,23 @@
-//! The PHM convolution core of any spatial rank: im2col, then a
-//! [`PhmLinear`] with `in = C_in·kh·kw` whose blocks are the kernels `F_i` reshaped.
+//! The PHM convolution core of any spatial rank: the kernel `K = Σ A_i ⊗ F_i` built as the
+//! weight of a [`PhmLinear`] with `in = C_in·kh·kw` (whose blocks are the kernels `F_i`
+//! reshaped), cached there until a parameter changes, then the dense
+//! [lowering](super::lowering); backward maps `dK̂` to `dA`, `dF` through the rearrangement
+//! (`dA_i[r, c] += ⟨F_i, dK̂_{rc}⟩`, `dF_i += Σ_{r,c} A_i[r, c] dK̂_{rc}`).
 //! [`PhmConv1d`](super::PhmConv1d) and [`PhmConv2d`](super::PhmConv2d) wrap it.
 
-use ndarray::{Array1, Array3, ArrayD, ArrayViewD, Ix2, IxDyn};
+use ndarray::{
+    Array1, Array2, Array3, Array4, ArrayD, ArrayView3, ArrayViewD, ArrayViewMut3, ArrayViewMutD,
+    CowArray, Ix1, Ix2, Ix3, IxDyn,
+};
 use rand::Rng;
 
 use super::lowering::{lowering, Frame, Lowering, Options};
 use super::{check_channels, describe_options};
 use crate::error::{PhmError, Result};
 use crate::init::Init;
+use crate::kernels::gemm::reuse;
 use crate::kernels::im2col::ConvGeometry;
+use crate::kernels::phm::{accumulate_parts_grad, build_weight};
 use crate::module::{Module, Param, SavedStates, StateStack};
 use crate::nn::phm_linear::{PhmLinear, PhmLinearConfig};
 use crate::nn::rules::Rule;
@@ -64,14 +72,19 @@ impl PhmSpec<'_> {
     }
 }
 
-/// The PHM convolution of any spatial rank (1 or 2): im2col, then a [`PhmLinear`].
+/// The PHM convolution of any spatial rank (1 or 2): `K` built by a [`PhmLinear`], then the
+/// dense lowering.
 #[derive(Debug, Clone)]
 pub(crate) struct PhmConv<F: Float> {
     lowering: Lowering,
     /// Spatial kernel sizes in PyTorch's layout: `[kh, kw]` or `[k]`.
     kernel: Vec<usize>,
     linear: PhmLinear<F>,
-    saved: SavedStates<Frame>,
+    /// The input `(B, C_in, H, W)` of each training forward (lowered again in backward).
+    saved: SavedStates<(Array4<F>, Frame)>,
+    /// `dK̂` `(C_out, C_in·kh·kw)` and the rearrangement scratch, reused across steps.
+    dk: Array2<F>,
+    rearranged: Array2<F>,
 }
 
 impl<F: Float> PhmConv<F> {
@@ -81,6 +94,8 @@ impl<F: Float> PhmConv<F> {
             kernel,
             linear,
             saved: SavedStates::new(),
+            dk: Array2::zeros((0, 0)),
+            rearranged: Array2::zeros((0, 0)),
         }
     }
 
@@ -167,31 +182,105 @@ impl<F: Float> PhmConv<F> {
             .expect("the weight is in standard layout")
     }
 
+    /// `K̂` `(C_out, C_in·kh·kw)` built from the current parameters, for `&self` callers: the
+    /// linear layer's cached `W` when current, else built now (`n·C_out·C_in·kh·kw`
+    /// multiply-adds, small next to the convolution).
+    fn kernel_matrix(&self) -> CowArray<'_, F, Ix2> {
+        match self.linear.cached_weight() {
+            Some(w) => CowArray::from(w.view()),
+            None => {
+                let (a, s) = (
+                    self.linear.rules_param().read(),
+                    self.linear.blocks_param().read(),
+                );
+                CowArray::from(
+                    build_weight(dim3(a.value()), dim3(s.value()))
+                        .expect("a layer's rules and blocks fit together"),
+                )
+            }
+        }
+    }
+
     #[track_caller]
     pub(crate) fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let (cols, frame) = self.lowering.lower(&self.context("forward"), x);
-        let y = self.linear.forward(cols.into_dyn().view());
-        self.saved.push(frame);
-        self.lowering.raise_output(rows(&y), &frame)
+        let context = self.context("forward");
+        let frame = self.lowering.frame_of(&context, x.shape());
+        let x = self.lowering.images(x, &frame);
+        // A second handle to the bias, read in place while the layer is borrowed mutably.
+        let bias = self.linear.bias_param().map(Param::share);
+        let bias = bias.as_ref().map(|b| b.read());
+        let bias = bias
+            .as_ref()
+            .map(|b| b.value().into_dimensionality::<Ix1>().expect("bias is 1-D"));
+        // Built once per parameter change (the linear layer's cache), then the dense path.
+        let k = self.linear.current_weight();
+        let (y, kept) = self
+            .lowering
+            .forward(&context, x.view(), &frame, (k.view(), bias), true);
+        self.saved.push((kept.expect("kept"), frame));
+        y
     }
 
     #[track_caller]
     pub(crate) fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
         let rank = self.lowering.rank;
-        let frame = self.saved.pop(format_args!("PhmConv{rank}d"));
-        let out = self.linear.shape().out_features();
-        let g = self
+        let (x, frame) = self.saved.pop(format_args!("PhmConv{rank}d"));
+        let bias = self.linear.bias_param().map(Param::share);
+        let mut bias = bias.as_ref().map(|b| b.write());
+        let db = bias.as_mut().filter(|b| b.is_trainable()).map(|b| {
+            b.grad_mut()
+                .into_dimensionality::<Ix1>()
+                .expect("bias is 1-D")
+        });
+        let shape = self.linear.shape();
+        let (rules, blocks) = (
+            self.linear.rules_param().share(),
+            self.linear.blocks_param().share(),
+        );
+        let (rules_trainable, blocks_trainable) = (rules.is_trainable(), blocks.is_trainable());
+        let needs_parts = rules_trainable || blocks_trainable;
+        let context = self.context("backward");
+        let k = self.linear.current_weight();
+        let dk = needs_parts.then(|| {
+            let dk = reuse(&mut self.dk, shape.weight_dim());
+            dk.fill(F::zero());
+            dk.view_mut()
+        });
+        let dx = self
             .lowering
-            .grad_rows(&self.context("backward"), grad_output, &frame, out);
-        let dcols = self.linear.backward(g.into_dyn().view());
-        self.lowering.raise_input_grad(rows(&dcols), &frame)
+            .backward(&context, x.view(), &frame, k.view(), grad_output, dk, db);
+        if needs_parts {
+            // dK̂ → dA, dF through the rearrangement (as the PHM linear layer's materialized
+            // backward).
+            let (mut a, mut s) = (rules.write(), blocks.write());
+            let (a, da) = a.value_and_grad_mut();
+            let (s, ds) = s.value_and_grad_mut();
+            accumulate_parts_grad(
+                shape,
+                dim3(a),
+                dim3(s),
+                self.dk.view(),
+                rules_trainable.then(|| dim3_mut(da)),
+                blocks_trainable.then(|| dim3_mut(ds)),
+                &mut self.rearranged,
+            );
+        }
+        dx
     }
 
     #[track_caller]
     pub(crate) fn infer(&self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let (cols, frame) = self.lowering.lower(&self.context("infer"), x);
-        let y = self.linear.infer(cols.into_dyn().view());
-        self.lowering.raise_output(rows(&y), &frame)
+        let context = self.context("infer");
+        let frame = self.lowering.frame_of(&context, x.shape());
+        let x = self.lowering.images(x, &frame);
+        let bias = self.linear.bias_param().map(|b| b.read());
+        let bias = bias
+            .as_ref()
+            .map(|b| b.value().into_dimensionality::<Ix1>().expect("bias is 1-D"));
+        let k = self.kernel_matrix();
+        self.lowering
+            .forward(&context, x.view(), &frame, (k.view(), bias), false)
+            .0
     }
 
     pub(crate) fn visit_params(&self, f: &mut dyn FnMut(&str, &Param<F>)) {
@@ -241,8 +330,10 @@ impl<F: Float> PhmConv<F> {
     }
 }
 
-fn rows<F: Float>(a: &ArrayD<F>) -> ndarray::ArrayView2<'_, F> {
-    a.view()
-        .into_dimensionality::<Ix2>()
-        .expect("the lowered product is 2-D")
+fn dim3<F>(v: ArrayViewD<'_, F>) -> ArrayView3<'_, F> {
+    v.into_dimensionality::<Ix3>().expect("PHM tensors are 3-D")
+}
+
+fn dim3_mut<F>(v: ArrayViewMutD<'_, F>) -> ArrayViewMut3<'_, F> {
+    v.into_dimensionality::<Ix3>().expect("PHM tensors are 3-D")
 }
