@@ -24,8 +24,6 @@ pub(crate) mod gemm;
 mod gemm_backend;
 pub mod im2col;
 pub mod low_rank;
-// Its first users (the element-wise, normalisation, lowering and optimizer passes) land next.
-#[allow(dead_code)]
 pub(crate) mod parallel;
 pub mod phm;
 pub(crate) mod shapes;

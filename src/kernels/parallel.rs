@@ -6,8 +6,11 @@
 //! chunks along one axis and run on the pool the GEMMs use; below
 //! [`ELEMENTWISE_MIN_WORK`] operations (or with one thread) it runs whole on the calling
 //! thread, where waking a thread would cost more than it saves. Chunks are contiguous and
-//! each element is computed by exactly one chunk, so results do not depend on the thread
-//! count (nothing is summed across chunks).
+//! each element is computed by exactly one chunk. A pass that only writes its own chunk gives
+//! the same result on any thread count; one that sums partial results per chunk (a
+//! convolution's kernel gradient) adds them in chunk order, so it is deterministic for a
+//! given thread count but may differ from one thread by rounding. Work started inside a
+//! chunk (a GEMM, a nested pass) runs whole on that chunk's thread.
 //!
 //! ```text
 //!     view ──split along axis──► [0, s₁) [s₁, s₂) … [s_{t-1}, len)    t ≤ num_threads()
@@ -37,9 +40,29 @@ pub(crate) fn parts_for(work: usize, len: usize) -> usize {
     threads.min(len)
 }
 
-/// Whether the calling thread is a worker of the pool of `threads` threads.
+thread_local! {
+    /// Whether the calling thread is running a chunk of a split pass.
+    static IN_CHUNK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread is running a chunk of a split pass, or is a worker of the pool
+/// of `threads` threads (a GEMM threaded on the pool): work started there must not split
+/// again.
 pub(crate) fn in_pool(threads: usize) -> bool {
-    pool(threads).is_some_and(|p| p.current_thread_index().is_some())
+    IN_CHUNK.with(|c| c.get()) || pool(threads).is_some_and(|p| p.current_thread_index().is_some())
+}
+
+/// Runs `f` with the calling thread marked as running a chunk (restored afterwards, also on
+/// panic).
+fn as_chunk<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            IN_CHUNK.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(IN_CHUNK.with(|c| c.replace(true)));
+    f()
 }
 
 /// The start of chunk `i` of `parts` over `len` items (the first `len % parts` chunks get
@@ -132,10 +155,10 @@ fn run<T: Send, Fun: Fn(T) + Sync>(threads: usize, tasks: Vec<T>, f: Fun) {
         let mut tasks = tasks.into_iter();
         let first = tasks.next();
         for task in tasks {
-            scope.spawn(move |_| f(task));
+            scope.spawn(move |_| as_chunk(|| f(task)));
         }
         if let Some(task) = first {
-            f(task);
+            as_chunk(|| f(task));
         }
     });
 }
@@ -144,6 +167,21 @@ fn run<T: Send, Fun: Fn(T) + Sync>(threads: usize, tasks: Vec<T>, f: Fun) {
 mod tests {
     use super::*;
     use ndarray::Array2;
+
+    /// Inside every chunk, including the one the calling thread runs, work does not split
+    /// again; outside, it may. (Called from the one test that sets the process-wide thread
+    /// count, so that no other test changes it meanwhile.)
+    fn chunks_do_not_split_again() {
+        crate::kernels::set_num_threads(2);
+        assert_eq!(parts_for(usize::MAX, 8), 2);
+        let mut a = Array2::<usize>::zeros((8, 3));
+        for_each_chunk(a.view_mut(), Axis(0), usize::MAX, |_, mut chunk| {
+            chunk.fill(parts_for(usize::MAX, 8));
+        });
+        assert!(a.iter().all(|&p| p == 1), "{a:?}");
+        assert_eq!(parts_for(usize::MAX, 8), 2);
+        crate::kernels::set_num_threads(1);
+    }
 
     #[test]
     fn chunks_cover_every_index_once() {
@@ -162,9 +200,11 @@ mod tests {
     }
 
     /// Every element is written once with its own global index, whether the pass runs on
-    /// one thread or is split (threshold passed), along either axis.
+    /// one thread or is split (threshold passed), along either axis; and chunks do not split
+    /// again.
     #[test]
     fn split_passes_see_global_indices() {
+        chunks_do_not_split_again();
         for threads in [1, 2, 3] {
             crate::kernels::set_num_threads(threads);
             for axis in [Axis(0), Axis(1)] {
