@@ -250,11 +250,17 @@ impl<F: Float> Module<F> for Gelu<F> {
             (y[[]], d[[]]) = (v, dv);
         } else {
             let work = y.len() * GELU_COST;
-            for_each_chunk2(y.view_mut(), d.view_mut(), Axis(0), work, |_, mut y, mut d| {
-                Zip::from(&mut y).and(&mut d).for_each(|y, d| {
-                    (*y, *d) = gelu_with_derivative(*y);
-                });
-            });
+            for_each_chunk2(
+                y.view_mut(),
+                d.view_mut(),
+                Axis(0),
+                work,
+                |_, mut y, mut d| {
+                    Zip::from(&mut y).and(&mut d).for_each(|y, d| {
+                        (*y, *d) = gelu_with_derivative(*y);
+                    });
+                },
+            );
         }
         self.saved.push(d);
         y
@@ -268,7 +274,9 @@ impl<F: Float> Module<F> for Gelu<F> {
     #[track_caller]
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
         let mut d = pop_checked(&mut self.saved, "Gelu", &grad_output);
-        Zip::from(&mut d).and(grad_output).for_each(|d, &g| *d = g * *d);
+        Zip::from(&mut d)
+            .and(grad_output)
+            .for_each(|d, &g| *d = g * *d);
         d
     }
 
@@ -452,8 +460,8 @@ mod tests {
         let eps = f64::from(f32::EPSILON);
         let mut points: Vec<f32> = (-100_000..=100_000).map(|i| i as f32 * 2e-4).collect();
         points.extend([
-            -1e30, -1e6, -100.0, -40.0, -13.5, -9.0, 9.0, 13.5, 40.0, 100.0, 1e6, 1e30, 0.0,
-            -0.0, 1e-30, -1e-30,
+            -1e30, -1e6, -100.0, -40.0, -13.5, -9.0, 9.0, 13.5, 40.0, 100.0, 1e6, 1e30, 0.0, -0.0,
+            1e-30, -1e-30,
         ]);
         let (mut worst_y, mut worst_d) = (0.0f64, 0.0f64);
         for &x in &points {
@@ -468,9 +476,19 @@ mod tests {
             // gelu' = Φ + x·φ cancels near its zero (x ≈ −0.75): relative to the terms' size.
             let terms = normal_cdf(x64) + x64.abs() * FRAC_1_SQRT_2PI * (-z2).exp();
             let ed = rel32(d, d64, terms.max(1e-7 * x64.abs().max(1.0)));
-            assert!(ey <= tol, "gelu({x}) = {y:e}, f64 {y64:e} (relative {ey:e})");
-            assert!(ed <= tol, "gelu'({x}) = {d:e}, f64 {d64:e} (relative {ed:e})");
-            assert_eq!(gelu_f32(x), y, "gelu_f32({x}) differs from the forward value");
+            assert!(
+                ey <= tol,
+                "gelu({x}) = {y:e}, f64 {y64:e} (relative {ey:e})"
+            );
+            assert!(
+                ed <= tol,
+                "gelu'({x}) = {d:e}, f64 {d64:e} (relative {ed:e})"
+            );
+            assert_eq!(
+                gelu_f32(x),
+                y,
+                "gelu_f32({x}) differs from the forward value"
+            );
             if x64 > -1.0 && x64 < 3.0 {
                 worst_y = worst_y.max(ey);
                 worst_d = worst_d.max(ed);
@@ -479,7 +497,10 @@ mod tests {
         // In the bulk, −1 < x < 3 (Φ not small): a few ulps.
         assert!(worst_y <= 3.0 * eps, "worst gelu error {worst_y:e}");
         assert!(worst_d <= 3.0 * eps, "worst gelu' error {worst_d:e}");
-        assert_eq!(gelu_f32_with_derivative(f32::INFINITY), (f32::INFINITY, 1.0));
+        assert_eq!(
+            gelu_f32_with_derivative(f32::INFINITY),
+            (f32::INFINITY, 1.0)
+        );
         let (y, d) = gelu_f32_with_derivative(f32::NEG_INFINITY);
         assert_eq!((y, d), (0.0, 0.0));
         assert!(gelu_f32_with_derivative(f32::NAN).0.is_nan());
