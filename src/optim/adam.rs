@@ -2,7 +2,7 @@
 //! applies the weight decay as an L2 penalty (Adam) or decoupled from the gradient (AdamW).
 //! The update rule is in the [`optim`](crate::optim) module docs.
 
-use ndarray::ArrayD;
+use ndarray::{ArrayD, Zip};
 
 use crate::error::{PhmError, Result};
 use crate::module::{Module, ParamId};
@@ -234,9 +234,8 @@ impl<F: Float> Optimizer<F> for Adam<F> {
         let keep = F::of(1.0 - h.lr * h.weight_decay);
         self.states.step(model, |value, grad, state| {
             // One pass over the parameter: decay, both moments, AMSGrad's maximum and the
-            // update, element by element, into fresh arrays (the step commits only if every
+            // update, element by element, on copies (the step commits only if every
             // parameter's update is finite).
-            let n = grad.len();
             let fresh;
             let old = match state {
                 Some(s) => s,
@@ -253,59 +252,42 @@ impl<F: Float> Optimizer<F> for Adam<F> {
             let t = old.step + 1;
             let step_size = F::of(h.lr / (1.0 - b1.powi(t)));
             let bias_correction2_sqrt = F::of((1.0 - b2.powi(t)).sqrt());
-            let (value, grad) = (value.as_standard_layout(), grad.as_standard_layout());
-            let (m_old, v_old) = (
-                old.exp_avg.as_standard_layout(),
-                old.exp_avg_sq.as_standard_layout(),
-            );
-            let mx_old = old.max_exp_avg_sq.as_ref().map(|a| a.as_standard_layout());
-            let (vs, gs) = (
-                value.as_slice().expect("standard layout"),
-                grad.as_slice().expect("standard layout"),
-            );
-            let (ms, qs) = (
-                m_old.as_slice().expect("standard layout"),
-                v_old.as_slice().expect("standard layout"),
-            );
-            let xs = mx_old
-                .as_ref()
-                .map(|a| a.as_slice().expect("standard layout"));
-            let mut theta_new = Vec::with_capacity(n);
-            let mut m_new = Vec::with_capacity(n);
-            let mut v_new = Vec::with_capacity(n);
-            let mut mx_new = xs.map(|_| Vec::with_capacity(n));
-            for i in 0..n {
-                let (mut theta, mut g) = (vs[i], gs[i]);
+            let mut theta = value.to_owned();
+            let mut m = old.exp_avg.clone();
+            let mut v = old.exp_avg_sq.clone();
+            let mut max_v = old.max_exp_avg_sq.clone();
+            let update = |theta: &mut F, m: &mut F, v: &mut F, g: F, max_v: Option<&mut F>| {
+                let mut g = g;
                 if decoupled {
-                    theta = theta * keep;
+                    *theta = *theta * keep;
                 } else if l2 {
-                    g = g + wd * vs[i];
+                    g = g + wd * *theta;
                 }
-                let m = f_b1 * ms[i] + one_minus_b1 * g;
-                let v = f_b2 * qs[i] + one_minus_b2 * g * g;
-                let second = match (xs, mx_new.as_mut()) {
-                    (Some(xs), Some(mx)) => {
-                        let x = xs[i].max(v);
-                        mx.push(x);
-                        x
+                *m = f_b1 * *m + one_minus_b1 * g;
+                *v = f_b2 * *v + one_minus_b2 * g * g;
+                let second = match max_v {
+                    Some(x) => {
+                        *x = x.max(*v);
+                        *x
                     }
-                    _ => v,
+                    None => *v,
                 };
-                theta -= step_size * m / (second.sqrt() / bias_correction2_sqrt + eps);
-                theta_new.push(theta);
-                m_new.push(m);
-                v_new.push(v);
-            }
-            let shaped = |v: Vec<F>| {
-                ArrayD::from_shape_vec(grad.raw_dim(), v).expect("one entry per element")
+                *theta -= step_size * *m / (second.sqrt() / bias_correction2_sqrt + eps);
             };
+            let zip = Zip::from(&mut theta).and(&mut m).and(&mut v).and(&grad);
+            match max_v.as_mut() {
+                Some(x) => zip
+                    .and(x)
+                    .for_each(|t, m, v, &g, x| update(t, m, v, g, Some(x))),
+                None => zip.for_each(|t, m, v, &g| update(t, m, v, g, None)),
+            }
             (
-                shaped(theta_new),
+                theta,
                 Moments {
                     step: t,
-                    exp_avg: shaped(m_new),
-                    exp_avg_sq: shaped(v_new),
-                    max_exp_avg_sq: mx_new.map(shaped),
+                    exp_avg: m,
+                    exp_avg_sq: v,
+                    max_exp_avg_sq: max_v,
                 },
             )
         })
