@@ -455,12 +455,10 @@ mod tests {
         (y, dx, dw, db)
     }
 
-    fn run<F: Float>(
-        x: &Array2<f64>,
-        w: &[f64],
-        b: &[f64],
-        g: &Array2<f64>,
-    ) -> (ArrayD<F>, ArrayD<F>, ArrayD<F>, ArrayD<F>, ArrayD<F>) {
+    /// `(y, dX, dw, db, infer(x))` of one layer.
+    type Outputs<F> = (ArrayD<F>, ArrayD<F>, ArrayD<F>, ArrayD<F>, ArrayD<F>);
+
+    fn run<F: Float>(x: &Array2<f64>, w: &[f64], b: &[f64], g: &Array2<f64>) -> Outputs<F> {
         let d = x.ncols();
         let mut ln = LayerNorm::from_params(
             Param::new(ArrayD::from_shape_fn(vec![d], |i| F::of(w[i[0]]))),

@@ -259,9 +259,9 @@ impl<F: Float> Optimizer<F> for Adam<F> {
             let update = |theta: &mut F, m: &mut F, v: &mut F, g: F, max_v: Option<&mut F>| {
                 let mut g = g;
                 if decoupled {
-                    *theta = *theta * keep;
+                    *theta *= keep;
                 } else if l2 {
-                    g = g + wd * *theta;
+                    g += wd * *theta;
                 }
                 *m = f_b1 * *m + one_minus_b1 * g;
                 *v = f_b2 * *v + one_minus_b2 * g * g;

@@ -763,7 +763,7 @@ mod tests {
             for causal in [false, true] {
                 for pad in [None, Some(&pad[..])] {
                     let want = plain_softmax(&s, offset, causal, pad);
-                    let pad_view = pad.map(|m| ArrayView1::from(m));
+                    let pad_view = pad.map(ArrayView1::from);
                     let mut got = s.clone();
                     masked_softmax_rows(got.view_mut(), offset, causal, pad_view);
                     let mut got32 = s.mapv(|v| v as f32);
