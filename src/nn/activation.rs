@@ -274,9 +274,16 @@ impl<F: Float> Module<F> for Gelu<F> {
     #[track_caller]
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
         let mut d = pop_checked(&mut self.saved, "Gelu", &grad_output);
-        Zip::from(&mut d)
-            .and(grad_output)
-            .for_each(|d, &g| *d = g * *d);
+        if d.ndim() == 0 {
+            d[[]] = grad_output[[]] * d[[]];
+            return d;
+        }
+        let work = d.len();
+        for_each_chunk(d.view_mut(), Axis(0), work, |start, mut d| {
+            let rows = d.len_of(Axis(0));
+            let g = grad_output.slice_axis(Axis(0), (start..start + rows).into());
+            Zip::from(&mut d).and(&g).for_each(|d, &g| *d = g * *d);
+        });
         d
     }
 
