@@ -12,12 +12,12 @@
 //!
 //! with `Φ` and `φ` the standard normal CDF and density. As in PyTorch, `relu'(0) = 0` and
 //! [`Gelu`] is the exact `erf` form (PyTorch's default, `approximate='none'`), evaluated in
-//! `f64` whatever the layer's float type, with `Φ(x) = ½·erfc(−x/√2)` from `libm` (full
-//! relative accuracy in the lower tail). [`Sigmoid`] never overflows: for `x < 0` it computes
+//! the layer's float type (`f32` in `f32`, `f64` in `f64`), with `Φ(x) = ½·erfc(−x/√2)` from
+//! `libm` (full relative accuracy in the lower tail). [`Sigmoid`] never overflows: for `x < 0` it computes
 //! `eˣ / (1 + eˣ)`, so `σ(−1000) = 0` and `σ(1000) = 1` exactly.
 //!
-//! Each forward pushes what its backward pass needs (the input for ReLU and GELU, the output
-//! for tanh and sigmoid) on the layer's stack of saved states; each backward pops one, so an
+//! Each forward pushes what its backward pass needs (the input for ReLU, the derivative
+//! `gelu'(x)` for GELU, the output for tanh and sigmoid) on the layer's stack of saved states; each backward pops one, so an
 //! activation can be applied several times before the backward pass (see
 //! [`crate::module`]).
 //!
@@ -41,9 +41,10 @@
 //! assert!((g[[0, 0, 0]] - 0.841_344_746_068_542_9).abs() < 1e-15);
 //! ```
 
-use ndarray::{ArrayD, ArrayViewD, Zip};
+use ndarray::{ArrayD, ArrayViewD, Axis, Zip};
 
 use crate::kernels::gemm::assert_same_shape;
+use crate::kernels::parallel::{for_each_chunk, for_each_chunk2};
 use crate::module::{SavedStates, StateStack};
 use crate::{Float, Module};
 
@@ -231,36 +232,137 @@ activation!(
     /// Gaussian error linear unit, exact form: `gelu(x) = x·Φ(x) = ½·x·(1 + erf(x/√2))`.
     ///
     /// This is PyTorch's default `nn.GELU()` (`approximate='none'`), not the tanh
-    /// approximation. Derivative `Φ(x) + x·φ(x)` with `φ(x) = e^{−x²/2}/√(2π)`. Evaluated in
-    /// `f64` and rounded to the layer's float type. Saves the input.
+    /// approximation. Derivative `Φ(x) + x·φ(x)` with `φ(x) = e^{−x²/2}/√(2π)`.
+    ///
+    /// `f64` is evaluated in `f64` (`libm::erfc`); `f32` in `f32` (`libm::erfcf`, no round
+    /// trip through `f64`, as PyTorch computes its `float` GELU), within a few `f32` ulps of the
+    /// `f64` value rounded. The forward pass computes the derivative along with the value, in
+    /// the same pass, and saves it: the backward pass is one multiplication per entry.
     Gelu
 );
 
 impl<F: Float> Module<F> for Gelu<F> {
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
-        self.saved.push(x.to_owned());
-        x.mapv(|v| F::of(gelu(v.as_f64())))
+        let mut y = x.to_owned();
+        let mut d = ArrayD::<F>::zeros(x.raw_dim());
+        if y.ndim() == 0 {
+            let (v, dv) = gelu_with_derivative(y[[]]);
+            (y[[]], d[[]]) = (v, dv);
+        } else {
+            let work = y.len() * GELU_COST;
+            for_each_chunk2(
+                y.view_mut(),
+                d.view_mut(),
+                Axis(0),
+                work,
+                |_, mut y, mut d| {
+                    Zip::from(&mut y).and(&mut d).for_each(|y, d| {
+                        (*y, *d) = gelu_with_derivative(*y);
+                    });
+                },
+            );
+        }
+        self.saved.push(d);
+        y
     }
 
-    /// `dL/dX = dL/dY ⊙ (Φ(X) + X ⊙ φ(X))`.
+    /// `dL/dX = dL/dY ⊙ gelu'(X)`, with `gelu'(X) = Φ(X) + X ⊙ φ(X)` saved by the forward pass.
     ///
     /// # Panics
     /// If no forward pass is left to go back through (`"Gelu::backward called before
     /// forward"`), or if `grad_output` does not have the shape of that forward's output.
     #[track_caller]
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let mut x = pop_checked(&mut self.saved, "Gelu", &grad_output);
-        Zip::from(&mut x)
-            .and(grad_output)
-            .for_each(|x, &g| *x = g * F::of(gelu_derivative(x.as_f64())));
-        x
+        let mut d = pop_checked(&mut self.saved, "Gelu", &grad_output);
+        if d.ndim() == 0 {
+            d[[]] = grad_output[[]] * d[[]];
+            return d;
+        }
+        let work = d.len();
+        for_each_chunk(d.view_mut(), Axis(0), work, |start, mut d| {
+            let rows = d.len_of(Axis(0));
+            let g = grad_output.slice_axis(Axis(0), (start..start + rows).into());
+            Zip::from(&mut d).and(&g).for_each(|d, &g| *d = g * *d);
+        });
+        d
     }
 
     fn infer(&self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
-        x.mapv(|v| F::of(gelu(v.as_f64())))
+        let mut y = x.to_owned();
+        if y.ndim() == 0 {
+            y[[]] = gelu_value(y[[]]);
+        } else {
+            let work = y.len() * GELU_COST;
+            for_each_chunk(y.view_mut(), Axis(0), work, |_, mut y| {
+                y.mapv_inplace(gelu_value);
+            });
+        }
+        y
     }
 
     stateless_shape!();
+}
+
+/// Elementary operations counted per GELU entry when deciding to split a pass across threads.
+const GELU_COST: usize = 40;
+
+/// Whether `F` is `f32`.
+fn is_f32<F: 'static>() -> bool {
+    std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>()
+}
+
+/// `gelu(x)` in `F`'s own precision (see [`Gelu`]).
+#[inline]
+pub(crate) fn gelu_value<F: Float>(x: F) -> F {
+    if is_f32::<F>() {
+        // `as_f64` then `as f32` is exact for an `f32`, and so is the way back.
+        F::of(f64::from(gelu_f32(x.as_f64() as f32)))
+    } else {
+        F::of(gelu(x.as_f64()))
+    }
+}
+
+/// `(gelu(x), gelu'(x))` in `F`'s own precision (see [`Gelu`]).
+#[inline]
+pub(crate) fn gelu_with_derivative<F: Float>(x: F) -> (F, F) {
+    if is_f32::<F>() {
+        let (y, d) = gelu_f32_with_derivative(x.as_f64() as f32);
+        (F::of(f64::from(y)), F::of(f64::from(d)))
+    } else {
+        let x = x.as_f64();
+        if x.is_infinite() {
+            return (F::of(gelu(x)), F::of(gelu_derivative(x)));
+        }
+        let cdf = normal_cdf(x);
+        let d = cdf + x * FRAC_1_SQRT_2PI * (-0.5 * x * x).exp();
+        (F::of(x * cdf), F::of(d))
+    }
+}
+
+/// `Φ(x)` in `f32`: `½·erfc(−x/√2)` with `libm::erfcf`.
+#[inline]
+fn normal_cdf_f32(x: f32) -> f32 {
+    0.5 * libm::erfcf(-x * std::f32::consts::FRAC_1_SQRT_2)
+}
+
+/// `gelu(x)` in `f32`.
+#[inline]
+fn gelu_f32(x: f32) -> f32 {
+    if x == f32::NEG_INFINITY {
+        return -0.0;
+    }
+    x * normal_cdf_f32(x)
+}
+
+/// `(gelu(x), gelu'(x))` in `f32`.
+#[inline]
+fn gelu_f32_with_derivative(x: f32) -> (f32, f32) {
+    if x.is_infinite() {
+        return if x > 0.0 { (x, 1.0) } else { (-0.0, 0.0) };
+    }
+    let cdf = normal_cdf_f32(x);
+    let density = FRAC_1_SQRT_2PI as f32 * (-0.5 * x * x).exp();
+    (x * cdf, cdf + x * density)
 }
 
 /// `1/√2`.
@@ -349,5 +451,77 @@ mod tests {
         }
         assert_eq!(gelu_derivative(f64::INFINITY), 1.0);
         assert_eq!(gelu_derivative(f64::NEG_INFINITY), 0.0);
+    }
+
+    /// Relative error of an `f32` value against the `f64` reference, floored at `floor`
+    /// (below which an absolute error of `floor · tol` is allowed).
+    fn rel32(got: f32, want: f64, floor: f64) -> f64 {
+        (f64::from(got) - want).abs() / want.abs().max(floor)
+    }
+
+    /// The `f32` path (no `f64` round trip) against the `f64` definition at 200 001 points of
+    /// `[-20, 20]` and at large `|x|`: value and derivative within a few `f32` ulps where the
+    /// value is not tiny, and tiny where it is.
+    #[test]
+    fn gelu_f32_matches_f64_everywhere() {
+        let eps = f64::from(f32::EPSILON);
+        let mut points: Vec<f32> = (-100_000..=100_000).map(|i| i as f32 * 2e-4).collect();
+        points.extend([
+            -1e30, -1e6, -100.0, -40.0, -13.5, -9.0, 9.0, 13.5, 40.0, 100.0, 1e6, 1e30, 0.0, -0.0,
+            1e-30, -1e-30,
+        ]);
+        let (mut worst_y, mut worst_d) = (0.0f64, 0.0f64);
+        for &x in &points {
+            let (y, d) = gelu_f32_with_derivative(x);
+            let x64 = f64::from(x);
+            let (y64, d64) = (gelu(x64), gelu_derivative(x64));
+            // Φ(x) below ~1e-3 (x < −3): the argument −x/√2 rounded to f32 moves erfc by a
+            // relative 2·z²·ε; allow that, and an absolute floor of 1e-7 · max(1, |x|).
+            let z2 = 0.5 * x64 * x64;
+            let tol = 4.0 * eps * (1.0 + 2.0 * z2.min(200.0));
+            let ey = rel32(y, y64, 1e-7 * x64.abs().max(1.0));
+            // gelu' = Φ + x·φ cancels near its zero (x ≈ −0.75): relative to the terms' size.
+            let terms = normal_cdf(x64) + x64.abs() * FRAC_1_SQRT_2PI * (-z2).exp();
+            let ed = rel32(d, d64, terms.max(1e-7 * x64.abs().max(1.0)));
+            assert!(
+                ey <= tol,
+                "gelu({x}) = {y:e}, f64 {y64:e} (relative {ey:e})"
+            );
+            assert!(
+                ed <= tol,
+                "gelu'({x}) = {d:e}, f64 {d64:e} (relative {ed:e})"
+            );
+            assert_eq!(
+                gelu_f32(x),
+                y,
+                "gelu_f32({x}) differs from the forward value"
+            );
+            if x64 > -1.0 && x64 < 3.0 {
+                worst_y = worst_y.max(ey);
+                worst_d = worst_d.max(ed);
+            }
+        }
+        // In the bulk, −1 < x < 3 (Φ not small): a few ulps.
+        assert!(worst_y <= 3.0 * eps, "worst gelu error {worst_y:e}");
+        assert!(worst_d <= 3.0 * eps, "worst gelu' error {worst_d:e}");
+        assert_eq!(
+            gelu_f32_with_derivative(f32::INFINITY),
+            (f32::INFINITY, 1.0)
+        );
+        let (y, d) = gelu_f32_with_derivative(f32::NEG_INFINITY);
+        assert_eq!((y, d), (0.0, 0.0));
+        assert!(gelu_f32_with_derivative(f32::NAN).0.is_nan());
+    }
+
+    /// The generic entry points pick the `f32` path for `f32` and the `f64` one for `f64`.
+    #[test]
+    fn generic_gelu_dispatches_on_the_float_type() {
+        for x in [-7.5, -1.25, 0.3, 2.0, 11.0] {
+            let x32 = x as f32;
+            assert_eq!(gelu_with_derivative(x32), gelu_f32_with_derivative(x32));
+            assert_eq!(gelu_value(x32), gelu_f32(x32));
+            assert_eq!(gelu_with_derivative(x), (gelu(x), gelu_derivative(x)));
+            assert_eq!(gelu_value(x), gelu(x));
+        }
     }
 }

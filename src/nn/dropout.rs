@@ -123,14 +123,18 @@ impl<F: Float> Module<F> for Dropout<F> {
         let scale = F::of(1.0 / (1.0 - self.p));
         let p = self.p;
         let rng = &mut self.rng;
-        let mask = ArrayD::from_shape_simple_fn(x.raw_dim(), || {
-            if rng.random::<f64>() < p {
+        // One pass: draw, write the mask entry and the output entry. Both arrays are in
+        // standard layout, so the pass (and the draws) follow the input's logical order.
+        let mut y = x.as_standard_layout().into_owned();
+        let mut mask = ArrayD::<F>::zeros(x.raw_dim());
+        Zip::from(&mut y).and(&mut mask).for_each(|y, m| {
+            *m = if rng.random::<f64>() < p {
                 F::zero()
             } else {
                 scale
-            }
+            };
+            *y *= *m;
         });
-        let y = &x * &mask;
         self.saved.push(Saved::Mask(mask));
         y
     }
@@ -194,5 +198,50 @@ impl<F> std::fmt::Debug for Dropout<F> {
     /// `Dropout(p = …)`, not the generator or the masks.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Dropout(p = {})", self.p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+
+    /// The one-pass forward against the definition: `m_i = 0` if the `i`-th uniform (in the
+    /// input's logical order, from the layer's seeded generator) is below `p`, else
+    /// `1/(1 − p)`; `y = x ⊙ m`, and backward multiplies by the same `m`. Also for a
+    /// transposed (column-major) input and with NaN entries (dropped NaN stays NaN, as
+    /// `x · 0`).
+    #[test]
+    fn one_pass_mask_matches_the_definition() {
+        fn check<F: Float>(p: f64, seed: u64) {
+            let base = Array2::from_shape_fn((7, 13), |(i, j)| F::of((i * 13 + j) as f64 - 40.0));
+            for x in [
+                base.clone(),
+                base.t().to_owned(),
+                base.t().as_standard_layout().t().to_owned(),
+            ] {
+                let mut x = x;
+                x[[1, 2]] = F::nan();
+                let mut drop = Dropout::<F>::new(p, seed).unwrap();
+                let y = drop.forward(x.view().into_dyn());
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                let scale = F::of(1.0 / (1.0 - p));
+                let m = Array2::from_shape_simple_fn(x.dim(), || {
+                    if rng.random::<f64>() < p {
+                        F::zero()
+                    } else {
+                        scale
+                    }
+                });
+                for ((&y, &x), &m) in y.iter().zip(x.iter()).zip(m.iter()) {
+                    let want = x * m;
+                    assert!(y == want || (y.is_nan() && want.is_nan()), "{y} vs {want}");
+                }
+                let g = drop.backward(ArrayD::from_elem(x.shape(), F::one()).view());
+                assert!(g.iter().zip(m.iter()).all(|(a, b)| a == b));
+            }
+        }
+        check::<f64>(0.3, 9);
+        check::<f32>(0.5, 10);
     }
 }

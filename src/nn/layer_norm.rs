@@ -20,6 +20,12 @@
 //! normalizes as accurately as in `f64` (a one-pass `E[x²] − E[x]²` in `f32` would lose
 //! every digit of the noise). The backward row reductions are accumulated in `f64` too.
 //!
+//! **Passes.** The forward pass saves the input and `(μ, 1/√(σ² + ε))` of every row, not
+//! `x̂`; forward and backward each make one pass per row (statistics then output; the two
+//! means then `dX`, with `x̂` recomputed), rows split across the crate's pool. `dw` and `db` are
+//! summed column by column over the rows in order, so every result is the same whatever the
+//! thread count.
+//!
 //! The default init is PyTorch's: `w = 1`, `b = 0`, `ε = 10⁻⁵`.
 //!
 //! ```
@@ -35,10 +41,11 @@
 //! # Ok::<(), phm_nn::PhmError>(())
 //! ```
 
-use ndarray::{Array1, Array2, ArrayD, ArrayView1, ArrayView2, ArrayViewD, Ix1};
+use ndarray::{Array2, ArrayD, ArrayView1, ArrayView2, ArrayViewD, ArrayViewMut2, Axis, Ix1};
 
 use crate::error::{check_shape, PhmError, Result};
 use crate::kernels::gemm::assert_same_shape;
+use crate::kernels::parallel::{for_each_chunk, for_each_chunk2};
 use crate::kernels::shapes::{as_matrix, unflatten, with_last};
 use crate::module::{Module, Param, SavedStates, StateStack};
 use crate::Float;
@@ -115,12 +122,34 @@ fn check_eps(eps: f64) -> Result<()> {
     }
 }
 
-/// What one forward pass saves: `x̂` as a matrix, `1/√(σ² + ε)` per row, the leading axes.
+/// What one forward pass saves: the input as a matrix `(M, D)`, `(μ, 1/√(σ² + ε))` per row
+/// `(M, 2)`, the leading axes. The backward pass recomputes `x̂` from them in its row pass.
 #[derive(Clone)]
 struct Saved<F> {
-    xhat: Array2<F>,
-    inv_std: Vec<f64>,
+    x: Array2<F>,
+    stats: Array2<f64>,
     lead: Vec<usize>,
+}
+
+/// Elementary operations counted per entry of a row pass when deciding to split it across
+/// threads.
+const ROW_COST: usize = 8;
+
+/// `(μ, 1/√(σ² + ε))` of one row, both sums in `f64` (two passes over the row: the variance
+/// of the deviations, not `E[x²] − E[x]²`).
+#[inline]
+fn row_stats<F: Float>(x: &[F], eps: f64) -> (f64, f64) {
+    let inv_d = 1.0 / x.len() as f64;
+    let mean = x.iter().map(|v| v.as_f64()).sum::<f64>() * inv_d;
+    let var = x
+        .iter()
+        .map(|v| {
+            let c = v.as_f64() - mean;
+            c * c
+        })
+        .sum::<f64>()
+        * inv_d;
+    (mean, 1.0 / (var + eps).sqrt())
 }
 
 /// Layer normalization over the last axis; see the [module docs](self).
@@ -183,53 +212,65 @@ impl<F: Float> LayerNorm<F> {
         self.affine.as_ref().map(|(_, b)| b)
     }
 
-    /// Normalizes the rows of `x` `(M, D)`: returns `y`, `x̂` and `1/√(σ² + ε)` per row.
-    fn normalize(&self, x: &ArrayView2<'_, F>, keep: bool) -> (Array2<F>, Saved<F>) {
+    /// `(w, b)` as `f64` vectors, `None` without the affine part.
+    fn affine_f64(&self) -> Option<(Vec<f64>, Vec<f64>)> {
+        self.affine.as_ref().map(|(w, b)| {
+            let f = |p: &Param<F>| vec1(p.read().value()).iter().map(|v| v.as_f64()).collect();
+            (f(w), f(b))
+        })
+    }
+
+    /// Normalizes the rows of `x` `(M, D)` in one pass per row (statistics, then
+    /// `y = x̂ ⊙ w + b`), rows split across the pool: returns `y` and, when `keep`, the
+    /// statistics `(μ, 1/√(σ² + ε))` of every row `(M, 2)`.
+    fn normalize(&self, x: &ArrayView2<'_, F>, keep: bool) -> (Array2<F>, Array2<f64>) {
         let (m, d) = x.dim();
         let mut y = Array2::<F>::zeros((m, d));
-        let mut xhat = if keep {
-            Array2::<F>::zeros((m, d))
-        } else {
-            Array2::<F>::zeros((0, d))
-        };
-        let mut inv_std = Vec::with_capacity(if keep { m } else { 0 });
-        let w = self.affine.as_ref().map(|(w, b)| (w.read(), b.read()));
-        let wb = w.as_ref().map(|(w, b)| (vec1(w.value()), vec1(b.value())));
-        let inv_d = 1.0 / d as f64;
-        for (r, row) in x.rows().into_iter().enumerate() {
-            let mean = row.iter().map(|v| v.as_f64()).sum::<f64>() * inv_d;
-            let var = row
-                .iter()
-                .map(|v| {
-                    let c = v.as_f64() - mean;
-                    c * c
-                })
-                .sum::<f64>()
-                * inv_d;
-            let s = 1.0 / (var + self.eps).sqrt();
-            let mut yr = y.row_mut(r);
-            for (j, v) in row.iter().enumerate() {
-                let h = (v.as_f64() - mean) * s;
-                if keep {
-                    xhat[[r, j]] = F::of(h);
+        let mut stats = Array2::<f64>::zeros((if keep { m } else { 0 }, 2));
+        let wb = self.affine_f64();
+        let eps = self.eps;
+        let x = x.as_standard_layout();
+        let row_pass =
+            |start: usize, mut y: ArrayViewMut2<'_, F>, mut st: Option<ArrayViewMut2<'_, f64>>| {
+                for (i, mut yr) in y.rows_mut().into_iter().enumerate() {
+                    let xr = x.row(start + i);
+                    let xr = xr.as_slice().expect("standard layout");
+                    let yr = yr.as_slice_mut().expect("standard layout");
+                    let (mean, s) = row_stats(xr, eps);
+                    match &wb {
+                        Some((w, b)) => {
+                            for (((y, &x), &w), &b) in yr.iter_mut().zip(xr).zip(w).zip(b) {
+                                *y = F::of((x.as_f64() - mean) * s * w + b);
+                            }
+                        }
+                        None => {
+                            for (y, &x) in yr.iter_mut().zip(xr) {
+                                *y = F::of((x.as_f64() - mean) * s);
+                            }
+                        }
+                    }
+                    if let Some(st) = st.as_mut() {
+                        (st[[i, 0]], st[[i, 1]]) = (mean, s);
+                    }
                 }
-                yr[j] = match &wb {
-                    Some((w, b)) => F::of(h * w[j].as_f64() + b[j].as_f64()),
-                    None => F::of(h),
-                };
-            }
-            if keep {
-                inv_std.push(s);
-            }
+            };
+        let work = m * d * ROW_COST;
+        if keep {
+            for_each_chunk2(
+                y.view_mut(),
+                stats.view_mut(),
+                Axis(0),
+                work,
+                |start, y, st| {
+                    row_pass(start, y, Some(st));
+                },
+            );
+        } else {
+            for_each_chunk(y.view_mut(), Axis(0), work, |start, y| {
+                row_pass(start, y, None)
+            });
         }
-        (
-            y,
-            Saved {
-                xhat,
-                inv_std,
-                lead: Vec::new(),
-            },
-        )
+        (y, stats)
     }
 }
 
@@ -244,9 +285,12 @@ impl<F: Float> Module<F> for LayerNorm<F> {
     #[track_caller]
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         let (x, lead) = as_matrix("LayerNorm::forward", "input", x, self.width);
-        let (y, mut saved) = self.normalize(&x.view(), true);
-        saved.lead = lead.clone();
-        self.saved.push(saved);
+        let (y, stats) = self.normalize(&x.view(), true);
+        self.saved.push(Saved {
+            x: x.into_owned().as_standard_layout().into_owned(),
+            stats,
+            lead: lead.clone(),
+        });
         unflatten(y, &lead)
     }
 
@@ -264,42 +308,61 @@ impl<F: Float> Module<F> for LayerNorm<F> {
             &with_last(&saved.lead, d),
         );
         let (g, _) = as_matrix("LayerNorm::backward", "grad_output", grad_output, d);
-        let w: Option<Array1<f64>> = self
-            .affine
-            .as_ref()
-            .map(|(w, _)| vec1(w.read().value()).mapv(|v| v.as_f64()));
-        let mut dw = vec![0.0f64; d];
-        let mut db = vec![0.0f64; d];
-        let mut dx = Array2::<F>::zeros((g.nrows(), d));
-        let mut gw = vec![0.0f64; d];
+        let g = g.as_standard_layout();
+        let w: Option<Vec<f64>> = self.affine_f64().map(|(w, _)| w);
+        let (x, stats) = (&saved.x, &saved.stats);
+        let m = g.nrows();
         let inv_d = 1.0 / d as f64;
-        for (r, (grow, hrow)) in g.rows().into_iter().zip(saved.xhat.rows()).enumerate() {
-            let (mut m1, mut m2) = (0.0, 0.0);
-            for j in 0..d {
-                let gj = grow[j].as_f64();
-                let hj = hrow[j].as_f64();
-                dw[j] += gj * hj;
-                db[j] += gj;
-                gw[j] = match &w {
-                    Some(w) => gj * w[j],
-                    None => gj,
-                };
-                m1 += gw[j];
-                m2 += gw[j] * hj;
+        // dX, one pass per row (x̂ recomputed from the saved μ and 1/σ), rows split across
+        // the pool.
+        let mut dx = Array2::<F>::zeros((m, d));
+        for_each_chunk(dx.view_mut(), Axis(0), m * d * ROW_COST, |start, mut dx| {
+            let mut gw = vec![0.0f64; d];
+            for (i, mut dr) in dx.rows_mut().into_iter().enumerate() {
+                let r = start + i;
+                let (mean, s) = (stats[[r, 0]], stats[[r, 1]]);
+                let gr = g.row(r);
+                let gr = gr.as_slice().expect("standard layout");
+                let xr = x.row(r);
+                let xr = xr.as_slice().expect("standard layout");
+                let (mut m1, mut m2) = (0.0, 0.0);
+                for j in 0..d {
+                    let gj = gr[j].as_f64() * w.as_ref().map_or(1.0, |w| w[j]);
+                    gw[j] = gj;
+                    m1 += gj;
+                    m2 += gj * (xr[j].as_f64() - mean) * s;
+                }
+                let (m1, m2) = (m1 * inv_d, m2 * inv_d);
+                let dr = dr.as_slice_mut().expect("standard layout");
+                for j in 0..d {
+                    let h = (xr[j].as_f64() - mean) * s;
+                    dr[j] = F::of(s * (gw[j] - m1 - h * m2));
+                }
             }
-            m1 *= inv_d;
-            m2 *= inv_d;
-            let s = saved.inv_std[r];
-            let mut dr = dx.row_mut(r);
-            for j in 0..d {
-                dr[j] = F::of(s * (gw[j] - m1 - hrow[j].as_f64() * m2));
-            }
-        }
+        });
         if let Some((wp, bp)) = &self.affine {
-            for (p, acc) in [(wp, &dw), (bp, &db)] {
+            // dw = Σ_rows G ⊙ x̂, db = Σ_rows G: columns split across the pool, each column
+            // summed over the rows in order (the same sums whatever the thread count).
+            let mut acc = Array2::<f64>::zeros((2, d));
+            for_each_chunk(acc.view_mut(), Axis(1), m * d * 4, |c0, mut acc| {
+                let cols = acc.ncols();
+                for r in 0..m {
+                    let (mean, s) = (stats[[r, 0]], stats[[r, 1]]);
+                    let gr = g.row(r);
+                    let xr = x.row(r);
+                    let gr = &gr.as_slice().expect("standard layout")[c0..c0 + cols];
+                    let xr = &xr.as_slice().expect("standard layout")[c0..c0 + cols];
+                    for j in 0..cols {
+                        let gj = gr[j].as_f64();
+                        acc[[0, j]] += gj * (xr[j].as_f64() - mean) * s;
+                        acc[[1, j]] += gj;
+                    }
+                }
+            });
+            for (p, row) in [(wp, 0), (bp, 1)] {
                 let mut p = p.write();
                 if p.is_trainable() {
-                    for (g, a) in p.grad_mut().iter_mut().zip(acc) {
+                    for (g, a) in p.grad_mut().iter_mut().zip(acc.row(row)) {
                         *g += F::of(*a);
                     }
                 }
@@ -353,5 +416,146 @@ impl<F: Float> std::fmt::Debug for LayerNorm<F> {
     /// The one-line description (`LayerNorm(…)`), not the arrays.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.describe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::set_num_threads;
+
+    /// The plain definition, row by row in `f64`: `(y, dX, dw, db)` for input `x`, weight
+    /// `w`, bias `b`, upstream gradient `g`.
+    #[allow(clippy::type_complexity)]
+    fn reference(
+        x: &Array2<f64>,
+        w: &[f64],
+        b: &[f64],
+        g: &Array2<f64>,
+        eps: f64,
+    ) -> (Array2<f64>, Array2<f64>, Vec<f64>, Vec<f64>) {
+        let (m, d) = x.dim();
+        let (mut y, mut dx) = (Array2::zeros((m, d)), Array2::zeros((m, d)));
+        let (mut dw, mut db) = (vec![0.0; d], vec![0.0; d]);
+        for r in 0..m {
+            let mean = (0..d).map(|j| x[[r, j]]).sum::<f64>() / d as f64;
+            let var = (0..d).map(|j| (x[[r, j]] - mean).powi(2)).sum::<f64>() / d as f64;
+            let s = 1.0 / (var + eps).sqrt();
+            let h: Vec<f64> = (0..d).map(|j| (x[[r, j]] - mean) * s).collect();
+            let gw: Vec<f64> = (0..d).map(|j| g[[r, j]] * w[j]).collect();
+            let m1 = gw.iter().sum::<f64>() / d as f64;
+            let m2 = gw.iter().zip(&h).map(|(a, b)| a * b).sum::<f64>() / d as f64;
+            for j in 0..d {
+                y[[r, j]] = h[j] * w[j] + b[j];
+                dx[[r, j]] = s * (gw[j] - m1 - h[j] * m2);
+                dw[j] += g[[r, j]] * h[j];
+                db[j] += g[[r, j]];
+            }
+        }
+        (y, dx, dw, db)
+    }
+
+    /// `(y, dX, dw, db, infer(x))` of one layer.
+    type Outputs<F> = (ArrayD<F>, ArrayD<F>, ArrayD<F>, ArrayD<F>, ArrayD<F>);
+
+    fn run<F: Float>(x: &Array2<f64>, w: &[f64], b: &[f64], g: &Array2<f64>) -> Outputs<F> {
+        let d = x.ncols();
+        let mut ln = LayerNorm::from_params(
+            Param::new(ArrayD::from_shape_fn(vec![d], |i| F::of(w[i[0]]))),
+            Param::new(ArrayD::from_shape_fn(vec![d], |i| F::of(b[i[0]]))),
+            1e-5,
+        )
+        .unwrap();
+        let xf = x.mapv(F::of).into_dyn();
+        let y = ln.forward(xf.view());
+        let dx = ln.backward(g.mapv(F::of).into_dyn().view());
+        let infer = ln.infer(xf.view());
+        let (wp, bp) = (ln.weight_param().unwrap(), ln.bias_param().unwrap());
+        (y, dx, wp.grad(), bp.grad(), infer)
+    }
+
+    /// Forward, backward and the parameter gradients against the plain definition, at odd
+    /// shapes (some large enough to be split across threads), in `f64` and `f32`, at 1 and 2
+    /// threads; the results at 1 and 2 threads are bit-identical.
+    #[test]
+    fn one_pass_rows_match_the_definition_at_one_and_two_threads() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        };
+        for (m, d) in [(1, 1), (3, 5), (7, 33), (67, 129), (130, 64)] {
+            // A large common offset in some rows: the two-pass variance must not cancel.
+            let x = Array2::from_shape_fn((m, d), |(r, _)| {
+                if r % 3 == 1 {
+                    1e4 + next()
+                } else {
+                    3.0 * next()
+                }
+            });
+            let g = Array2::from_shape_fn((m, d), |_| next());
+            let w: Vec<f64> = (0..d).map(|_| 1.0 + 0.5 * next()).collect();
+            let b: Vec<f64> = (0..d).map(|_| next()).collect();
+            let (y, dx, dw, db) = reference(&x, &w, &b, &g, 1e-5);
+            // The f32 layer against the definition on the f32-rounded data.
+            let r32 = |v: f64| f64::from(v as f32);
+            let (w32, b32): (Vec<f64>, Vec<f64>) = (
+                w.iter().map(|&v| r32(v)).collect(),
+                b.iter().map(|&v| r32(v)).collect(),
+            );
+            let (y32, dx32, dw32, db32) = reference(&x.mapv(r32), &w32, &b32, &g.mapv(r32), 1e-5);
+            let close = |got: &ArrayD<f64>, want: &[f64], tol: f64, what: &str| {
+                for (a, e) in got.iter().zip(want) {
+                    assert!(
+                        (a - e).abs() <= tol * (1.0 + e.abs()),
+                        "{what} ({m}×{d}): {a} vs {e}"
+                    );
+                }
+            };
+            let mut outs = Vec::new();
+            for threads in [1, 2] {
+                set_num_threads(threads);
+                let o64 = run::<f64>(&x, &w, &b, &g);
+                close(&o64.0, y.as_slice().unwrap(), 1e-10, "y");
+                close(&o64.4, y.as_slice().unwrap(), 1e-10, "infer");
+                close(&o64.1, dx.as_slice().unwrap(), 1e-9, "dx");
+                close(&o64.2, &dw, 1e-10, "dw");
+                close(&o64.3, &db, 1e-12, "db");
+                let o32 = run::<f32>(&x, &w, &b, &g);
+                let up = |a: &ArrayD<f32>| a.mapv(f64::from);
+                close(&up(&o32.0), y32.as_slice().unwrap(), 1e-6, "y f32");
+                close(&up(&o32.1), dx32.as_slice().unwrap(), 1e-5, "dx f32");
+                close(&up(&o32.2), &dw32, 1e-6, "dw f32");
+                close(&up(&o32.3), &db32, 1e-6, "db f32");
+                outs.push((o64, o32));
+            }
+            assert!(outs[0] == outs[1], "1 and 2 threads differ at {m}×{d}");
+        }
+        set_num_threads(1);
+    }
+
+    /// A constant row has `σ² = 0`: `x̂ = 0`, so `y = b`, and `dX = (G⊙w − mean(G⊙w)) / √ε`.
+    #[test]
+    fn a_constant_row_normalizes_to_the_bias() {
+        let w = [2.0, -1.0, 0.5];
+        let b = [0.25, 1.0, -3.0];
+        let x = Array2::from_elem((2, 3), 7.5);
+        let g = ndarray::array![[1.0, 2.0, 3.0], [0.0, -1.0, 4.0]];
+        let (y, dx, dw, db, _) = run::<f64>(&x, &w, &b, &g);
+        for r in 0..2 {
+            for j in 0..3 {
+                assert_eq!(y[[r, j]], b[j]);
+            }
+            let gw: Vec<f64> = (0..3).map(|j| g[[r, j]] * w[j]).collect();
+            let mean = gw.iter().sum::<f64>() / 3.0;
+            for j in 0..3 {
+                let want = (gw[j] - mean) / 1e-5f64.sqrt();
+                assert!((dx[[r, j]] - want).abs() <= 1e-12 * want.abs().max(1.0));
+            }
+        }
+        assert!(dw.iter().all(|&v| v == 0.0));
+        assert_eq!(db.as_slice().unwrap(), &[1.0, 1.0, 7.0]);
     }
 }

@@ -227,47 +227,69 @@ impl<F: Float> Optimizer<F> for Adam<F> {
         let (b1, b2) = h.betas;
         let (f_b1, f_b2, eps, wd) = (F::of(b1), F::of(b2), F::of(h.eps), F::of(h.weight_decay));
         let (one_minus_b1, one_minus_b2) = (F::of(1.0 - b1), F::of(1.0 - b2));
+        let (decoupled, l2) = (
+            h.weight_decay != 0.0 && h.decoupled_weight_decay,
+            h.weight_decay != 0.0 && !h.decoupled_weight_decay,
+        );
+        let keep = F::of(1.0 - h.lr * h.weight_decay);
         self.states.step(model, |value, grad, state| {
-            let mut s = state.cloned().unwrap_or_else(|| Moments {
-                step: 0,
-                exp_avg: ArrayD::zeros(grad.raw_dim()),
-                exp_avg_sq: ArrayD::zeros(grad.raw_dim()),
-                max_exp_avg_sq: h.amsgrad.then(|| ArrayD::zeros(grad.raw_dim())),
-            });
-            s.step += 1;
-            let mut theta = value.to_owned();
-            let mut g = grad.to_owned();
-            if h.weight_decay != 0.0 {
-                if h.decoupled_weight_decay {
-                    let keep = F::of(1.0 - h.lr * h.weight_decay);
-                    theta.mapv_inplace(|v| v * keep);
-                } else {
-                    g.scaled_add(wd, &value);
+            // One pass over the parameter: decay, both moments, AMSGrad's maximum and the
+            // update, element by element, on copies (the step commits only if every
+            // parameter's update is finite).
+            let fresh;
+            let old = match state {
+                Some(s) => s,
+                None => {
+                    fresh = Moments {
+                        step: 0,
+                        exp_avg: ArrayD::zeros(grad.raw_dim()),
+                        exp_avg_sq: ArrayD::zeros(grad.raw_dim()),
+                        max_exp_avg_sq: h.amsgrad.then(|| ArrayD::zeros(grad.raw_dim())),
+                    };
+                    &fresh
                 }
-            }
-            Zip::from(&mut s.exp_avg)
-                .and(&mut s.exp_avg_sq)
-                .and(&g)
-                .for_each(|m, v, &g| {
-                    *m = f_b1 * *m + one_minus_b1 * g;
-                    *v = f_b2 * *v + one_minus_b2 * g * g;
-                });
-            if let Some(max) = &mut s.max_exp_avg_sq {
-                Zip::from(max)
-                    .and(&s.exp_avg_sq)
-                    .for_each(|mx, &v| *mx = mx.max(v));
-            }
-            let second = s.max_exp_avg_sq.as_ref().unwrap_or(&s.exp_avg_sq);
-            let t = s.step;
+            };
+            let t = old.step + 1;
             let step_size = F::of(h.lr / (1.0 - b1.powi(t)));
             let bias_correction2_sqrt = F::of((1.0 - b2.powi(t)).sqrt());
-            Zip::from(&mut theta)
-                .and(&s.exp_avg)
-                .and(second)
-                .for_each(|theta, &m, &v| {
-                    *theta -= step_size * m / (v.sqrt() / bias_correction2_sqrt + eps);
-                });
-            (theta, s)
+            let mut theta = value.to_owned();
+            let mut m = old.exp_avg.clone();
+            let mut v = old.exp_avg_sq.clone();
+            let mut max_v = old.max_exp_avg_sq.clone();
+            let update = |theta: &mut F, m: &mut F, v: &mut F, g: F, max_v: Option<&mut F>| {
+                let mut g = g;
+                if decoupled {
+                    *theta *= keep;
+                } else if l2 {
+                    g += wd * *theta;
+                }
+                *m = f_b1 * *m + one_minus_b1 * g;
+                *v = f_b2 * *v + one_minus_b2 * g * g;
+                let second = match max_v {
+                    Some(x) => {
+                        *x = x.max(*v);
+                        *x
+                    }
+                    None => *v,
+                };
+                *theta -= step_size * *m / (second.sqrt() / bias_correction2_sqrt + eps);
+            };
+            let zip = Zip::from(&mut theta).and(&mut m).and(&mut v).and(&grad);
+            match max_v.as_mut() {
+                Some(x) => zip
+                    .and(x)
+                    .for_each(|t, m, v, &g, x| update(t, m, v, g, Some(x))),
+                None => zip.for_each(|t, m, v, &g| update(t, m, v, g, None)),
+            }
+            (
+                theta,
+                Moments {
+                    step: t,
+                    exp_avg: m,
+                    exp_avg_sq: v,
+                    max_exp_avg_sq: max_v,
+                },
+            )
         })
     }
 
@@ -334,3 +356,105 @@ const HYPER: [&str; 7] = [
     "amsgrad",
     "decoupled_weight_decay",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::Linear;
+    use ndarray::{Array1, Array2};
+
+    /// The update rule written out per element in `f64` (PyTorch's `Adam`/`AdamW` docs):
+    /// returns the parameter after `grads.len()` steps.
+    fn by_the_formula(theta0: &[f64], grads: &[Vec<f64>], c: AdamConfig) -> Vec<f64> {
+        let (b1, b2) = c.betas;
+        let mut theta = theta0.to_vec();
+        let n = theta.len();
+        let (mut m, mut v, mut vmax) = (vec![0.0f64; n], vec![0.0f64; n], vec![0.0f64; n]);
+        for (t, g) in grads.iter().enumerate() {
+            let t = (t + 1) as i32;
+            for i in 0..n {
+                let mut gi = g[i];
+                if c.decoupled_weight_decay {
+                    theta[i] *= 1.0 - c.lr * c.weight_decay;
+                } else {
+                    gi += c.weight_decay * theta[i];
+                }
+                m[i] = b1 * m[i] + (1.0 - b1) * gi;
+                v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                vmax[i] = vmax[i].max(v[i]);
+                let second = if c.amsgrad { vmax[i] } else { v[i] };
+                let m_hat = m[i] / (1.0 - b1.powi(t));
+                let v_hat = second / (1.0 - b2.powi(t));
+                theta[i] -= c.lr * m_hat / (v_hat.sqrt() + c.eps);
+            }
+        }
+        theta
+    }
+
+    /// The one-pass update against the formula, for Adam, Adam with L2 decay, AdamW and
+    /// AMSGrad, over several steps, on a weight and a bias of odd sizes.
+    #[test]
+    fn one_pass_update_matches_the_formula() {
+        let (k, d) = (5, 7);
+        let w0 = Array2::from_shape_fn((k, d), |(i, j)| ((i * d + j) as f64 * 0.31).sin());
+        let b0 = Array1::from_shape_fn(k, |i| (i as f64 * 0.7).cos());
+        let grads: Vec<Vec<f64>> = (0..4)
+            .map(|s| {
+                (0..k * d + k)
+                    .map(|i| ((i * 3 + s * 11) as f64 * 0.17).cos() * (1.0 + s as f64))
+                    .collect()
+            })
+            .collect();
+        let base = AdamConfig {
+            lr: 0.05,
+            weight_decay: 0.1,
+            ..AdamConfig::default()
+        };
+        for config in [
+            AdamConfig {
+                weight_decay: 0.0,
+                ..base
+            },
+            base,
+            AdamConfig {
+                decoupled_weight_decay: true,
+                ..base
+            },
+            AdamConfig {
+                decoupled_weight_decay: true,
+                amsgrad: true,
+                ..base
+            },
+        ] {
+            let mut layer = Linear::from_parts(w0.clone(), Some(b0.clone())).unwrap();
+            let mut opt = Adam::<f64>::new(config).unwrap();
+            for g in &grads {
+                layer.zero_grad();
+                let (w, b) = (layer.weight_param(), layer.bias_param().unwrap());
+                w.write()
+                    .grad_mut()
+                    .iter_mut()
+                    .zip(&g[..k * d])
+                    .for_each(|(a, &v)| *a = v);
+                b.write()
+                    .grad_mut()
+                    .iter_mut()
+                    .zip(&g[k * d..])
+                    .for_each(|(a, &v)| *a = v);
+                opt.step(&mut layer).unwrap();
+            }
+            let wg: Vec<Vec<f64>> = grads.iter().map(|g| g[..k * d].to_vec()).collect();
+            let bg: Vec<Vec<f64>> = grads.iter().map(|g| g[k * d..].to_vec()).collect();
+            let want_w = by_the_formula(w0.as_slice().unwrap(), &wg, config);
+            let want_b = by_the_formula(b0.as_slice().unwrap(), &bg, config);
+            let got_w = layer.weight_param().value();
+            let got_b = layer.bias_param().unwrap().value();
+            for (got, want) in got_w.iter().chain(&got_b).zip(want_w.iter().chain(&want_b)) {
+                assert!(
+                    (got - want).abs() <= 1e-14 * (1.0 + want.abs()),
+                    "{config:?}: {got} vs {want}"
+                );
+            }
+        }
+    }
+}

@@ -1,6 +1,9 @@
 //! Gradient clipping by global norm, as `torch.nn.utils.clip_grad_norm_`.
 
+use ndarray::{Array2, Axis};
+
 use crate::error::{PhmError, Result};
+use crate::kernels::parallel::for_each_chunk;
 use crate::module::{params, Module};
 use crate::Float;
 
@@ -14,9 +17,12 @@ use crate::Float;
 /// `max_norm`. The norm is accumulated in `f64`. Call it between `backward` and the
 /// optimizer step.
 ///
-/// The norm is computed without overflow or underflow, scaled by the largest `|entry|`
-/// (`‖g‖ = m·√(Σ (g/m)²)`): finite gradients of `1e200` in `f64` have the norm they have, and
-/// are clipped, not zeroed.
+/// The norm is one pass over the gradients (parameters split across the crate's pool, their
+/// sums combined in parameter order: the same norm whatever the thread count), then one pass
+/// to scale them when clipping. It is computed without overflow or underflow: where `Σ g²`
+/// would leave the `f64` range (`f64` entries beyond `~1e154`, or all below `1e-140`) it is
+/// recomputed scaled by the largest `|entry|` (`‖g‖ = m·√(Σ (g/m)²)`): finite gradients of
+/// `1e200` in `f64` have the norm they have, and are clipped, not zeroed.
 ///
 /// ```
 /// use ndarray::array;
@@ -54,27 +60,45 @@ pub fn clip_grad_norm<F: Float>(model: &dyn Module<F>, max_norm: f64) -> Result<
         .into_iter()
         .filter(|(_, p)| p.is_trainable())
         .collect();
-    // Pass 1: every entry finite, and the largest |entry| (the scale).
-    let mut scale = 0.0f64;
-    let mut largest = "";
-    for (path, p) in &trainable {
-        for &g in p.read().grad().iter() {
-            let g = g.as_f64();
-            if !g.is_finite() {
-                return Err(PhmError::NonFiniteGradient {
-                    param: path.clone(),
-                });
+    // One pass over every gradient: finiteness, the largest |entry| and Σ g² in f64,
+    // parameters split across the pool, combined below in parameter order (the same sums
+    // whatever the thread count).
+    let mut sums = Array2::<f64>::zeros((trainable.len(), 3));
+    let total: usize = trainable.iter().map(|(_, p)| p.len()).sum();
+    for_each_chunk(sums.view_mut(), Axis(0), total * 3, |start, mut rows| {
+        for (i, mut row) in rows.rows_mut().into_iter().enumerate() {
+            let (mut finite, mut largest, mut sum_sq) = (true, 0.0f64, 0.0f64);
+            for &g in trainable[start + i].1.read().grad().iter() {
+                let g = g.as_f64();
+                finite &= g.is_finite();
+                largest = largest.max(g.abs());
+                sum_sq += g * g;
             }
-            if g.abs() > scale {
-                scale = g.abs();
-                largest = path;
-            }
+            row[0] = f64::from(u8::from(finite));
+            row[1] = largest;
+            row[2] = sum_sq;
         }
+    });
+    if let Some(i) = (0..trainable.len()).find(|&i| sums[[i, 0]] == 0.0) {
+        return Err(PhmError::NonFiniteGradient {
+            param: trainable[i].0.clone(),
+        });
     }
-    // Pass 2: ‖g‖ = scale · √(Σ (g/scale)²): every term is at most 1, so the sum neither
-    // overflows (gradients of 1e200) nor underflows (gradients of 1e-200).
+    let (mut scale, mut largest, mut sum_sq) = (0.0f64, "", 0.0f64);
+    for (i, (path, _)) in trainable.iter().enumerate() {
+        if sums[[i, 1]] > scale {
+            scale = sums[[i, 1]];
+            largest = path;
+        }
+        sum_sq += sums[[i, 2]];
+    }
+    // Σ g² in f64 is exact enough unless it overflows (entries above ~1e154, f64 only) or its
+    // terms underflow (every entry below ~1e-140): then ‖g‖ = scale · √(Σ (g/scale)²), every
+    // term at most 1, in a second pass.
     let norm = if scale == 0.0 {
         0.0
+    } else if sum_sq.is_finite() && scale >= 1e-140 {
+        sum_sq.sqrt()
     } else {
         let mut sum_sq = 0.0f64;
         for (_, p) in &trainable {
@@ -106,4 +130,47 @@ pub fn clip_grad_norm<F: Float>(model: &dyn Module<F>, max_norm: f64) -> Result<
         }
     }
     Ok(norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::set_num_threads;
+    use crate::nn::Linear;
+    use ndarray::{Array1, Array2};
+
+    /// The one-pass norm against `√(Σ g²)` summed plainly in `f64`, on parameters large
+    /// enough to be split across threads, and bit-identical at 1 and 2 threads (norm and the
+    /// clipped gradients).
+    #[test]
+    fn one_pass_norm_matches_the_definition_and_the_thread_count_does_not_matter() {
+        let (k, d) = (97, 389);
+        let w = Array2::<f32>::zeros((k, d));
+        let b = Array1::<f32>::zeros(k);
+        let g = |i: usize| ((i as f64 * 0.013).sin() * 3.0) as f32;
+        let mut results = Vec::new();
+        for threads in [1, 2] {
+            set_num_threads(threads);
+            let layer = Linear::from_parts(w.clone(), Some(b.clone())).unwrap();
+            let params = [layer.weight_param(), layer.bias_param().unwrap()];
+            let mut i = 0;
+            let mut want = 0.0f64;
+            for p in params {
+                for a in p.write().grad_mut().iter_mut() {
+                    *a = g(i);
+                    want += f64::from(g(i)).powi(2);
+                    i += 1;
+                }
+            }
+            let want = want.sqrt();
+            let norm = clip_grad_norm(&layer, 1.0).unwrap();
+            assert!((norm - want).abs() <= 1e-12 * want, "{norm} vs {want}");
+            let c = 1.0 / (want + 1e-6);
+            let got = layer.weight_param().grad();
+            assert!((f64::from(got[[3, 5]]) - f64::from(g(3 * d + 5)) * c).abs() < 1e-7);
+            results.push((norm, got, layer.bias_param().unwrap().grad()));
+        }
+        assert!(results[0] == results[1], "1 and 2 threads differ");
+        set_num_threads(1);
+    }
 }

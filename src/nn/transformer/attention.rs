@@ -52,11 +52,15 @@
 //! # Ok::<(), PhmError>(())
 //! ```
 
-use ndarray::{s, Array2, Array3, ArrayD, ArrayView1, ArrayView2, ArrayViewD, ArrayViewMut2};
+use ndarray::{
+    s, Array2, Array3, Array4, ArrayD, ArrayView1, ArrayView2, ArrayViewD, ArrayViewMut2,
+    ArrayViewMut3, Axis, IxDyn, Zip,
+};
 use rand::Rng;
 
 use crate::error::{PhmError, Result};
 use crate::kernels::gemm::{assert_same_shape, gemm};
+use crate::kernels::parallel::{for_each_chunk, for_each_chunk2};
 use crate::kernels::shapes::{as_matrix, into_matrix, unflatten, with_last};
 use crate::module::{Module, SavedStates, StateStack};
 use crate::nn::projection::Projection;
@@ -149,8 +153,8 @@ struct Saved<F> {
     q: Array2<F>,
     k: Array2<F>,
     v: Array2<F>,
-    /// `P` for every (batch, head), `(batch·H, T, T)`.
-    p: Array3<F>,
+    /// `P` for every (batch, head), `(batch, H, T, T)`.
+    p: Array4<F>,
 }
 
 /// Multi-head self-attention; see the [module docs](self).
@@ -276,35 +280,61 @@ fn attend<F: Float>(
     mut p: ArrayViewMut2<'_, F>,
     mut o: ArrayViewMut2<'_, F>,
 ) {
-    let tk = k.nrows();
     gemm(scale, &q, &k.t(), F::zero(), &mut p);
-    for (i, mut row) in p.rows_mut().into_iter().enumerate() {
+    masked_softmax_rows(p.view_mut(), offset, causal, pad);
+    gemm(F::one(), &p.view(), &v, F::zero(), &mut o);
+}
+
+/// Row-wise masked softmax in place on scores `s` `(tq, tk)`, one fused pass per row (the row
+/// stays in cache): hide the masked keys, find the row's maximum, `e = exp(s − max)` and its
+/// sum, scale by `1/sum`. Query `i` is at absolute position `offset + i`; with `causal` it
+/// sees the keys `j ≤ offset + i`, and never the keys marked in `pad`. A row that sees no key
+/// becomes 0.
+pub(crate) fn masked_softmax_rows<F: Float>(
+    mut s: ArrayViewMut2<'_, F>,
+    offset: usize,
+    causal: bool,
+    pad: Option<ArrayView1<'_, bool>>,
+) {
+    let tk = s.ncols();
+    for (i, mut row) in s.rows_mut().into_iter().enumerate() {
         let visible = if causal { (offset + i + 1).min(tk) } else { tk };
-        let seen = |j: usize| j < visible && pad.as_ref().is_none_or(|m| !m[j]);
-        let mut max = F::neg_infinity();
-        for j in 0..tk {
-            if seen(j) {
-                max = max.max(row[j]);
-            }
+        let (mut seen, mut hidden) = row.view_mut().split_at(Axis(0), visible);
+        hidden.fill(F::zero());
+        if let Some(pad) = &pad {
+            Zip::from(&mut seen)
+                .and(&pad.slice(s![..visible]))
+                .for_each(|v, &m| {
+                    if m {
+                        *v = F::neg_infinity();
+                    }
+                });
         }
+        let max = seen.fold(F::neg_infinity(), |m, &v| m.max(v));
         if max == F::neg_infinity() {
-            row.fill(F::zero());
+            seen.fill(F::zero());
             continue;
         }
         let mut sum = F::zero();
-        for j in 0..tk {
-            row[j] = if seen(j) {
-                let e = (row[j] - max).exp();
-                sum += e;
-                e
-            } else {
-                F::zero()
-            };
-        }
+        seen.mapv_inplace(|v| {
+            let e = (v - max).exp();
+            sum += e;
+            e
+        });
         let inv = F::one() / sum;
-        row.mapv_inplace(|e| e * inv);
+        seen.mapv_inplace(|e| e * inv);
     }
-    gemm(F::one(), &p.view(), &v, F::zero(), &mut o);
+}
+
+/// Softmax backward in place, one fused pass per row: `dP` `(tq, tk)` becomes
+/// `dS = P ⊙ (dP − rowsum(P ⊙ dP))` for the softmax output `p`.
+pub(crate) fn softmax_backward_rows<F: Float>(mut dp: ArrayViewMut2<'_, F>, p: ArrayView2<'_, F>) {
+    for (mut d, p) in dp.rows_mut().into_iter().zip(p.rows()) {
+        let dot = Zip::from(&d)
+            .and(&p)
+            .fold(F::zero(), |acc, &a, &b| acc + a * b);
+        d.zip_mut_with(&p, |d, &p| *d = p * (*d - dot));
+    }
 }
 
 impl<F: Float> MultiHeadAttention<F> {
@@ -376,33 +406,67 @@ impl<F: Float> MultiHeadAttention<F> {
         v: &Array2<F>,
         pad: Option<ArrayViewD<'_, bool>>,
         keep_p: bool,
-    ) -> (ArrayD<F>, Option<Array3<F>>) {
+    ) -> (ArrayD<F>, Option<Array4<F>>) {
         let pad = pad.map(|m| flat_mask(m, (batch, t)));
-        let (heads, dh) = (self.heads, self.head_width());
-        let mut out = Array2::zeros((batch * t, self.width));
-        let mut all_p = keep_p.then(|| Array3::zeros((batch * heads, t, t)));
-        let mut scratch = Array2::zeros((t, t));
-        for b in 0..batch {
+        let (heads, dh, scale, causal) = (self.heads, self.head_width(), self.scale(), self.causal);
+        let d = self.width;
+        let mut out = Array3::zeros((batch, t, d));
+        let mut all_p = keep_p.then(|| Array4::zeros((batch, heads, t, t)));
+        // Each (batch, head) pair's two products on one thread, batches split across the pool;
+        // the heads are read as column blocks of Q, K, V and O written in place.
+        let one = |b: usize,
+                   mut o: ArrayViewMut2<'_, F>,
+                   mut p_b: Option<ArrayViewMut3<'_, F>>,
+                   scratch: &mut Array2<F>| {
             let rows = b * t..(b + 1) * t;
             for h in 0..heads {
                 let cols = h * dh..(h + 1) * dh;
-                let p = match all_p.as_mut() {
-                    Some(all) => all.index_axis_mut(ndarray::Axis(0), b * heads + h),
+                let p = match p_b.as_mut() {
+                    Some(p_b) => p_b.index_axis_mut(Axis(0), h),
                     None => scratch.view_mut(),
                 };
                 attend(
                     q.slice(s![rows.clone(), cols.clone()]),
                     k.slice(s![rows.clone(), cols.clone()]),
                     v.slice(s![rows.clone(), cols.clone()]),
-                    self.scale(),
+                    scale,
                     0,
-                    self.causal,
+                    causal,
                     pad.as_ref().map(|m| m.row(b)),
                     p,
-                    out.slice_mut(s![rows.clone(), cols]),
+                    o.slice_mut(s![.., cols]),
                 );
             }
+        };
+        let work = batch * heads * t * t * (4 * dh + 16);
+        match all_p.as_mut() {
+            Some(all_p) => for_each_chunk2(
+                out.view_mut(),
+                all_p.view_mut(),
+                Axis(0),
+                work,
+                |start, mut o, mut p| {
+                    let mut scratch = Array2::zeros((0, 0));
+                    for i in 0..o.len_of(Axis(0)) {
+                        one(
+                            start + i,
+                            o.index_axis_mut(Axis(0), i),
+                            Some(p.index_axis_mut(Axis(0), i)),
+                            &mut scratch,
+                        );
+                    }
+                },
+            ),
+            None => for_each_chunk(out.view_mut(), Axis(0), work, |start, mut o| {
+                let mut scratch = Array2::zeros((t, t));
+                for i in 0..o.len_of(Axis(0)) {
+                    one(start + i, o.index_axis_mut(Axis(0), i), None, &mut scratch);
+                }
+            }),
         }
+        let out = out
+            .into_shape_with_order((batch * t, d))
+            .expect("standard layout");
         (unflatten(out, lead), all_p)
     }
 
@@ -552,57 +616,63 @@ impl<F: Float> Module<F> for MultiHeadAttention<F> {
         );
         let t = saved.lead[saved.lead.len() - 1];
         let batch = saved.q.nrows() / t.max(1);
-        let (heads, dh, scale) = (self.heads, self.head_width(), self.scale());
-        let mut dq = Array2::zeros(saved.q.raw_dim());
-        let mut dk = Array2::zeros(saved.k.raw_dim());
-        let mut dv = Array2::zeros(saved.v.raw_dim());
-        let mut ds = Array2::zeros((t, t));
-        for b in 0..batch {
-            let rows = b * t..(b + 1) * t;
-            for h in 0..heads {
-                let cols = h * dh..(h + 1) * dh;
-                let p = saved.p.index_axis(ndarray::Axis(0), b * heads + h);
-                let g = d_merged.slice(s![rows.clone(), cols.clone()]);
-                let q = saved.q.slice(s![rows.clone(), cols.clone()]);
-                let k = saved.k.slice(s![rows.clone(), cols.clone()]);
-                let v = saved.v.slice(s![rows.clone(), cols.clone()]);
-                // dV = Pᵀ G, dP = G Vᵀ.
-                gemm(
-                    F::one(),
-                    &p.t(),
-                    &g,
-                    F::zero(),
-                    &mut dv.slice_mut(s![rows.clone(), cols.clone()]),
-                );
-                gemm(F::one(), &g, &v.t(), F::zero(), &mut ds.view_mut());
-                // dS = P ⊙ (dP − rowsum(P ⊙ dP)).
-                for (mut ds_row, p_row) in ds.rows_mut().into_iter().zip(p.rows()) {
-                    let dot = ds_row
-                        .iter()
-                        .zip(p_row.iter())
-                        .fold(F::zero(), |acc, (&a, &b)| acc + a * b);
-                    ds_row.zip_mut_with(&p_row, |d, &p| *d = p * (*d - dot));
+        let (heads, dh, scale, d) = (self.heads, self.head_width(), self.scale(), self.width);
+        // dQ, dK, dV as one array `(3, batch, T, d)`; batches split across the pool, each
+        // (batch, head) pair's products on one thread, written in place.
+        let mut grads = Array4::<F>::zeros((3, batch, t, d));
+        let work = batch * heads * t * t * (8 * dh + 16);
+        let (sq, sk, sv, sp) = (&saved.q, &saved.k, &saved.v, &saved.p);
+        let d_merged = &d_merged;
+        for_each_chunk(grads.view_mut(), Axis(1), work, |start, mut g3| {
+            let mut ds = Array2::zeros((t, t));
+            for i in 0..g3.len_of(Axis(1)) {
+                let b = start + i;
+                let rows = b * t..(b + 1) * t;
+                for h in 0..heads {
+                    let cols = h * dh..(h + 1) * dh;
+                    let p = sp.slice(s![b, h, .., ..]);
+                    let g = d_merged.slice(s![rows.clone(), cols.clone()]);
+                    let q = sq.slice(s![rows.clone(), cols.clone()]);
+                    let k = sk.slice(s![rows.clone(), cols.clone()]);
+                    let v = sv.slice(s![rows.clone(), cols.clone()]);
+                    // dV = Pᵀ G, dP = G Vᵀ.
+                    gemm(
+                        F::one(),
+                        &p.t(),
+                        &g,
+                        F::zero(),
+                        &mut g3.slice_mut(s![2, i, .., cols.clone()]),
+                    );
+                    gemm(F::one(), &g, &v.t(), F::zero(), &mut ds.view_mut());
+                    // dS = P ⊙ (dP − rowsum(P ⊙ dP)).
+                    softmax_backward_rows(ds.view_mut(), p);
+                    gemm(
+                        scale,
+                        &ds.view(),
+                        &k,
+                        F::zero(),
+                        &mut g3.slice_mut(s![0, i, .., cols.clone()]),
+                    );
+                    gemm(
+                        scale,
+                        &ds.t(),
+                        &q,
+                        F::zero(),
+                        &mut g3.slice_mut(s![1, i, .., cols]),
+                    );
                 }
-                gemm(
-                    scale,
-                    &ds.view(),
-                    &k,
-                    F::zero(),
-                    &mut dq.slice_mut(s![rows.clone(), cols.clone()]),
-                );
-                gemm(
-                    scale,
-                    &ds.t(),
-                    &q,
-                    F::zero(),
-                    &mut dk.slice_mut(s![rows.clone(), cols]),
-                );
             }
-        }
-        let lead = &saved.lead;
-        let mut dx = self.v.backward(unflatten(dv, lead).view());
-        dx += &self.k.backward(unflatten(dk, lead).view());
-        dx += &self.q.backward(unflatten(dq, lead).view());
+        });
+        let shape = IxDyn(&with_last(&saved.lead, d));
+        let part = |i: usize| {
+            grads
+                .index_axis(Axis(0), i)
+                .into_shape_with_order(shape.clone())
+                .expect("standard layout")
+        };
+        let mut dx = self.v.backward(part(2));
+        dx += &self.k.backward(part(1));
+        dx += &self.q.backward(part(0));
         dx
     }
 
@@ -655,5 +725,122 @@ impl<F: Float> Module<F> for MultiHeadAttention<F> {
 impl<F: Float> std::fmt::Debug for MultiHeadAttention<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.describe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    /// The plain definition in `f64`: `p_j = e^{s_j} / Σ_{visible} e^{s_k}` over the visible,
+    /// unpadded keys (scores small enough not to overflow), 0 elsewhere.
+    fn plain_softmax(
+        s: &Array2<f64>,
+        offset: usize,
+        causal: bool,
+        pad: Option<&[bool]>,
+    ) -> Array2<f64> {
+        let (tq, tk) = s.dim();
+        let mut p = Array2::zeros((tq, tk));
+        for i in 0..tq {
+            let seen = |j: usize| (!causal || j <= offset + i) && pad.is_none_or(|m| !m[j]);
+            let sum: f64 = (0..tk).filter(|&j| seen(j)).map(|j| s[[i, j]].exp()).sum();
+            for j in (0..tk).filter(|&j| seen(j)) {
+                p[[i, j]] = s[[i, j]].exp() / sum;
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn fused_softmax_matches_the_definition() {
+        for (tq, tk, offset) in [(1, 1, 0), (5, 5, 0), (3, 7, 4), (9, 13, 0)] {
+            let s = Array2::from_shape_fn((tq, tk), |(i, j)| {
+                ((i * 7 + j * 3) as f64 * 0.37).sin() * 6.0
+            });
+            let pad: Vec<bool> = (0..tk).map(|j| j % 4 == 2).collect();
+            for causal in [false, true] {
+                for pad in [None, Some(&pad[..])] {
+                    let want = plain_softmax(&s, offset, causal, pad);
+                    let pad_view = pad.map(ArrayView1::from);
+                    let mut got = s.clone();
+                    masked_softmax_rows(got.view_mut(), offset, causal, pad_view);
+                    let mut got32 = s.mapv(|v| v as f32);
+                    masked_softmax_rows(got32.view_mut(), offset, causal, pad_view);
+                    for ((a, b), w) in got.iter().zip(&got32).zip(&want) {
+                        assert!(
+                            (a - w).abs() <= 1e-15,
+                            "{tq}×{tk} causal={causal}: {a} vs {w}"
+                        );
+                        assert!((f64::from(*b) - w).abs() <= 1e-6, "f32: {b} vs {w}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Huge scores do not overflow (the maximum is subtracted), −∞ scores and masked keys get
+    /// exactly 0, and a row that sees nothing is all 0 (not NaN).
+    #[test]
+    fn fused_softmax_is_stable_and_masks_exactly() {
+        let mut s = array![
+            [1e30f32, 0.0, 1e30],
+            [f32::NEG_INFINITY, 88.0, 89.0],
+            [3.0e38, -3.0e38, 0.0],
+            [1.0, 2.0, 3.0]
+        ];
+        let pad = [false, false, false];
+        masked_softmax_rows(s.view_mut(), 0, false, Some(ArrayView1::from(&pad[..])));
+        assert_eq!(s.row(0).to_vec(), vec![0.5, 0.0, 0.5]);
+        let e = (-1.0f64).exp();
+        let (a, b) = ((e / (1.0 + e)) as f32, (1.0 / (1.0 + e)) as f32);
+        assert_eq!(s[[1, 0]], 0.0);
+        assert!((s[[1, 1]] - a).abs() <= 1e-7 && (s[[1, 2]] - b).abs() <= 1e-7);
+        assert_eq!(s.row(2).to_vec(), vec![1.0, 0.0, 0.0]);
+        assert!(s.iter().all(|v| v.is_finite()));
+        // Every key padded: the row is 0. Causal with the first key padded: row 0 sees nothing.
+        let mut s = array![[1.0f64, 2.0], [3.0, 4.0]];
+        masked_softmax_rows(
+            s.view_mut(),
+            0,
+            false,
+            Some(ArrayView1::from(&[true, true][..])),
+        );
+        assert_eq!(s, Array2::<f64>::zeros((2, 2)));
+        let mut s = array![[1.0f64, 2.0], [3.0, 4.0]];
+        masked_softmax_rows(
+            s.view_mut(),
+            0,
+            true,
+            Some(ArrayView1::from(&[true, false][..])),
+        );
+        assert_eq!(s, array![[0.0, 0.0], [0.0, 1.0]]);
+    }
+
+    /// `dS = P ⊙ (dP − rowsum(P ⊙ dP))` against the Jacobian of the softmax,
+    /// `dS_j = Σ_k dP_k · P_k (δ_jk − P_j)`.
+    #[test]
+    fn fused_softmax_backward_matches_the_jacobian() {
+        for (tq, tk) in [(1, 1), (3, 5), (6, 11)] {
+            let mut p =
+                Array2::from_shape_fn((tq, tk), |(i, j)| ((i * 5 + j) as f64 * 0.9).cos() * 3.0);
+            masked_softmax_rows(p.view_mut(), 0, true, None);
+            let dp = Array2::from_shape_fn((tq, tk), |(i, j)| ((i + 2 * j) as f64 * 0.41).sin());
+            let mut ds = dp.clone();
+            softmax_backward_rows(ds.view_mut(), p.view());
+            for i in 0..tq {
+                for j in 0..tk {
+                    let want: f64 = (0..tk)
+                        .map(|k| dp[[i, k]] * p[[i, k]] * (f64::from(u8::from(j == k)) - p[[i, j]]))
+                        .sum();
+                    assert!(
+                        (ds[[i, j]] - want).abs() <= 1e-15,
+                        "{i},{j}: {} vs {want}",
+                        ds[[i, j]]
+                    );
+                }
+            }
+        }
     }
 }
