@@ -4,6 +4,8 @@
 //! Run: `cargo run --release --example bench_report` (add `-- --quick` for a smaller grid,
 //! `-- --key` for the key cases only (the ones `scripts/torch_bench.py` times in PyTorch),
 //! `-- --f64` for the f64 case, `-- --threads-sweep` for where threads start to pay,
+//! `-- --layouts` for the products with a weight in every layout, rows 1 … 1024, and dense
+//! `Linear` at the cases `scripts/torch_bench.py --linear` times,
 //! `-- --transformer` for one Transformer block only, dense against PHM n = 2, 4, 8; the full
 //! report ends with that table). Threads: `PHM_NN_NUM_THREADS=1` for one. Every figure is the
 //! median of interleaved samples, and GFLOP/s count `2·B·k·d` per forward (dense-equivalent),
@@ -509,6 +511,46 @@ fn transformer_table() {
     }
 }
 
+/// Dense `Linear` (f32), inference and training step (forward + backward, every parameter
+/// marked changed first, as after an optimizer step), at the cases `scripts/torch_bench.py
+/// --linear` times for PyTorch's `nn.Linear`; run once per thread count
+/// (`PHM_NN_NUM_THREADS=1`, `=2`).
+fn linear_table() {
+    println!("\nDense Linear, f32, {} thread(s) (medians of {SAMPLES} interleaved samples; compare with `scripts/torch_bench.py --linear`)\n", phm_nn::kernels::num_threads());
+    println!("| in×out | batch | pass | Linear ms | GFLOP/s |");
+    println!("|---|---:|---|---:|---:|");
+    let mut rng = StdRng::seed_from_u64(4);
+    for (d, k, batch) in [
+        (1024, 1024, 1),
+        (1024, 1024, 32),
+        (1024, 1024, 256),
+        (4096, 1024, 32),
+    ] {
+        let x: Array2<f32> = random(&mut rng, batch, d);
+        let g: Array2<f32> = random(&mut rng, batch, k);
+        let mut layer = LinearConfig::new(d, k).init::<f32, _>(&mut rng).unwrap();
+        let t = race(&mut [&mut || {
+            black_box(layer.infer(x.view().into_dyn()));
+        }])[0];
+        let flops = 2.0 * (batch * k * d) as f64;
+        println!(
+            "| {d}×{k} | {batch} | infer | {:.3} | {:.1} |",
+            t * 1e3,
+            gflops(flops, t)
+        );
+        let t = race(&mut [&mut || {
+            touch(&mut layer);
+            black_box(layer.forward(x.view().into_dyn()));
+            black_box(layer.backward(g.view().into_dyn()));
+        }])[0];
+        println!(
+            "| {d}×{k} | {batch} | train | {:.3} | {:.1} |",
+            t * 1e3,
+            gflops(3.0 * flops, t)
+        );
+    }
+}
+
 /// GFLOP/s of `flops` floating-point operations done in `seconds`.
 fn gflops(flops: f64, seconds: f64) -> f64 {
     flops / seconds / 1e9
@@ -596,6 +638,7 @@ fn layouts_sweep() {
             );
         }
     }
+    linear_table();
 }
 
 /// One row of [`layouts_sweep`]: `t[0]` is the crate's path, `t[1..]` the other layouts.
