@@ -298,16 +298,64 @@ fn gemm_on_this_thread<F: Float>(
     let (m, k) = a.dim();
     let n = b.ncols();
     if transposed_weight_layout(m, k, n, b.strides(), c.strides()) {
-        let mut tmp = Array2::<F>::zeros((m, n).f());
-        packed_gemm(alpha, a, b, F::zero(), &mut tmp.view_mut());
-        if beta.is_zero() {
-            c.assign(&tmp);
-        } else {
-            c.zip_mut_with(&tmp, |ci, &t| *ci = t + beta * *ci);
-        }
+        with_scratch(m * n, |buf: &mut [F]| {
+            let mut tmp = ArrayViewMut2::from_shape((m, n).f(), buf).expect("m·n values");
+            packed_gemm(alpha, a, b, F::zero(), &mut tmp);
+            if beta.is_zero() {
+                c.assign(&tmp);
+            } else {
+                c.zip_mut_with(&tmp, |ci, &t| *ci = t + beta * *ci);
+            }
+        });
     } else {
         packed_gemm(alpha, a, b, beta, c);
     }
+}
+
+/// Values up to which the temporary of a steered product is kept for the next one (per
+/// thread): 4 MiB of f32. Larger ones are allocated for the call.
+const SCRATCH_MAX: usize = 1 << 20;
+
+thread_local! {
+    /// The temporary of steered f32 products on this thread.
+    static SCRATCH_F32: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The temporary of steered f64 products on this thread.
+    static SCRATCH_F64: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `len` values of scratch (contents unspecified): this thread's reused buffer
+/// for up to [`SCRATCH_MAX`] values, a fresh one for more (or if the buffer is in use).
+fn with_scratch<F: Float, R>(len: usize, f: impl FnOnce(&mut [F]) -> R) -> R {
+    fn reuse<T: 'static, F: Float, R, G: FnOnce(&mut [F]) -> R>(
+        cell: &std::cell::RefCell<Vec<T>>,
+        len: usize,
+        f: G,
+    ) -> Result<R, G> {
+        let Ok(mut buf) = cell.try_borrow_mut() else {
+            return Err(f);
+        };
+        let Some(buf) = (&mut *buf as &mut dyn std::any::Any).downcast_mut::<Vec<F>>() else {
+            return Err(f);
+        };
+        if buf.len() < len {
+            buf.resize(len, F::zero());
+        }
+        Ok(f(&mut buf[..len]))
+    }
+    let f = if len > SCRATCH_MAX {
+        f
+    } else if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() {
+        match SCRATCH_F32.with(|cell| reuse(cell, len, f)) {
+            Ok(r) => return r,
+            Err(f) => f,
+        }
+    } else {
+        match SCRATCH_F64.with(|cell| reuse(cell, len, f)) {
+            Ok(r) => return r,
+            Err(f) => f,
+        }
+    };
+    f(&mut vec![F::zero(); len])
 }
 
 /// Whether [`gemm`] computes a product into a column-major temporary: a row-major output
