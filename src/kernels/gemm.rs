@@ -241,8 +241,9 @@ pub fn matmul<F: Float>(
 /// waits for another inside the product.
 ///
 /// One layout is steered: a row-major output by a column-major `b` (a weight `W` stored
-/// `(out, in)` and read as `Wᵀ`, as in `Y = X Wᵀ`), with fewer rows than columns (`m < n`)
-/// and an inner dimension of at least [`STEER_MIN_K`], is computed into a column-major
+/// `(out, in)` and read as `Wᵀ`, as in `Y = X Wᵀ`), with few rows (`2·m·(k + n) < k·n`: packing
+/// the input and copying the output cost less than half of packing the weight) and an inner
+/// dimension of at least [`STEER_MIN_K`], is computed into a column-major
 /// temporary of `m × n` values and copied back. With the row-major output the backend
 /// transposes the problem (`Cᵀ = Bᵀ Aᵀ`, its kernels write column-major) and `Bᵀ = W`
 /// becomes its left operand, which it packs from rows `k` apart (a gather at a stride of a
@@ -251,7 +252,10 @@ pub fn matmul<F: Float>(
 /// right operand, read in place along its contiguous rows, and only the `m × k` input is
 /// packed. Measured with `bench_report -- --layouts` (1024² and 4096 → 1024, f32, one
 /// AVX-512 core): 0.3–0.7× the rate of the column-major output for 16–128 rows before; from
-/// `m ≈ n` on both run at the same rate, and the copy is not worth it.
+/// 256 rows of 1024 on both run at the same rate, and the copy is not worth it. Steering
+/// every `m < n` also slowed the factored kernel's `128 × 256 · 256` products (`bench_report
+/// -- --key`, 1024², batch 32, n = 4 inference: 0.73–0.78 ms → 0.90–1.29 ms), hence the
+/// cost rule.
 ///
 /// # Panics
 /// If the shapes are not `(m, k)·(k, n) → (m, n)` (callers check shapes first).
@@ -360,7 +364,7 @@ fn with_scratch<F: Float, R>(len: usize, f: impl FnOnce(&mut [F]) -> R) -> R {
 
 /// Whether [`gemm`] computes a product into a column-major temporary: a row-major output
 /// (`c` columns contiguous), a column-major `b` (rows contiguous, columns apart: a weight
-/// read transposed), fewer rows than columns and an inner dimension of at least
+/// read transposed), `2·m·(k + n) < k·n` and an inner dimension of at least
 /// [`STEER_MIN_K`].
 fn transposed_weight_layout(
     m: usize,
@@ -369,7 +373,7 @@ fn transposed_weight_layout(
     b_strides: &[isize],
     c_strides: &[isize],
 ) -> bool {
-    m < n
+    2 * m * (k + n) < k * n
         && k >= STEER_MIN_K
         && b_strides[0] == 1
         && b_strides[1].unsigned_abs() > 1
@@ -552,7 +556,7 @@ mod tests {
     }
 
     /// The steered layout is the one `Y = X Wᵀ` has (a weight stored `(out, in)` read
-    /// transposed, a row-major output) with fewer rows than outputs, and only that one.
+    /// transposed, a row-major output) with few rows, and only that one.
     #[test]
     fn the_transposed_weight_layout_is_steered() {
         let x = Array2::<f32>::zeros((16, 1024));
@@ -569,6 +573,15 @@ mod tests {
         let x_many = Array2::<f32>::zeros((1024, 1024));
         let y_many = Array2::<f32>::zeros((1024, 1024));
         assert!(!steered(&x_many, w.t(), &y_many), "as many rows as columns");
+        let x_256 = Array2::<f32>::zeros((256, 1024));
+        let y_256 = Array2::<f32>::zeros((256, 1024));
+        assert!(
+            !steered(&x_256, w.t(), &y_256),
+            "a quarter as many rows as columns"
+        );
+        let x_255 = Array2::<f32>::zeros((255, 1024));
+        let y_255 = Array2::<f32>::zeros((255, 1024));
+        assert!(steered(&x_255, w.t(), &y_255), "fewer");
         let w_short = Array2::<f32>::zeros((1024, 32));
         let x_short = Array2::<f32>::zeros((16, 32));
         assert!(
