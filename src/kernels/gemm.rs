@@ -31,10 +31,12 @@ const STEER_MIN_K: usize = 64;
 /// Default multiply-adds (`m·n·k`) from which a product runs on several threads (when
 /// [`num_threads`] > 1); [`set_parallel_min_work`] changes it. With the backend's own
 /// threading (which shares the packing and meets at every depth block) two threads were
-/// 0.5–0.8× as fast as one up to 34 M multiply-adds, so the threshold was 2²⁶; with the output
-/// split into one independent block per thread, two threads were 1.6–2.3× faster from 4 M
-/// (`bench_report -- --threads-sweep` on a 2-core AVX-512 machine; see `BENCHMARKS.md`,
-/// "Products with a weight, and threads").
+/// 0.5–0.8× as fast as one up to 34 M multiply-adds, so the threshold was 2²⁶. With the output
+/// split into one independent block per thread, 2²² (4 M) is the issue's target: on a loaded
+/// 2-core AVX-512 machine (load 5–9) two threads gave 1.6–2.3× on most products from 4 M and
+/// 0.8–1.0× on others, varying from run to run; re-measure idle with
+/// `bench_report -- --threads-sweep` (see `BENCHMARKS.md`, "Products with a weight, and
+/// threads").
 pub const PARALLEL_MIN_WORK: usize = 1 << 22;
 
 /// The threshold in force (see [`PARALLEL_MIN_WORK`]).
