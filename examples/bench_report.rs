@@ -4,6 +4,8 @@
 //! Run: `cargo run --release --example bench_report` (add `-- --quick` for a smaller grid,
 //! `-- --key` for the key cases only (the ones `scripts/torch_bench.py` times in PyTorch),
 //! `-- --f64` for the f64 case, `-- --threads-sweep` for where threads start to pay,
+//! `-- --layouts` for the products with a weight in every layout, rows 1 … 1024, and dense
+//! `Linear` at the cases `scripts/torch_bench.py --linear` times,
 //! `-- --transformer` for one Transformer block only, dense against PHM n = 2, 4, 8; the full
 //! report ends with that table; `-- --models [--threads 1|2]` for whole models, see
 //! [`models_report`]). Threads: `PHM_NN_NUM_THREADS=1` for one. Every figure is the
@@ -280,7 +282,15 @@ fn threads_sweep() {
         (64, 256, 256),
         (1, 1024, 1024),
         (4, 1024, 1024),
+        (128, 128, 128),
+        (128, 128, 256),
+        (256, 128, 128),
         (32, 512, 512),
+        (512, 128, 128),
+        (1024, 128, 128),
+        (1024, 128, 512),
+        (1024, 512, 128),
+        (4096, 576, 64),
         (128, 256, 256),
         (16, 1024, 1024),
         (256, 256, 256),
@@ -318,6 +328,10 @@ fn main() {
     }
     if args.iter().any(|a| a == "--models") {
         models_report(&model_threads(&args));
+        return;
+    }
+    if args.iter().any(|a| a == "--layouts") {
+        layouts_sweep();
         return;
     }
     if args.iter().any(|a| a == "--transformer") {
@@ -905,4 +919,149 @@ fn models_report(threads: &[usize]) {
     }
     println!("\nload average at end {}", load_average());
     phm_nn::kernels::set_num_threads(initial);
+}
+
+/// Dense `Linear` (f32), inference and training step (forward + backward, every parameter
+/// marked changed first, as after an optimizer step), at the cases `scripts/torch_bench.py
+/// --linear` times for PyTorch's `nn.Linear`; run once per thread count
+/// (`PHM_NN_NUM_THREADS=1`, `=2`).
+fn linear_table() {
+    println!("\nDense Linear, f32, {} thread(s) (medians of {SAMPLES} interleaved samples; compare with `scripts/torch_bench.py --linear`)\n", phm_nn::kernels::num_threads());
+    println!("| in×out | batch | pass | Linear ms | GFLOP/s |");
+    println!("|---|---:|---|---:|---:|");
+    let mut rng = StdRng::seed_from_u64(4);
+    for (d, k, batch) in [
+        (1024, 1024, 1),
+        (1024, 1024, 32),
+        (1024, 1024, 256),
+        (4096, 1024, 32),
+    ] {
+        let x: Array2<f32> = random(&mut rng, batch, d);
+        let g: Array2<f32> = random(&mut rng, batch, k);
+        let mut layer = LinearConfig::new(d, k).init::<f32, _>(&mut rng).unwrap();
+        let t = race(&mut [&mut || {
+            black_box(layer.infer(x.view().into_dyn()));
+        }])[0];
+        let flops = 2.0 * (batch * k * d) as f64;
+        println!(
+            "| {d}×{k} | {batch} | infer | {:.3} | {:.1} |",
+            t * 1e3,
+            gflops(flops, t)
+        );
+        let t = race(&mut [&mut || {
+            touch(&mut layer);
+            black_box(layer.forward(x.view().into_dyn()));
+            black_box(layer.backward(g.view().into_dyn()));
+        }])[0];
+        println!(
+            "| {d}×{k} | {batch} | train | {:.3} | {:.1} |",
+            t * 1e3,
+            gflops(3.0 * flops, t)
+        );
+    }
+}
+
+/// GFLOP/s of `flops` floating-point operations done in `seconds`.
+fn gflops(flops: f64, seconds: f64) -> f64 {
+    flops / seconds / 1e9
+}
+
+/// The layout sweep (`--layouts`): every product with a weight that the linear family runs
+/// (`Y = X Wᵀ` forward, `dW = Gᵀ X` and `dX = G W` in training), for 1 … 1024 rows, through
+/// the crate's entry point (`kernels::matmul` with the operands as the layers pass them), and
+/// the same product in the other layouts the backend accepts: the weight stored transposed
+/// (a row-major `Wᵀ`, not counted), the output written column-major (plus the copy back to
+/// row-major, counted). `crate/best` is the crate's rate over the best layout's: 1 or more
+/// means the crate already takes the best layout.
+fn layouts_sweep() {
+    use ndarray::ShapeBuilder;
+    use phm_nn::kernels::matmul;
+    print_machine();
+    println!("Products with a weight, f32: GFLOP/s of the crate's path and of the best layout (medians of {SAMPLES} interleaved samples)\n");
+    println!(
+        "| product | in→out | rows | crate GFLOP/s | best GFLOP/s | best layout | crate/best |"
+    );
+    println!("|---|---|---:|---:|---:|---|---:|");
+    let mut rng = StdRng::seed_from_u64(3);
+    for (d, k) in [(1024usize, 1024usize), (4096, 1024)] {
+        let w: Array2<f32> = random(&mut rng, k, d);
+        let w_t = w.t().as_standard_layout().into_owned(); // (d, k) row-major
+        for m in [1usize, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024] {
+            let x: Array2<f32> = random(&mut rng, m, d);
+            let g: Array2<f32> = random(&mut rng, m, k);
+            let flops = 2.0 * (m * k * d) as f64;
+            let mut y = Array2::<f32>::zeros((m, k));
+            let mut y2 = Array2::<f32>::zeros((m, k));
+            let mut y3 = Array2::<f32>::zeros((m, k));
+            let mut y_f = Array2::<f32>::zeros((m, k).f());
+            let mut dw = Array2::<f32>::zeros((k, d));
+            let mut dw2 = Array2::<f32>::zeros((k, d));
+            let mut dw_f = Array2::<f32>::zeros((k, d).f());
+            let mut dx = Array2::<f32>::zeros((m, d));
+            let mut dx2 = Array2::<f32>::zeros((m, d));
+            let mut dx3 = Array2::<f32>::zeros((m, d));
+            let mut dx_f = Array2::<f32>::zeros((m, d).f());
+            // Forward Y = X Wᵀ.
+            let t = race(&mut [
+                &mut || matmul(1.0, x.view(), w.t(), 0.0, y.view_mut()),
+                &mut || matmul(1.0, x.view(), w_t.view(), 0.0, y2.view_mut()),
+                &mut || {
+                    matmul(1.0, x.view(), w.t(), 0.0, y_f.view_mut());
+                    y3.assign(&y_f);
+                },
+            ]);
+            layout_line(
+                "Y = X·Wᵀ",
+                d,
+                k,
+                m,
+                flops,
+                &t,
+                &["Wᵀ row-major", "Y col-major + copy"],
+            );
+            // dW = Gᵀ X.
+            let t = race(&mut [
+                &mut || matmul(1.0, g.t(), x.view(), 0.0, dw.view_mut()),
+                &mut || {
+                    matmul(1.0, g.t(), x.view(), 0.0, dw_f.view_mut());
+                    dw2.assign(&dw_f);
+                },
+            ]);
+            layout_line("dW = Gᵀ·X", d, k, m, flops, &t, &["dW col-major + copy"]);
+            // dX = G W.
+            let t = race(&mut [
+                &mut || matmul(1.0, g.view(), w.view(), 0.0, dx.view_mut()),
+                &mut || matmul(1.0, g.view(), w_t.t(), 0.0, dx2.view_mut()),
+                &mut || {
+                    matmul(1.0, g.view(), w.view(), 0.0, dx_f.view_mut());
+                    dx3.assign(&dx_f);
+                },
+            ]);
+            layout_line(
+                "dX = G·W",
+                d,
+                k,
+                m,
+                flops,
+                &t,
+                &["W col-major", "dX col-major + copy"],
+            );
+        }
+    }
+    linear_table();
+}
+
+/// One row of [`layouts_sweep`]: `t[0]` is the crate's path, `t[1..]` the other layouts.
+fn layout_line(what: &str, d: usize, k: usize, m: usize, flops: f64, t: &[f64], names: &[&str]) {
+    let (best, name) =
+        t[1..].iter().zip(names).fold(
+            (t[0], "crate's"),
+            |(bt, bn), (&ti, &ni)| if ti < bt { (ti, ni) } else { (bt, bn) },
+        );
+    println!(
+        "| {what} | {d}→{k} | {m} | {:.1} | {:.1} | {name} | {:.2} |",
+        gflops(flops, t[0]),
+        gflops(flops, best),
+        best / t[0]
+    );
 }

@@ -7,6 +7,8 @@ Setup (a developer machine; CI does not need Python):
     python3 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch
     /tmp/torchenv/bin/python scripts/torch_bench.py            # 1 and 2 threads
     /tmp/torchenv/bin/python scripts/torch_bench.py --threads 1
+    /tmp/torchenv/bin/python scripts/torch_bench.py --linear   # nn.Linear only, as
+        # `bench_report -- --layouts` times dense Linear (run that at PHM_NN_NUM_THREADS=1, 2)
 
 Formulations, all f32, with the crate's conventions (A: (n, n, n), S: (n, k/n, d/n),
 W = sum_i kron(A_i, S_i) of shape (k, d), Y = X W^T + b):
@@ -47,6 +49,10 @@ KEY_CASES = [
     (256, 256, 32, 4, True),
     (256, 256, 32, 8, True),
 ]
+
+
+# (in, out, batch): dense nn.Linear alone, the cases `bench_report -- --layouts` ends with.
+LINEAR_CASES = [(1024, 1024, 1), (1024, 1024, 32), (1024, 1024, 256), (4096, 1024, 32)]
 
 
 def race(contenders):
@@ -132,12 +138,46 @@ def run_case(d, k, batch, n, train):
     return race([lambda l=l: f(l) for l in layers])
 
 
+def linear_table(threads_list):
+    """nn.Linear inference and training step (forward + backward, input gradient included)."""
+    for threads in threads_list:
+        torch.set_num_threads(threads)
+        print(f"\nnn.Linear, f32, {threads} thread(s)\n")
+        print("| in×out | batch | pass | nn.Linear ms | GFLOP/s |")
+        print("|---|---:|---|---:|---:|")
+        for d, k, batch in LINEAR_CASES:
+            x = (torch.rand(batch, d) * 2 - 1).requires_grad_(True)
+            g = torch.rand(batch, k) * 2 - 1
+            layer = torch.nn.Linear(d, k)
+
+            def infer():
+                with torch.no_grad():
+                    layer(x)
+
+            def step():
+                for p in layer.parameters():
+                    p.grad = None
+                x.grad = None
+                layer(x).backward(g)
+
+            flops = 2.0 * batch * k * d
+            (t,) = race([infer])
+            print(f"| {d}×{k} | {batch} | infer | {t * 1e3:.3f} | {flops / t / 1e9:.1f} |")
+            (t,) = race([step])
+            print(f"| {d}×{k} | {batch} | train | {t * 1e3:.3f} | {3 * flops / t / 1e9:.1f} |",
+                  flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="*", default=[1, 2])
+    parser.add_argument("--linear", action="store_true", help="nn.Linear cases only")
     args = parser.parse_args()
     torch.set_num_interop_threads(1)
     print(f"PyTorch {torch.__version__} · CPU capability: {torch.backends.cpu.get_cpu_capability()}")
+    if args.linear:
+        linear_table(args.threads)
+        return
     print(
         "\n| in×out | batch | n | pass | threads | nn.Linear ms | Compacter PHM ms | factored PHM ms "
         "| best PHM ms | best PHM/Linear |"

@@ -4,31 +4,40 @@
 //! Products run on the `gemm` crate's packed kernels ([`gemm_backend`](super::gemm_backend),
 //! the crate's only `unsafe`), which choose their SIMD code at run time: AVX-512, AVX2/FMA,
 //! NEON or a portable fallback ([`simd_level`] says which). A product of at least
-//! [`PARALLEL_MIN_WORK`] multiply-adds runs on [`num_threads`] threads; smaller ones run on the
-//! calling thread, where threads cost more than they gain.
+//! [`PARALLEL_MIN_WORK`] multiply-adds runs on [`num_threads`] threads, each computing one
+//! contiguous block of the output on its own (the one pool of
+//! [`parallel`](super::parallel)); smaller ones run on the calling thread, where threads cost
+//! more than they gain.
+//!
+//! ```text
+//!     C (m × n) = A B:  n ≥ m → C = [A B₁ | A B₂ | …]   (column blocks: each thread packs its Bⱼ)
+//!                       n < m → C = [A₁ B; A₂ B; …]     (row blocks: each thread packs its Aᵢ)
+//! ```
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, ShapeBuilder};
+use ndarray::{
+    s, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, ShapeBuilder,
+};
 
 use crate::kernels::gemm_backend::packed_gemm;
 use crate::Float;
 
-/// Rows of `a` up to which [`gemm`] computes a product with a weight into a column-major
-/// temporary (the batch-1 path).
-const FEW_ROWS: usize = 8;
-
-/// Inner dimension from which the few-rows path applies (shorter products: the packing it
-/// saves is small).
-const FEW_ROWS_MIN_K: usize = 64;
+/// Inner dimension from which [`gemm`] steers a product with a transposed weight to a
+/// column-major temporary (shorter products: the packing it saves is small).
+const STEER_MIN_K: usize = 64;
 
 /// Default multiply-adds (`m·n·k`) from which a product runs on several threads (when
-/// [`num_threads`] > 1); [`set_parallel_min_work`] changes it. Measured with
-/// `bench_report -- --threads-sweep` on an idle 2-core AVX-512 machine: up to 34 M
-/// multiply-adds (32×1024×1024) two threads were 0.5–0.8× as fast as one, from 67 M
-/// (256×512×512) 1.2–1.5× faster (see `BENCHMARKS.md`, "Threads, measured idle").
-pub const PARALLEL_MIN_WORK: usize = 1 << 26;
+/// [`num_threads`] > 1); [`set_parallel_min_work`] changes it. With the backend's own
+/// threading (which shares the packing and meets at every depth block) two threads were
+/// 0.5–0.8× as fast as one up to 34 M multiply-adds, so the threshold was 2²⁶. With the output
+/// split into one independent block per thread, 2²² (4 M) is the issue's target: on a loaded
+/// 2-core AVX-512 machine (load 5–9) two threads gave 1.6–2.3× on most products from 4 M and
+/// 0.8–1.0× on others, varying from run to run; re-measure idle with
+/// `bench_report -- --threads-sweep` (see `BENCHMARKS.md`, "Products with a weight, and
+/// threads").
+pub const PARALLEL_MIN_WORK: usize = 1 << 22;
 
 /// The threshold in force (see [`PARALLEL_MIN_WORK`]).
 static MIN_WORK: AtomicUsize = AtomicUsize::new(PARALLEL_MIN_WORK);
@@ -236,16 +245,28 @@ pub fn matmul<F: Float>(
 /// `c ← alpha · a · b + beta · c`, for any strides (negative ones are copied first). With
 /// `beta = 0`, `c` is not read (NaN in it is ignored).
 ///
-/// Everything runs on the `gemm` crate's kernels (SIMD chosen at run time), on
-/// [`num_threads`] threads when the product has at least the threshold of
-/// [`set_parallel_min_work`] multiply-adds. One layout is steered: a product with at most
-/// [`FEW_ROWS`] rows of `a` (batch 1, or the `n` segments of one sample) by a `b` with
-/// contiguous columns (a weight `W` read as `Wᵀ`) and an inner dimension of at least
-/// [`FEW_ROWS_MIN_K`] is computed into a column-major temporary of `m × n` values. With a
-/// row-major output the backend would transpose the problem and copy (pack) the whole weight
-/// before using each entry once; with a column-major one it reads the weight in place
-/// (12–25 % less CPU time at batch 1, 1024² and 4096², measured with `perf stat`; see
-/// `BENCHMARKS.md`).
+/// Everything runs on the `gemm` crate's kernels (SIMD chosen at run time). A product of at
+/// least the threshold of [`set_parallel_min_work`] multiply-adds is split into
+/// [`num_threads`] contiguous blocks of `c` (columns when `n ≥ m`, else rows), each computed
+/// on one thread of the pool: a thread packs only its share of the split operand and never
+/// waits for another inside the product.
+///
+/// One layout is steered: a row-major output by a column-major `b` (a weight `W` stored
+/// `(out, in)` and read as `Wᵀ`, as in `Y = X Wᵀ`), with few rows (`2·m·(k + n) < k·n`: packing
+/// the input and copying the output cost less than half of packing the weight) and an inner
+/// dimension of at least [`STEER_MIN_K`], is computed into a column-major
+/// temporary of `m × n` values and copied back. With the row-major output the backend
+/// transposes the problem (`Cᵀ = Bᵀ Aᵀ`, its kernels write column-major) and `Bᵀ = W`
+/// becomes its left operand, which it packs from rows `k` apart (a gather at a stride of a
+/// whole row, 4 KiB for `k = 1024` f32: every row of a panel in the same cache set) on every
+/// call, to use each entry only `m` times. With a column-major output the weight is the
+/// right operand, read in place along its contiguous rows, and only the `m × k` input is
+/// packed. Measured with `bench_report -- --layouts` (1024² and 4096 → 1024, f32, one
+/// AVX-512 core): 0.3–0.7× the rate of the column-major output for 16–128 rows before; from
+/// 256 rows of 1024 on both run at the same rate, and the copy is not worth it. Steering
+/// every `m < n` also slowed the factored kernel's `128 × 256 · 256` products (`bench_report
+/// -- --key`, 1024², batch 32, n = 4 inference: 0.73–0.78 ms → 0.90–1.29 ms), hence the
+/// cost rule.
 ///
 /// # Panics
 /// If the shapes are not `(m, k)·(k, n) → (m, n)` (callers check shapes first).
@@ -262,22 +283,112 @@ pub(crate) fn gemm<F: Float>(
     assert_eq!(k, b.nrows(), "gemm: inner dimensions differ");
     assert_eq!(c.dim(), (m, n), "gemm: output shape differs");
     let threads = threads_for(m.saturating_mul(n).saturating_mul(k));
-    let few = (1..=FEW_ROWS).contains(&m) && n > 1 && k >= FEW_ROWS_MIN_K && b.strides()[0] == 1;
-    let run = |c: &mut ArrayViewMut2<F>, beta: F| match (threads > 1).then(|| pool(threads)) {
-        Some(Some(p)) => p.install(|| packed_gemm(alpha, a, b, beta, c, threads)),
-        _ => packed_gemm(alpha, a, b, beta, c, 1),
-    };
-    if few {
-        let mut tmp = Array2::<F>::zeros((m, n).f());
-        run(&mut tmp.view_mut(), F::zero());
-        if beta.is_zero() {
-            c.assign(&tmp);
+    if threads > 1 {
+        // Each thread computes a block of the output on its own: it packs only its share of
+        // the operand that is split, and no thread waits for another inside the product.
+        if n >= m {
+            super::parallel::for_each_chunk(c.view_mut(), Axis(1), usize::MAX, |j, mut c| {
+                let b = b.slice(s![.., j..j + c.ncols()]);
+                gemm_on_this_thread(alpha, a, &b, beta, &mut c);
+            });
         } else {
-            c.zip_mut_with(&tmp, |ci, &t| *ci = t + beta * *ci);
+            super::parallel::for_each_chunk(c.view_mut(), Axis(0), usize::MAX, |i, mut c| {
+                let a = a.slice(s![i..i + c.nrows(), ..]);
+                gemm_on_this_thread(alpha, &a, b, beta, &mut c);
+            });
         }
     } else {
-        run(c, beta);
+        gemm_on_this_thread(alpha, a, b, beta, c);
     }
+}
+
+/// [`gemm`] on the calling thread: the steered layout (see [`gemm`]) or the backend.
+fn gemm_on_this_thread<F: Float>(
+    alpha: F,
+    a: &ArrayView2<F>,
+    b: &ArrayView2<F>,
+    beta: F,
+    c: &mut ArrayViewMut2<F>,
+) {
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    if transposed_weight_layout(m, k, n, b.strides(), c.strides()) {
+        with_scratch(m * n, |buf: &mut [F]| {
+            let mut tmp = ArrayViewMut2::from_shape((m, n).f(), buf).expect("m·n values");
+            packed_gemm(alpha, a, b, F::zero(), &mut tmp);
+            if beta.is_zero() {
+                c.assign(&tmp);
+            } else {
+                c.zip_mut_with(&tmp, |ci, &t| *ci = t + beta * *ci);
+            }
+        });
+    } else {
+        packed_gemm(alpha, a, b, beta, c);
+    }
+}
+
+/// Values up to which the temporary of a steered product is kept for the next one (per
+/// thread): 4 MiB of f32. Larger ones are allocated for the call.
+const SCRATCH_MAX: usize = 1 << 20;
+
+thread_local! {
+    /// The temporary of steered f32 products on this thread.
+    static SCRATCH_F32: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The temporary of steered f64 products on this thread.
+    static SCRATCH_F64: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `len` values of scratch (contents unspecified): this thread's reused buffer
+/// for up to [`SCRATCH_MAX`] values, a fresh one for more (or if the buffer is in use).
+fn with_scratch<F: Float, R>(len: usize, f: impl FnOnce(&mut [F]) -> R) -> R {
+    fn reuse<T: 'static, F: Float, R, G: FnOnce(&mut [F]) -> R>(
+        cell: &std::cell::RefCell<Vec<T>>,
+        len: usize,
+        f: G,
+    ) -> Result<R, G> {
+        let Ok(mut buf) = cell.try_borrow_mut() else {
+            return Err(f);
+        };
+        let Some(buf) = (&mut *buf as &mut dyn std::any::Any).downcast_mut::<Vec<F>>() else {
+            return Err(f);
+        };
+        if buf.len() < len {
+            buf.resize(len, F::zero());
+        }
+        Ok(f(&mut buf[..len]))
+    }
+    let f = if len > SCRATCH_MAX {
+        f
+    } else if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() {
+        match SCRATCH_F32.with(|cell| reuse(cell, len, f)) {
+            Ok(r) => return r,
+            Err(f) => f,
+        }
+    } else {
+        match SCRATCH_F64.with(|cell| reuse(cell, len, f)) {
+            Ok(r) => return r,
+            Err(f) => f,
+        }
+    };
+    f(&mut vec![F::zero(); len])
+}
+
+/// Whether [`gemm`] computes a product into a column-major temporary: a row-major output
+/// (`c` columns contiguous), a column-major `b` (rows contiguous, columns apart: a weight
+/// read transposed), `2·m·(k + n) < k·n` and an inner dimension of at least
+/// [`STEER_MIN_K`].
+fn transposed_weight_layout(
+    m: usize,
+    k: usize,
+    n: usize,
+    b_strides: &[isize],
+    c_strides: &[isize],
+) -> bool {
+    2 * m * (k + n) < k * n
+        && k >= STEER_MIN_K
+        && b_strides[0] == 1
+        && b_strides[1].unsigned_abs() > 1
+        && c_strides[1] == 1
 }
 
 /// `buf` resized to `dim` (reallocated only when the shape changes; contents unspecified).
@@ -369,78 +480,124 @@ mod tests {
     use super::*;
     use ndarray::ShapeBuilder;
 
-    fn filled(rows: usize, cols: usize, col_major: bool, seed: usize) -> Array2<f64> {
+    /// Deterministic small integers (every sum below is exact in f32 and f64, in any order).
+    fn filled<F: Float>(rows: usize, cols: usize, col_major: bool, seed: usize) -> Array2<F> {
         let mut a = if col_major {
             Array2::zeros((rows, cols).f())
         } else {
             Array2::zeros((rows, cols))
         };
         for ((i, j), v) in a.indexed_iter_mut() {
-            *v = ((i * 7 + j * 13 + seed * 31) % 17) as f64 - 8.0;
+            *v = F::of(((i * 7 + j * 13 + seed * 31) % 17) as f64 - 8.0);
         }
         a
     }
 
-    /// Products threaded on 2 threads (the threshold set to 0 for the call; few rows and
-    /// many) give the same result as on 1 thread, equal to the definition (small integers:
-    /// every sum is exact).
-    #[test]
-    fn threaded_products_match_one_thread() {
-        for (m, k, n) in [(4, 1024, 1024), (64, 256, 512)] {
-            let a = filled(m, k, false, 1);
-            let b = filled(k, n, true, 2);
-            let mut want = Array2::<f64>::zeros((m, n));
-            for i in 0..m {
-                for j in 0..n {
-                    want[[i, j]] = (0..k).map(|l| a[[i, l]] * b[[l, j]]).sum();
-                }
+    /// `alpha · a · b + beta · c` by the definition.
+    fn naive<F: Float>(
+        alpha: F,
+        a: &Array2<F>,
+        b: &Array2<F>,
+        beta: F,
+        c: &Array2<F>,
+    ) -> Array2<F> {
+        Array2::from_shape_fn(c.dim(), |(i, j)| {
+            let mut dot = F::zero();
+            for l in 0..a.ncols() {
+                dot += a[[i, l]] * b[[l, j]];
             }
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(2)
-                .build()
-                .unwrap();
-            let mut c2 = Array2::<f64>::zeros((m, n));
-            set_parallel_min_work(0);
-            pool.install(|| gemm(1.0, &a.view(), &b.view(), 0.0, &mut c2.view_mut()));
-            set_parallel_min_work(PARALLEL_MIN_WORK);
-            assert_eq!(c2, want, "entry point, threaded, m={m}");
-            let mut c1 = Array2::<f64>::zeros((m, n));
-            gemm(1.0, &a.view(), &b.view(), 0.0, &mut c1.view_mut());
-            assert_eq!(c1, want, "entry point, m={m}");
-            let mut c3 = Array2::<f64>::zeros((m, n));
-            pool.install(|| packed_gemm(1.0, &a.view(), &b.view(), 0.0, &mut c3.view_mut(), 2));
-            assert_eq!(c3, want, "packed, 2 threads");
-        }
+            alpha * dot + beta * c[[i, j]]
+        })
     }
 
-    /// Every path of `gemm` (few rows, packed, matrix–vector) against a plain triple loop,
-    /// with alpha and beta.
-    #[test]
-    fn gemm_branches_match_the_definition() {
-        for (m, k, n) in [
+    /// Every path of `gemm` (the steered transposed-weight layout, the backend's layouts,
+    /// products split into row or column blocks across threads, matrix–vector) against the
+    /// definition, at odd shapes, every operand layout, with alpha and beta, on 1, 2 and 3
+    /// threads (every product threaded: threshold 0).
+    fn paths_match_the_definition<F: Float>() {
+        let shapes = [
             (1, 5, 7),
-            (2, 5, 7),
             (3, 4, 6),
-            (1, 1, 6),
-            (4, 1, 3),
             (5, 3, 1),
-        ] {
-            for (a_cm, b_cm) in [(false, false), (false, true), (true, false), (true, true)] {
-                for (alpha, beta) in [(1.0, 0.0), (2.0, 1.0), (-0.5, 3.0)] {
-                    let a = filled(m, k, a_cm, 1);
-                    let b = filled(k, n, b_cm, 2);
-                    let mut c = filled(m, n, false, 3);
-                    let mut want = c.clone();
-                    for i in 0..m {
-                        for j in 0..n {
-                            let dot: f64 = (0..k).map(|l| a[[i, l]] * b[[l, j]]).sum();
-                            want[[i, j]] = alpha * dot + beta * want[[i, j]];
+            (1, 67, 5),
+            (3, 65, 17),
+            (2, 130, 131),
+            (7, 100, 33),
+            (33, 70, 9),
+            (64, 64, 64),
+            (45, 3, 50),
+        ];
+        for threads in [1, 2, 3] {
+            set_num_threads(threads);
+            set_parallel_min_work(0);
+            for &(m, k, n) in &shapes {
+                for layout in 0..8 {
+                    let (a_cm, b_cm, c_cm) = (layout & 1 != 0, layout & 2 != 0, layout & 4 != 0);
+                    for (alpha, beta) in [(1.0, 0.0), (2.0, 1.0), (-0.5, 3.0)] {
+                        let (alpha, beta) = (F::of(alpha), F::of(beta));
+                        let a = filled::<F>(m, k, a_cm, 1);
+                        let b = filled::<F>(k, n, b_cm, 2);
+                        let mut c = filled::<F>(m, n, c_cm, 3);
+                        let want = naive(alpha, &a, &b, beta, &c);
+                        if beta.is_zero() {
+                            c.fill(F::nan()); // beta = 0 must not read c
                         }
+                        gemm(alpha, &a.view(), &b.view(), beta, &mut c.view_mut());
+                        assert_eq!(
+                            c, want,
+                            "threads={threads} m={m} k={k} n={n} a_cm={a_cm} b_cm={b_cm} \
+                             c_cm={c_cm} alpha={alpha} beta={beta}"
+                        );
                     }
-                    gemm(alpha, &a.view(), &b.view(), beta, &mut c.view_mut());
-                    assert_eq!(c, want, "m={m} k={k} n={n} a_cm={a_cm} b_cm={b_cm}");
                 }
             }
         }
+        set_parallel_min_work(PARALLEL_MIN_WORK);
+        set_num_threads(1);
+    }
+
+    #[test]
+    fn gemm_paths_match_the_definition_f32() {
+        paths_match_the_definition::<f32>();
+    }
+
+    #[test]
+    fn gemm_paths_match_the_definition_f64() {
+        paths_match_the_definition::<f64>();
+    }
+
+    /// The steered layout is the one `Y = X Wᵀ` has (a weight stored `(out, in)` read
+    /// transposed, a row-major output) with few rows, and only that one.
+    #[test]
+    fn the_transposed_weight_layout_is_steered() {
+        let x = Array2::<f32>::zeros((16, 1024));
+        let w = Array2::<f32>::zeros((1024, 1024));
+        let w_t = Array2::<f32>::zeros((1024, 1024));
+        let y = Array2::<f32>::zeros((16, 1024));
+        let y_f = Array2::<f32>::zeros((16, 1024).f());
+        let steered = |a: &Array2<f32>, b: ndarray::ArrayView2<f32>, c: &Array2<f32>| {
+            transposed_weight_layout(a.nrows(), a.ncols(), b.ncols(), b.strides(), c.strides())
+        };
+        assert!(steered(&x, w.t(), &y), "X Wᵀ into a row-major Y");
+        assert!(!steered(&x, w_t.view(), &y), "a row-major right operand");
+        assert!(!steered(&x, w.t(), &y_f), "a column-major output");
+        let x_many = Array2::<f32>::zeros((1024, 1024));
+        let y_many = Array2::<f32>::zeros((1024, 1024));
+        assert!(!steered(&x_many, w.t(), &y_many), "as many rows as columns");
+        let x_256 = Array2::<f32>::zeros((256, 1024));
+        let y_256 = Array2::<f32>::zeros((256, 1024));
+        assert!(
+            !steered(&x_256, w.t(), &y_256),
+            "a quarter as many rows as columns"
+        );
+        let x_255 = Array2::<f32>::zeros((255, 1024));
+        let y_255 = Array2::<f32>::zeros((255, 1024));
+        assert!(steered(&x_255, w.t(), &y_255), "fewer");
+        let w_short = Array2::<f32>::zeros((1024, 32));
+        let x_short = Array2::<f32>::zeros((16, 32));
+        assert!(
+            !steered(&x_short, w_short.t(), &y),
+            "a short inner dimension"
+        );
     }
 }

@@ -43,9 +43,9 @@ fn strides(shape: &[usize], strides: &[isize]) -> [isize; 2] {
     [fix(0), fix(1)]
 }
 
-/// `c ← alpha · a · b + beta · c` with the `gemm` crate, on `threads` threads of the current
-/// rayon pool (`1`: on the calling thread). With `beta = 0`, `c` is never read (NaN in it is
-/// ignored).
+/// `c ← alpha · a · b + beta · c` with the `gemm` crate, on the calling thread (threads split
+/// the output before calling it: [`gemm`](super::gemm)). With `beta = 0`, `c` is never read
+/// (NaN in it is ignored).
 ///
 /// # Panics
 /// If the shapes are not `(m, k)·(k, n) → (m, n)`, if `F` is not `f32` or `f64`, or if `c`
@@ -57,7 +57,6 @@ pub(crate) fn packed_gemm<F: Float>(
     b: &ArrayView2<'_, F>,
     beta: F,
     c: &mut ArrayViewMut2<'_, F>,
-    threads: usize,
 ) {
     let (m, k) = a.dim();
     let n = b.ncols();
@@ -79,16 +78,16 @@ pub(crate) fn packed_gemm<F: Float>(
     }
     if !non_negative(a) {
         let a = a.as_standard_layout();
-        return packed_gemm(alpha, &a.view(), b, beta, c, threads);
+        return packed_gemm(alpha, &a.view(), b, beta, c);
     }
     if !non_negative(b) {
         let b = b.as_standard_layout();
-        return packed_gemm(alpha, a, &b.view(), beta, c, threads);
+        return packed_gemm(alpha, a, &b.view(), beta, c);
     }
     if !non_negative(&c.view()) {
         // Compute into a fresh standard-layout array, then copy back through the view.
         let mut tmp = c.as_standard_layout().into_owned();
-        packed_gemm(alpha, a, b, beta, &mut tmp.view_mut(), threads);
+        packed_gemm(alpha, a, b, beta, &mut tmp.view_mut());
         c.assign(&tmp);
         return;
     }
@@ -99,11 +98,6 @@ pub(crate) fn packed_gemm<F: Float>(
         (m <= 1 || c_rs != 0) && (n <= 1 || c_cs != 0),
         "gemm: the output has a zero stride (aliased elements)"
     );
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
     let read_dst = !beta.is_zero();
     // SAFETY: `gemm::gemm` requires, for i < m, j < n, l < k, that `dst + i·dst_rs + j·dst_cs`
     // is valid for reads (if `read_dst`) and writes, `lhs + i·lhs_rs + l·lhs_cs` and
@@ -142,7 +136,7 @@ pub(crate) fn packed_gemm<F: Float>(
             false,
             false,
             false,
-            parallelism,
+            gemm::Parallelism::None,
         );
     }
 }
@@ -189,13 +183,12 @@ mod tests {
         })
     }
 
-    /// Runs `packed_gemm` on the views with `threads` threads and compares with [`naive`].
+    /// Runs `packed_gemm` on the views and compares with [`naive`].
     fn check<F: Float>(
         what: &str,
         a: ArrayView2<'_, F>,
         b: ArrayView2<'_, F>,
         c: &mut ArrayViewMut2<'_, F>,
-        threads: usize,
     ) {
         for (alpha, beta) in [(1.0, 0.0), (2.0, 1.0), (-0.5, 3.0), (1.0, -1.0)] {
             let (alpha, beta) = (F::of(alpha), F::of(beta));
@@ -204,17 +197,13 @@ mod tests {
             if beta.is_zero() {
                 c.fill(F::nan()); // beta = 0 must not read c
             }
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| packed_gemm(alpha, &a, &b, beta, c, threads));
+            packed_gemm(alpha, &a, &b, beta, c);
             assert_eq!(c.to_owned(), want, "{what}: alpha={alpha} beta={beta}");
             c.assign(&before);
         }
     }
 
-    fn layouts<F: Float>(threads: usize) {
+    fn layouts<F: Float>() {
         // Shapes: one row, one column, empty, tiny, and large enough to be packed and split.
         for (m, k, n) in [
             (1, 7, 9),
@@ -237,7 +226,7 @@ mod tests {
                 let b = filled::<F>(k, n, b_cm, 2);
                 let mut c = filled::<F>(m, n, c_cm, 3);
                 let what = format!("m={m} k={k} n={n} a_cm={a_cm} b_cm={b_cm} c_cm={c_cm}");
-                check(&what, a.view(), b.view(), &mut c.view_mut(), threads);
+                check(&what, a.view(), b.view(), &mut c.view_mut());
                 // Transposed operands: bᵀ aᵀ into cᵀ.
                 let mut ct = c.t().to_owned();
                 check(
@@ -245,7 +234,6 @@ mod tests {
                     b.t(),
                     a.t(),
                     &mut ct.view_mut(),
-                    threads,
                 );
             }
         }
@@ -255,26 +243,18 @@ mod tests {
         let mut big_c = filled::<F>(60, 60, false, 6);
         let a = big_a.slice(s![1..;2, 3..23]); // (20, 20), row stride 60
         let b = big_b.slice(s![5..25, ..;3]); // (20, 17), column stride 90
-        check(
-            "stepped",
-            a,
-            b,
-            &mut big_c.slice_mut(s![2..42;2, 1..18]),
-            threads,
-        );
+        check("stepped", a, b, &mut big_c.slice_mut(s![2..42;2, 1..18]));
         check(
             "reversed a",
             big_a.slice(s![..;-1, ..]),
             big_b.view(),
             &mut big_c.slice_mut(s![..40, ..50]),
-            threads,
         );
         check(
             "reversed b and c",
             big_a.view(),
             big_b.slice(s![..;-1, ..;-2]),
             &mut big_c.slice_mut(s![..40;-1, ..25]),
-            threads,
         );
         // Broadcast (zero-stride) operands: a row repeated, a column repeated.
         let row = filled::<F>(1, 30, false, 7);
@@ -284,27 +264,23 @@ mod tests {
             row.broadcast((40, 30)).unwrap(),
             big_b.view(),
             &mut big_c.slice_mut(s![..40, ..50]),
-            threads,
         );
         check(
             "broadcast b",
             big_a.view(),
             col.broadcast((30, 50)).unwrap(),
             &mut big_c.slice_mut(s![..40, ..50]),
-            threads,
         );
     }
 
     #[test]
     fn packed_gemm_matches_the_definition_f32() {
-        layouts::<f32>(1);
-        layouts::<f32>(2);
+        layouts::<f32>();
     }
 
     #[test]
     fn packed_gemm_matches_the_definition_f64() {
-        layouts::<f64>(1);
-        layouts::<f64>(2);
+        layouts::<f64>();
     }
 
     #[test]
@@ -313,6 +289,6 @@ mod tests {
         let a = Array2::<f32>::zeros((2, 3));
         let b = Array2::<f32>::zeros((4, 2));
         let mut c = Array2::<f32>::zeros((2, 2));
-        packed_gemm(1.0, &a.view(), &b.view(), 0.0, &mut c.view_mut(), 1);
+        packed_gemm(1.0, &a.view(), &b.view(), 0.0, &mut c.view_mut());
     }
 }

@@ -101,7 +101,7 @@ pub(crate) fn for_each_chunk<A, D, Fun>(
         rest = tail;
     }
     chunks.push((chunk_start(len, parts, parts - 1), rest));
-    run(parts, chunks, |(start, chunk)| f(start, chunk));
+    run(chunks, |(start, chunk)| f(start, chunk));
 }
 
 /// [`for_each_chunk`] over two views of the same length along `axis`, split at the same
@@ -140,13 +140,14 @@ pub(crate) fn for_each_chunk2<A, B, DA, DB, Fun>(
         rest_b = tb;
     }
     chunks.push((chunk_start(len, parts, parts - 1), rest_a, rest_b));
-    run(parts, chunks, |(start, ca, cb)| f(start, ca, cb));
+    run(chunks, |(start, ca, cb)| f(start, ca, cb));
 }
 
 /// Runs `f` on every task: the first on the calling thread, the others on the pool of
-/// `threads` threads (all on the calling thread if the pool cannot be built).
-fn run<T: Send, Fun: Fn(T) + Sync>(threads: usize, tasks: Vec<T>, f: Fun) {
-    let Some(pool) = pool(threads) else {
+/// [`num_threads`] threads (the one pool, whatever the number of tasks; all on the calling
+/// thread if the pool cannot be built).
+fn run<T: Send, Fun: Fn(T) + Sync>(tasks: Vec<T>, f: Fun) {
+    let Some(pool) = pool(num_threads()) else {
         tasks.into_iter().for_each(f);
         return;
     };
