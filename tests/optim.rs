@@ -554,3 +554,114 @@ fn adam_in_f32() {
     opt.step(&mut l).unwrap();
     assert_eq!(l.weight(), array![[0.75f32, -0.75]]);
 }
+
+/// Layer `k` of [`four_layers`]: 40×40 with bias.
+fn layer40(k: usize) -> Linear<f64> {
+    let w = Array2::from_shape_fn((40, 40), |(i, j)| ((i * 7 + j * 3 + k) % 11) as f64 - 5.0);
+    let b = ndarray::Array1::from_shape_fn(40, |i| 0.1 * (i + k) as f64);
+    Linear::from_parts(w, Some(b)).unwrap()
+}
+
+/// Four 40×40 layers with bias: enough entries (6 560) for a step to be split across two
+/// threads.
+fn four_layers() -> phm_nn::module::sequential::Sequential<f64> {
+    phm_nn::module::sequential::Sequential::new()
+        .add(layer40(0))
+        .add(layer40(1))
+        .add(layer40(2))
+        .add(layer40(3))
+}
+
+fn adamw() -> AdamW<f64> {
+    AdamW::new(AdamWConfig {
+        lr: 0.01,
+        weight_decay: 0.1,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// A step split across the pool updates every parameter exactly as stepping it alone (one
+/// thread, its own optimizer) does, on 1 and 2 threads.
+#[test]
+fn adamw_step_split_across_threads_matches_parameter_by_parameter() {
+    let grads = |step: usize| {
+        move |name: &str, i: usize| {
+            ((i * 13 + name.bytes().map(usize::from).sum::<usize>() * 5 + step * 3) % 17) as f64
+                * 0.3
+                - 2.0
+        }
+    };
+    // Reference: each layer stepped alone (too small to split).
+    phm_nn::kernels::set_num_threads(1);
+    let mut want = Vec::new();
+    for k in 0..4 {
+        let mut alone = layer40(k);
+        let mut opt = adamw();
+        for step in 0..3 {
+            // The layer's parameters are named "{k}.weight"/"{k}.bias" in the whole model.
+            let g = grads(step);
+            alone.visit_params(&mut |name, p| {
+                let full = format!("{k}.{name}");
+                for (i, x) in p.write().grad_mut().iter_mut().enumerate() {
+                    *x = g(&full, i);
+                }
+            });
+            opt.step(&mut alone).unwrap();
+        }
+        want.extend(values(&alone));
+    }
+    for threads in [1, 2] {
+        phm_nn::kernels::set_num_threads(threads);
+        let mut model = four_layers();
+        let mut opt = adamw();
+        for step in 0..3 {
+            set_grads(&mut model, &grads(step));
+            opt.step(&mut model).unwrap();
+        }
+        assert_eq!(values(&model), want, "{threads} thread(s)");
+    }
+    phm_nn::kernels::set_num_threads(1);
+}
+
+/// On 2 threads, a non-finite gradient is reported before a non-finite update of an earlier
+/// parameter, and nothing changes.
+#[test]
+fn split_step_reports_the_gradient_first_and_changes_nothing() {
+    phm_nn::kernels::set_num_threads(2);
+    let mut model = four_layers();
+    let mut opt = Adam::new(AdamConfig {
+        lr: 0.1,
+        eps: 0.0,
+        ..Default::default()
+    })
+    .unwrap();
+    // "0.weight" has a zero entry (0/0 with eps = 0: a NaN update); "3.bias" a NaN gradient.
+    set_grads(&mut model, &|name: &str, i: usize| match name {
+        "0.weight" if i == 5 => 0.0,
+        "3.bias" if i == 7 => f64::NAN,
+        _ => 1.0,
+    });
+    let before = values(&model);
+    let err = opt.step(&mut model).unwrap_err();
+    assert_eq!(
+        err,
+        PhmError::NonFiniteGradient {
+            param: "3.bias".into()
+        }
+    );
+    assert_eq!(values(&model), before);
+    set_grads(&mut model, &|name: &str, i: usize| match name {
+        "0.weight" if i == 5 => 0.0,
+        _ => 1.0,
+    });
+    let err = opt.step(&mut model).unwrap_err();
+    assert_eq!(
+        err,
+        PhmError::NonFiniteUpdate {
+            param: "0.weight".into()
+        }
+    );
+    assert_eq!(values(&model), before);
+    phm_nn::kernels::set_num_threads(1);
+}

@@ -21,6 +21,10 @@
 //! optimizer state is changed**, so NaN/inf never enter the weights through a step
 //! unnoticed. Skip the batch, lower the learning rate, or stop.
 //!
+//! The parameters of a step are split across the crate's thread pool
+//! ([`num_threads`](crate::kernels::num_threads)), each updated whole on one thread: the
+//! result does not depend on the thread count.
+//!
 //! # SGD
 //! [`Sgd`] follows `torch.optim.SGD` exactly. For gradient `g_t` of parameter `θ`:
 //!
@@ -83,9 +87,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ndarray::{ArrayD, ArrayViewD};
+use ndarray::{Array1, ArrayD, ArrayViewD, Axis};
 
 use crate::error::{PhmError, Result};
+use crate::kernels::parallel::for_each_chunk;
 use crate::module::{check_paths, params, Module, Param, ParamId};
 use crate::Float;
 
@@ -199,6 +204,10 @@ pub(crate) trait ParamState<F: Float>: Sized + Clone {
     fn import(path: &str, shape: &[usize], state: &OptimizerState<F>) -> Result<Option<Self>>;
 }
 
+/// Elementary operations counted per parameter entry when deciding to split an optimizer
+/// step across threads (an Adam update is about ten).
+const STEP_COST: usize = 8;
+
 /// The state of every parameter an optimizer has stepped, by identity.
 #[derive(Debug, Clone)]
 pub(crate) struct States<S>(HashMap<ParamId, S>);
@@ -216,35 +225,64 @@ impl<S> States<S> {
     pub(crate) fn step<F: Float>(
         &mut self,
         model: &dyn Module<F>,
-        update: impl Fn(ArrayViewD<'_, F>, ArrayViewD<'_, F>, Option<&S>) -> (ArrayD<F>, S),
-    ) -> Result<()> {
+        update: impl Fn(ArrayViewD<'_, F>, ArrayViewD<'_, F>, Option<&S>) -> (ArrayD<F>, S) + Sync,
+    ) -> Result<()>
+    where
+        S: Send + Sync,
+    {
         let trainable: Vec<(String, Param<F>)> = params(model)
             .into_iter()
             .filter(|(_, p)| p.is_trainable())
             .collect();
-        for (path, p) in &trainable {
-            if !p.read().grad().iter().all(|g| g.is_finite()) {
-                return Err(PhmError::NonFiniteGradient {
-                    param: path.clone(),
-                });
-            }
+        // Parameters split across the pool (each computed whole on one thread, so the result
+        // does not depend on the thread count): the gradient's check, the update from the
+        // tensor in place under its read lock (no copy of value or grad), the new value's
+        // check. `None` where the gradient is not finite.
+        let total: usize = trainable.iter().map(|(_, p)| p.len()).sum();
+        let mut pending: Array1<Option<(ArrayD<F>, S, bool)>> =
+            Array1::from_shape_simple_fn(trainable.len(), || None);
+        let states = &self.0;
+        for_each_chunk(
+            pending.view_mut(),
+            Axis(0),
+            total * STEP_COST,
+            |start, mut out| {
+                for (i, slot) in out.iter_mut().enumerate() {
+                    let p = &trainable[start + i].1;
+                    let r = p.read();
+                    if !r.grad().iter().all(|g| g.is_finite()) {
+                        continue;
+                    }
+                    let (value, state) = update(r.value(), r.grad(), states.get(&p.id()));
+                    let finite = value.iter().all(|v| v.is_finite());
+                    *slot = Some((value, state, finite));
+                }
+            },
+        );
+        // Errors in parameter order: every gradient is checked before any update.
+        if let Some(i) = pending.iter().position(Option::is_none) {
+            return Err(PhmError::NonFiniteGradient {
+                param: trainable[i].0.clone(),
+            });
         }
-        let mut pending = Vec::with_capacity(trainable.len());
-        for (path, p) in &trainable {
-            // Computed from the tensor in place, under its read lock: no copy of value or grad.
-            let (new_value, new_state) = {
-                let r = p.read();
-                update(r.value(), r.grad(), self.0.get(&p.id()))
-            };
-            if !new_value.iter().all(|v| v.is_finite()) {
-                return Err(PhmError::NonFiniteUpdate {
-                    param: path.clone(),
-                });
-            }
-            pending.push((p, new_value, new_state));
+        if let Some(i) = pending
+            .iter()
+            .position(|u| u.as_ref().is_some_and(|(_, _, finite)| !finite))
+        {
+            return Err(PhmError::NonFiniteUpdate {
+                param: trainable[i].0.clone(),
+            });
         }
-        for (p, value, state) in pending {
-            p.write().value_mut().assign(&value);
+        // The new values written, across the pool as well; then the states.
+        for_each_chunk(pending.view_mut(), Axis(0), total, |start, out| {
+            for (i, slot) in out.iter().enumerate() {
+                if let Some((value, _, _)) = slot {
+                    trainable[start + i].1.write().value_mut().assign(value);
+                }
+            }
+        });
+        for ((_, p), slot) in trainable.iter().zip(pending) {
+            let (_, state, _) = slot.expect("checked above");
             self.0.insert(p.id(), state);
         }
         Ok(())
