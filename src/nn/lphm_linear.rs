@@ -65,7 +65,7 @@
 //! # Ok::<(), phm_nn::PhmError>(())
 //! ```
 
-use ndarray::{Array1, Array2, Array3, ArrayD, ArrayView2, ArrayView3, ArrayViewD, Ix1, Ix3};
+use ndarray::{Array1, Array2, Array3, ArrayD, ArrayView2, ArrayViewD, Ix1, Ix3};
 use rand::Rng;
 
 use crate::error::{check_shape, PhmError, Result};
@@ -80,6 +80,7 @@ use crate::kernels::shapes::{as_matrix, linear_output_shape, unflatten, with_las
 use crate::kernels::strategy::{Kernel, Strategy};
 use crate::module::{Module, Param, SavedStates, StateStack};
 use crate::nn::linear::bias_view;
+use crate::nn::phm_linear::dim3;
 use crate::nn::rules::PhmRules;
 use crate::nn::rules::Rule;
 use crate::Float;
@@ -480,11 +481,6 @@ impl<F: Float> LphmLinear<F> {
         self.add_bias(&mut y);
         (y, kernel)
     }
-}
-
-fn dim3<F>(v: ArrayViewD<'_, F>) -> ArrayView3<'_, F> {
-    v.into_dimensionality::<Ix3>()
-        .expect("LPHM tensors are 3-D")
 }
 
 impl<F: Float> Module<F> for LphmLinear<F> {

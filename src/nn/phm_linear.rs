@@ -669,17 +669,11 @@ impl<F: Float> PhmLinear<F> {
                 // dW is scratch here: overwrite it (beta 0) instead of accumulating.
                 let dx = affine_backward(&x.view(), &w.view(), &g, dw, F::zero());
                 if needs_parts {
-                    let mut a = self.rules.write();
-                    let mut s = self.blocks.write();
-                    let (a, da) = a.value_and_grad_mut();
-                    let (s, ds) = s.value_and_grad_mut();
-                    accumulate_parts_grad(
+                    add_weight_grad_to_parts(
+                        &self.rules,
+                        &self.blocks,
                         shape,
-                        dim3(a),
-                        dim3(s),
                         buffers.dw.view(),
-                        rules_trainable.then(|| dim3_mut(da)),
-                        blocks_trainable.then(|| dim3_mut(ds)),
                         &mut buffers.rearranged,
                     );
                 }
@@ -716,12 +710,44 @@ impl<F: Float> PhmLinear<F> {
     }
 }
 
-fn dim3<F>(v: ArrayViewD<'_, F>) -> ArrayView3<'_, F> {
+/// A PHM parameter (`A` or `S`) as the 3-D array it is.
+pub(crate) fn dim3<F>(v: ArrayViewD<'_, F>) -> ArrayView3<'_, F> {
     v.into_dimensionality::<Ix3>().expect("PHM tensors are 3-D")
 }
 
-fn dim3_mut<F>(v: ArrayViewMutD<'_, F>) -> ArrayViewMut3<'_, F> {
+/// [`dim3`], mutable.
+pub(crate) fn dim3_mut<F>(v: ArrayViewMutD<'_, F>) -> ArrayViewMut3<'_, F> {
     v.into_dimensionality::<Ix3>().expect("PHM tensors are 3-D")
+}
+
+/// Adds to the gradients of the trainable ones of `rules` (`A`) and `blocks` (`S`) what a
+/// gradient `dw` of the built weight `W = Σ A_i ⊗ S_i` implies (`dA`, `dS` through Van
+/// Loan's rearrangement; `scratch` is reused between calls). The materialized backward of
+/// [`PhmLinear`] and of the PHM convolutions (`dK̂`) both end here.
+pub(crate) fn add_weight_grad_to_parts<F: Float>(
+    rules: &Param<F>,
+    blocks: &Param<F>,
+    shape: PhmShape,
+    dw: ArrayView2<'_, F>,
+    scratch: &mut Array2<F>,
+) {
+    let (rules_trainable, blocks_trainable) = (rules.is_trainable(), blocks.is_trainable());
+    if !(rules_trainable || blocks_trainable) {
+        return;
+    }
+    let mut a = rules.write();
+    let mut s = blocks.write();
+    let (a, da) = a.value_and_grad_mut();
+    let (s, ds) = s.value_and_grad_mut();
+    accumulate_parts_grad(
+        shape,
+        dim3(a),
+        dim3(s),
+        dw,
+        rules_trainable.then(|| dim3_mut(da)),
+        blocks_trainable.then(|| dim3_mut(ds)),
+        scratch,
+    );
 }
 
 impl<F: Float> Module<F> for PhmLinear<F> {

@@ -5,10 +5,7 @@
 //! (`dA_i[r, c] += ⟨F_i, dK̂_{rc}⟩`, `dF_i += Σ_{r,c} A_i[r, c] dK̂_{rc}`).
 //! [`PhmConv1d`](super::PhmConv1d) and [`PhmConv2d`](super::PhmConv2d) wrap it.
 
-use ndarray::{
-    Array1, Array2, Array3, Array4, ArrayD, ArrayView3, ArrayViewD, ArrayViewMut3, ArrayViewMutD,
-    CowArray, Ix1, Ix2, Ix3, IxDyn,
-};
+use ndarray::{Array1, Array2, Array3, Array4, ArrayD, ArrayViewD, CowArray, Ix1, Ix2, IxDyn};
 use rand::Rng;
 
 use super::lowering::{lowering, Frame, Lowering, Options};
@@ -17,8 +14,9 @@ use crate::error::{PhmError, Result};
 use crate::init::Init;
 use crate::kernels::gemm::reuse;
 use crate::kernels::im2col::ConvGeometry;
-use crate::kernels::phm::{accumulate_parts_grad, build_weight};
+use crate::kernels::phm::build_weight;
 use crate::module::{Module, Param, SavedStates, StateStack};
+use crate::nn::phm_linear::{add_weight_grad_to_parts, dim3};
 use crate::nn::phm_linear::{PhmLinear, PhmLinearConfig};
 use crate::nn::rules::Rule;
 use crate::Float;
@@ -250,20 +248,9 @@ impl<F: Float> PhmConv<F> {
             .lowering
             .backward(&context, x.view(), &frame, k.view(), grad_output, dk, db);
         if needs_parts {
-            // dK̂ → dA, dF through the rearrangement (as the PHM linear layer's materialized
-            // backward).
-            let (mut a, mut s) = (rules.write(), blocks.write());
-            let (a, da) = a.value_and_grad_mut();
-            let (s, ds) = s.value_and_grad_mut();
-            accumulate_parts_grad(
-                shape,
-                dim3(a),
-                dim3(s),
-                self.dk.view(),
-                rules_trainable.then(|| dim3_mut(da)),
-                blocks_trainable.then(|| dim3_mut(ds)),
-                &mut self.rearranged,
-            );
+            // dK̂ → dA, dF through the rearrangement, as the PHM linear layer's materialized
+            // backward.
+            add_weight_grad_to_parts(&rules, &blocks, shape, self.dk.view(), &mut self.rearranged);
         }
         dx
     }
@@ -328,12 +315,4 @@ impl<F: Float> PhmConv<F> {
         self.lowering
             .output_shape(input, self.linear.shape().out_features())
     }
-}
-
-fn dim3<F>(v: ArrayViewD<'_, F>) -> ArrayView3<'_, F> {
-    v.into_dimensionality::<Ix3>().expect("PHM tensors are 3-D")
-}
-
-fn dim3_mut<F>(v: ArrayViewMutD<'_, F>) -> ArrayViewMut3<'_, F> {
-    v.into_dimensionality::<Ix3>().expect("PHM tensors are 3-D")
 }
