@@ -41,7 +41,7 @@
 //! assert!((g[[0, 0, 0]] - 0.841_344_746_068_542_9).abs() < 1e-15);
 //! ```
 
-use ndarray::{ArrayD, ArrayViewD, Axis, Zip};
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMut1, Axis, Zip};
 
 use crate::kernels::gemm::assert_same_shape;
 use crate::kernels::parallel::{for_each_chunk, for_each_chunk2};
@@ -243,25 +243,17 @@ activation!(
 
 impl<F: Float> Module<F> for Gelu<F> {
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let mut y = x.to_owned();
-        let mut d = ArrayD::<F>::zeros(x.raw_dim());
-        if y.ndim() == 0 {
-            let (v, dv) = gelu_with_derivative(y[[]]);
-            (y[[]], d[[]]) = (v, dv);
-        } else {
-            let work = y.len() * GELU_COST;
-            for_each_chunk2(
-                y.view_mut(),
-                d.view_mut(),
-                Axis(0),
-                work,
-                |_, mut y, mut d| {
-                    Zip::from(&mut y).and(&mut d).for_each(|y, d| {
-                        (*y, *d) = gelu_with_derivative(*y);
-                    });
-                },
-            );
-        }
+        // Element-wise: split the flat buffer, whatever the shape (a (1, T, F) input splits
+        // too; a 0-D one is one element).
+        let mut y = x.as_standard_layout().into_owned();
+        let mut d = ArrayD::<F>::zeros(y.raw_dim());
+        let (ys, ds) = (flat(&mut y), flat(&mut d));
+        let work = ys.len() * GELU_COST;
+        for_each_chunk2(ys, ds, Axis(0), work, |_, mut y, mut d| {
+            Zip::from(&mut y).and(&mut d).for_each(|y, d| {
+                (*y, *d) = gelu_with_derivative(*y);
+            });
+        });
         self.saved.push(d);
         y
     }
@@ -274,29 +266,21 @@ impl<F: Float> Module<F> for Gelu<F> {
     #[track_caller]
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
         let mut d = pop_checked(&mut self.saved, "Gelu", &grad_output);
-        if d.ndim() == 0 {
-            d[[]] = grad_output[[]] * d[[]];
-            return d;
-        }
-        let work = d.len();
-        for_each_chunk(d.view_mut(), Axis(0), work, |start, mut d| {
-            let rows = d.len_of(Axis(0));
-            let g = grad_output.slice_axis(Axis(0), (start..start + rows).into());
-            Zip::from(&mut d).and(&g).for_each(|d, &g| *d = g * *d);
+        let g = grad_output.as_standard_layout();
+        let g = g.as_slice().expect("standard layout");
+        let work = g.len();
+        for_each_chunk(flat(&mut d), Axis(0), work, |start, mut d| {
+            let g = &g[start..start + d.len()];
+            Zip::from(&mut d).and(g).for_each(|d, &g| *d = g * *d);
         });
         d
     }
 
     fn infer(&self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let mut y = x.to_owned();
-        if y.ndim() == 0 {
-            y[[]] = gelu_value(y[[]]);
-        } else {
-            let work = y.len() * GELU_COST;
-            for_each_chunk(y.view_mut(), Axis(0), work, |_, mut y| {
-                y.mapv_inplace(gelu_value);
-            });
-        }
+        let mut y = x.as_standard_layout().into_owned();
+        let ys = flat(&mut y);
+        let work = ys.len() * GELU_COST;
+        for_each_chunk(ys, Axis(0), work, |_, mut y| y.mapv_inplace(gelu_value));
         y
     }
 
@@ -309,6 +293,12 @@ const GELU_COST: usize = 40;
 /// Whether `F` is `f32`.
 fn is_f32<F: 'static>() -> bool {
     std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>()
+}
+
+/// A standard-layout array as one flat, mutable row (element-wise passes split it evenly
+/// across threads whatever its shape).
+fn flat<F>(a: &mut ArrayD<F>) -> ArrayViewMut1<'_, F> {
+    ArrayViewMut1::from(a.as_slice_mut().expect("standard layout"))
 }
 
 /// `gelu(x)` in `F`'s own precision (see [`Gelu`]).
@@ -522,6 +512,37 @@ mod tests {
             assert_eq!(gelu_value(x32), gelu_f32(x32));
             assert_eq!(gelu_with_derivative(x), (gelu(x), gelu_derivative(x)));
             assert_eq!(gelu_value(x), gelu(x));
+        }
+    }
+
+    /// The layer on a column-major input, a (1, T, F) input large enough to be split across
+    /// threads (at `PHM_NN_NUM_THREADS` ≥ 2, the default on a multi-core machine; the thread
+    /// count is not set here, since other tests of this binary assert on it), and a 0-D
+    /// input: forward, backward and infer equal the element-wise definition at the same
+    /// logical index.
+    #[test]
+    fn gelu_layer_is_element_wise_for_any_shape_and_layout() {
+        use ndarray::{Array3, IxDyn, ShapeBuilder};
+        let col_major = Array3::<f64>::from_shape_fn((5, 7, 3).f(), |(i, j, k)| {
+            (i as f64 - 2.0) * 0.7 + j as f64 * 0.3 - k as f64 * 1.1
+        })
+        .into_dyn();
+        let wide = Array3::<f64>::from_shape_fn((1, 64, 1024), |(_, j, k)| {
+            ((j * 1024 + k) % 97) as f64 * 0.1 - 4.8
+        })
+        .into_dyn();
+        let scalar = ArrayD::from_elem(IxDyn(&[]), -0.3);
+        for x in [&col_major, &wide, &scalar] {
+            let g = x.mapv(|v| 0.5 - v * 0.25);
+            let mut layer = Gelu::<f64>::default();
+            let y = layer.forward(x.view());
+            let dx = layer.backward(g.view());
+            assert_eq!(y, x.mapv(gelu), "forward, {:?}", x.shape());
+            assert_eq!(layer.infer(x.view()), y, "infer, {:?}", x.shape());
+            let want = ndarray::Zip::from(x)
+                .and(&g)
+                .map_collect(|&v, &g| g * gelu_derivative(v));
+            assert_eq!(dx, want, "backward, {:?}", x.shape());
         }
     }
 }
