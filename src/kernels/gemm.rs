@@ -21,6 +21,7 @@ use ndarray::{
     s, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, ShapeBuilder,
 };
 
+use crate::kernels::buffer_pool;
 use crate::kernels::gemm_backend::packed_gemm;
 use crate::Float;
 
@@ -456,7 +457,7 @@ pub(crate) fn affine_forward<F: Float>(
     w: &ArrayView2<F>,
     bias: Option<&ArrayView1<F>>,
 ) -> Array2<F> {
-    let mut y = Array2::zeros((x.nrows(), w.nrows()));
+    let mut y = buffer_pool::for_overwrite((x.nrows(), w.nrows()));
     affine_forward_into(x, w, bias, y.view_mut());
     y
 }
@@ -473,7 +474,7 @@ pub(crate) fn affine_backward<F: Float>(
     if let Some(mut dw) = dw {
         gemm(F::one(), &g.t(), x, dw_beta, &mut dw);
     }
-    let mut dx = Array2::zeros((g.nrows(), w.ncols()));
+    let mut dx = buffer_pool::for_overwrite((g.nrows(), w.ncols()));
     gemm(F::one(), g, w, F::zero(), &mut dx.view_mut());
     dx
 }

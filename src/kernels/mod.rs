@@ -3,7 +3,7 @@
 //! ([`strategy`]), the lowering of convolutions onto them ([`im2col`]), and the crate's one
 //! GEMM entry point, with its thread count ([`num_threads`], [`set_num_threads`], the
 //! `PHM_NN_NUM_THREADS` environment variable) and the SIMD level it dispatched to
-//! ([`simd_level`]).
+//! ([`simd_level`]), and the [`buffer_pool`] that reuses arrays across training steps.
 //!
 //! ```text
 //!     W = Σ_{i=1..n} A_i ⊗ S_i        R(W) = Âᵀ Ŝ   (Van Loan's rearrangement: one GEMM)
@@ -19,6 +19,7 @@
 //! # Ok::<(), phm_nn::PhmError>(())
 //! ```
 
+pub mod buffer_pool;
 pub(crate) mod factored;
 pub(crate) mod gemm;
 mod gemm_backend;

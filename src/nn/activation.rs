@@ -43,6 +43,7 @@
 
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMut1, Axis, Zip};
 
+use crate::kernels::buffer_pool;
 use crate::kernels::gemm::assert_same_shape;
 use crate::kernels::parallel::{for_each_chunk, for_each_chunk2};
 use crate::module::{SavedStates, StateStack};
@@ -245,8 +246,9 @@ impl<F: Float> Module<F> for Gelu<F> {
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         // Element-wise: split the flat buffer, whatever the shape (a (1, T, F) input splits
         // too; a 0-D one is one element).
-        let mut y = x.as_standard_layout().into_owned();
-        let mut d = ArrayD::<F>::zeros(y.raw_dim());
+        let mut y = buffer_pool::copy_of(&x);
+        // Every entry of `d` is written below.
+        let mut d = buffer_pool::for_overwrite(y.raw_dim());
         let (ys, ds) = (flat(&mut y), flat(&mut d));
         let work = ys.len() * GELU_COST;
         for_each_chunk2(ys, ds, Axis(0), work, |_, mut y, mut d| {

@@ -32,6 +32,7 @@ use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 
 use crate::error::{PhmError, Result};
+use crate::kernels::buffer_pool;
 use crate::kernels::gemm::assert_same_shape;
 use crate::module::{Module, SavedStates, StateStack};
 use crate::rng::RngState;
@@ -118,15 +119,16 @@ impl<F: Float> Module<F> for Dropout<F> {
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         if self.p == 0.0 {
             self.saved.push(Saved::Identity(x.shape().to_vec()));
-            return x.to_owned();
+            return buffer_pool::copy_of(&x);
         }
         let scale = F::of(1.0 / (1.0 - self.p));
         let p = self.p;
         let rng = &mut self.rng;
         // One pass: draw, write the mask entry and the output entry. Both arrays are in
         // standard layout, so the pass (and the draws) follow the input's logical order.
-        let mut y = x.as_standard_layout().into_owned();
-        let mut mask = ArrayD::<F>::zeros(x.raw_dim());
+        let mut y = buffer_pool::copy_of(&x);
+        // Every entry of the mask is written below.
+        let mut mask = buffer_pool::for_overwrite(x.raw_dim());
         Zip::from(&mut y).and(&mut mask).for_each(|y, m| {
             *m = if rng.random::<f64>() < p {
                 F::zero()
@@ -155,7 +157,7 @@ impl<F: Float> Module<F> for Dropout<F> {
                     grad_output.shape(),
                     &shape,
                 );
-                grad_output.to_owned()
+                buffer_pool::copy_of(&grad_output)
             }
             Saved::Mask(mut mask) => {
                 assert_same_shape(

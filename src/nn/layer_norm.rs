@@ -44,6 +44,7 @@
 use ndarray::{Array2, ArrayD, ArrayView1, ArrayView2, ArrayViewD, ArrayViewMut2, Axis, Ix1};
 
 use crate::error::{check_shape, PhmError, Result};
+use crate::kernels::buffer_pool;
 use crate::kernels::gemm::assert_same_shape;
 use crate::kernels::parallel::{for_each_chunk, for_each_chunk2};
 use crate::kernels::shapes::{as_matrix, unflatten, with_last};
@@ -225,7 +226,8 @@ impl<F: Float> LayerNorm<F> {
     /// statistics `(μ, 1/√(σ² + ε))` of every row `(M, 2)`.
     fn normalize(&self, x: &ArrayView2<'_, F>, keep: bool) -> (Array2<F>, Array2<f64>) {
         let (m, d) = x.dim();
-        let mut y = Array2::<F>::zeros((m, d));
+        // Every row of `y` is written below.
+        let mut y = buffer_pool::for_overwrite((m, d));
         let mut stats = Array2::<f64>::zeros((if keep { m } else { 0 }, 2));
         let wb = self.affine_f64();
         let eps = self.eps;
@@ -287,7 +289,7 @@ impl<F: Float> Module<F> for LayerNorm<F> {
         let (x, lead) = as_matrix("LayerNorm::forward", "input", x, self.width);
         let (y, stats) = self.normalize(&x.view(), true);
         self.saved.push(Saved {
-            x: x.into_owned().as_standard_layout().into_owned(),
+            x: buffer_pool::owned(x),
             stats,
             lead: lead.clone(),
         });
@@ -315,7 +317,7 @@ impl<F: Float> Module<F> for LayerNorm<F> {
         let inv_d = 1.0 / d as f64;
         // dX, one pass per row (x̂ recomputed from the saved μ and 1/σ), rows split across
         // the pool.
-        let mut dx = Array2::<F>::zeros((m, d));
+        let mut dx = buffer_pool::for_overwrite((m, d));
         for_each_chunk(dx.view_mut(), Axis(0), m * d * ROW_COST, |start, mut dx| {
             let mut gw = vec![0.0f64; d];
             for (i, mut dr) in dx.rows_mut().into_iter().enumerate() {
@@ -368,6 +370,7 @@ impl<F: Float> Module<F> for LayerNorm<F> {
                 }
             }
         }
+        buffer_pool::recycle(saved.x);
         unflatten(dx, &saved.lead)
     }
 

@@ -27,6 +27,7 @@ use rand::Rng;
 
 use crate::error::{check_shape, PhmError, Result};
 use crate::init::{Fans, Init};
+use crate::kernels::buffer_pool;
 use crate::kernels::gemm::{add_bias_grad, affine_backward, affine_forward, assert_same_shape};
 use crate::kernels::shapes::{as_matrix, linear_output_shape, unflatten};
 use crate::module::{Module, Param, SavedStates, StateStack};
@@ -230,7 +231,7 @@ impl<F: Float> Module<F> for Linear<F> {
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         let (x, lead) = as_matrix("Linear::forward", "input", x, self.in_features());
         let y = self.affine(&x.view());
-        self.saved.push((x.into_owned(), lead.clone()));
+        self.saved.push((buffer_pool::owned(x), lead.clone()));
         unflatten(y, &lead)
     }
 
@@ -264,6 +265,7 @@ impl<F: Float> Module<F> for Linear<F> {
         let w = w.into_dimensionality::<Ix2>().expect("weight is 2-D");
         let dw = trainable.then(|| dw.into_dimensionality::<Ix2>().expect("weight is 2-D"));
         let dx = affine_backward(&x.view(), &w, &g.view(), dw, F::one());
+        buffer_pool::recycle(x);
         unflatten(dx, &lead)
     }
 

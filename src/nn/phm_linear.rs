@@ -54,6 +54,7 @@ use rand::Rng;
 use crate::algebra::Algebra;
 use crate::error::{check_shape, PhmError, Result};
 use crate::init::{Fans, Init};
+use crate::kernels::buffer_pool;
 use crate::kernels::factored;
 use crate::kernels::gemm::{
     add_bias_grad, affine_backward, affine_forward_into, assert_cols, assert_same_shape,
@@ -223,8 +224,8 @@ enum SavedKernel<F> {
     },
 }
 
-/// Scratch arrays reused from one backward pass to the next, so a step allocates little
-/// beyond its outputs; spent inputs and intermediates go back to `pool`.
+/// Scratch arrays reused from one backward pass to the next; spent inputs and intermediates
+/// go back to the crate's [buffer pool](crate::kernels::buffer_pool).
 #[derive(Debug, Clone)]
 struct Buffers<F> {
     /// Factored: the gradient of the intermediate.
@@ -232,8 +233,6 @@ struct Buffers<F> {
     /// Materialized: `dW` `(k, d)` and the rearrangement scratch `(n², k·d/n²)`.
     dw: Array2<F>,
     rearranged: Array2<F>,
-    /// Arrays of finished steps, reused by the next forward passes.
-    pool: Vec<Array2<F>>,
 }
 
 impl<F: Float> Default for Buffers<F> {
@@ -243,24 +242,6 @@ impl<F: Float> Default for Buffers<F> {
             dt: empty(),
             dw: empty(),
             rearranged: empty(),
-            pool: Vec::new(),
-        }
-    }
-}
-
-impl<F: Float> Buffers<F> {
-    /// An array of `dim` from the pool (contents unspecified), or a new one.
-    fn take(&mut self, dim: (usize, usize)) -> Array2<F> {
-        match self.pool.iter().position(|a| a.dim() == dim) {
-            Some(i) => self.pool.swap_remove(i),
-            None => Array2::zeros(dim),
-        }
-    }
-
-    /// Returns an array to the pool (at most a few are kept).
-    fn give(&mut self, a: Array2<F>) {
-        if self.pool.len() < 4 {
-            self.pool.push(a);
         }
     }
 }
@@ -610,7 +591,8 @@ impl<F: Float> PhmLinear<F> {
     /// backward pass needs.
     fn forward_matrix(&mut self, x: Array2<F>, lead: Vec<usize>) -> (Array2<F>, Saved<F>) {
         let (batch, k) = (x.nrows(), self.shape.out_features());
-        let mut y = Array2::zeros((batch, k));
+        // Written whole below (the bias or `beta = 0`, then the product).
+        let mut y = buffer_pool::for_overwrite((batch, k));
         // A second handle to the bias, read in place (no copy) while `self` is borrowed mutably.
         let bias_param = self.bias.as_ref().map(Param::share);
         let bias_guard = bias_param.as_ref().map(|b| b.read());
@@ -626,7 +608,7 @@ impl<F: Float> PhmLinear<F> {
                 let (a, s) = (self.rules.read(), self.blocks.read());
                 let mixing = factored::mixing_matrix(order, dim3(a.value()));
                 let beta = init_output(&mut y.view_mut(), bias.as_ref());
-                let mut t = self.buffers.take(order.intermediate_dim(self.shape, batch));
+                let mut t = buffer_pool::for_overwrite(order.intermediate_dim(self.shape, batch));
                 factored::forward(
                     self.shape,
                     order,
@@ -682,7 +664,7 @@ impl<F: Float> PhmLinear<F> {
             SavedKernel::Factored { order, mixing, t } => {
                 let buffers = &mut self.buffers;
                 let dt = reuse(&mut buffers.dt, t.dim());
-                let mut dx = Array2::zeros(x.raw_dim());
+                let mut dx = buffer_pool::zeros(x.raw_dim());
                 let mut a = self.rules.write();
                 let mut s = self.blocks.write();
                 let (_, da) = a.value_and_grad_mut();
@@ -701,11 +683,11 @@ impl<F: Float> PhmLinear<F> {
                     blocks_trainable.then(|| dim3_mut(ds)),
                 );
                 drop((a, s));
-                self.buffers.give(t);
+                buffer_pool::recycle(t);
                 dx
             }
         };
-        self.buffers.give(x);
+        buffer_pool::recycle(x);
         dx
     }
 }
@@ -758,9 +740,7 @@ impl<F: Float> Module<F> for PhmLinear<F> {
     #[track_caller]
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         let (xm, lead) = as_matrix("PhmLinear::forward", "input", x, self.shape.in_features());
-        let mut owned = self.buffers.take(xm.dim());
-        owned.assign(&xm);
-        let (y, saved) = self.forward_matrix(owned, lead.clone());
+        let (y, saved) = self.forward_matrix(buffer_pool::copy_of(&xm), lead.clone());
         self.saved.push(saved);
         unflatten(y, &lead)
     }
@@ -811,10 +791,10 @@ impl<F: Float> Module<F> for PhmLinear<F> {
         Some(&self.saved)
     }
 
-    /// Drops the saved states, keeping their input arrays for the next forward passes.
+    /// Drops the saved states, giving their input arrays to the buffer pool.
     fn clear_saved(&mut self) {
-        for s in self.saved.take_all().into_iter().rev() {
-            self.buffers.give(s.x);
+        for s in self.saved.take_all() {
+            buffer_pool::recycle(s.x);
         }
     }
 

@@ -5,6 +5,7 @@
 use ndarray::{ArrayD, Zip};
 
 use crate::error::{PhmError, Result};
+use crate::kernels::buffer_pool;
 use crate::module::{Module, ParamId};
 use crate::optim::{
     check_hyper, check_hyper_names, flag, Optimizer, OptimizerState, ParamState, States,
@@ -126,6 +127,14 @@ impl<F: Float> ParamState<F> for Moments<F> {
         if let Some(m) = &self.max_exp_avg_sq {
             out.tensors
                 .insert(format!("{path}.max_exp_avg_sq"), m.clone());
+        }
+    }
+
+    fn recycle(self) {
+        buffer_pool::recycle(self.exp_avg);
+        buffer_pool::recycle(self.exp_avg_sq);
+        if let Some(m) = self.max_exp_avg_sq {
+            buffer_pool::recycle(m);
         }
     }
 
@@ -252,10 +261,10 @@ impl<F: Float> Optimizer<F> for Adam<F> {
             let t = old.step + 1;
             let step_size = F::of(h.lr / (1.0 - b1.powi(t)));
             let bias_correction2_sqrt = F::of((1.0 - b2.powi(t)).sqrt());
-            let mut theta = value.to_owned();
-            let mut m = old.exp_avg.clone();
-            let mut v = old.exp_avg_sq.clone();
-            let mut max_v = old.max_exp_avg_sq.clone();
+            let mut theta = buffer_pool::copy_of(&value);
+            let mut m = buffer_pool::copy_of(&old.exp_avg);
+            let mut v = buffer_pool::copy_of(&old.exp_avg_sq);
+            let mut max_v = old.max_exp_avg_sq.as_ref().map(buffer_pool::copy_of);
             let update = |theta: &mut F, m: &mut F, v: &mut F, g: F, max_v: Option<&mut F>| {
                 let mut g = g;
                 if decoupled {

@@ -90,6 +90,7 @@ use std::collections::{BTreeMap, HashMap};
 use ndarray::{Array1, ArrayD, ArrayViewD, Axis};
 
 use crate::error::{PhmError, Result};
+use crate::kernels::buffer_pool;
 use crate::kernels::parallel::for_each_chunk;
 use crate::module::{check_paths, params, Module, Param, ParamId};
 use crate::Float;
@@ -202,6 +203,8 @@ pub(crate) trait ParamState<F: Float>: Sized + Clone {
     /// Reads the state for a parameter of `shape` at `path`; `None` if the state has no entry
     /// for it (the parameter was never stepped).
     fn import(path: &str, shape: &[usize], state: &OptimizerState<F>) -> Result<Option<Self>>;
+    /// Gives the state's arrays to the buffer pool once a step has replaced it.
+    fn recycle(self);
 }
 
 /// Elementary operations counted per parameter entry when deciding to split an optimizer
@@ -228,7 +231,7 @@ impl<S> States<S> {
         update: impl Fn(ArrayViewD<'_, F>, ArrayViewD<'_, F>, Option<&S>) -> (ArrayD<F>, S) + Sync,
     ) -> Result<()>
     where
-        S: Send + Sync,
+        S: ParamState<F> + Send + Sync,
     {
         let trainable: Vec<(String, Param<F>)> = params(model)
             .into_iter()
@@ -281,9 +284,13 @@ impl<S> States<S> {
                 }
             }
         });
+        // The new values (copied in) and the replaced states go back to the buffer pool.
         for ((_, p), slot) in trainable.iter().zip(pending) {
-            let (_, state, _) = slot.expect("checked above");
-            self.0.insert(p.id(), state);
+            let (value, state, _) = slot.expect("checked above");
+            buffer_pool::recycle(value);
+            if let Some(old) = self.0.insert(p.id(), state) {
+                old.recycle();
+            }
         }
         Ok(())
     }

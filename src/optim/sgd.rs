@@ -4,6 +4,7 @@
 use ndarray::ArrayD;
 
 use crate::error::{PhmError, Result};
+use crate::kernels::buffer_pool;
 use crate::module::{Module, ParamId};
 use crate::optim::{
     check_hyper, check_hyper_names, flag, Optimizer, OptimizerState, ParamState, States,
@@ -68,6 +69,12 @@ impl<F: Float> ParamState<F> for Momentum<F> {
         }
     }
 
+    fn recycle(self) {
+        if let Some(b) = self.0 {
+            buffer_pool::recycle(b);
+        }
+    }
+
     fn import(path: &str, shape: &[usize], state: &OptimizerState<F>) -> Result<Option<Self>> {
         let name = format!("{path}.momentum_buffer");
         if !state.tensors.contains_key(&name) {
@@ -111,7 +118,7 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
         let (lr, mu, wd) = (F::of(c.lr), F::of(c.momentum), F::of(c.weight_decay));
         let one_minus_damp = F::of(1.0 - c.dampening);
         self.states.step(model, |value, grad, state| {
-            let mut g = grad.to_owned();
+            let mut g = buffer_pool::copy_of(&grad);
             if c.weight_decay != 0.0 {
                 g.scaled_add(wd, &value);
             }
@@ -128,7 +135,7 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
                 }
                 buffer = Some(b);
             }
-            let mut new = value.to_owned();
+            let mut new = buffer_pool::copy_of(&value);
             new.scaled_add(-lr, &g);
             (new, Momentum(buffer))
         })

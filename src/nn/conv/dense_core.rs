@@ -10,6 +10,7 @@ use super::describe_options;
 use super::lowering::{lowering, Frame, Lowering, Options};
 use crate::error::{check_shape, PhmError, Result};
 use crate::init::{Fans, Init};
+use crate::kernels::buffer_pool;
 use crate::kernels::im2col::ConvGeometry;
 use crate::module::{Param, SavedStates, StateStack};
 use crate::Float;
@@ -177,7 +178,7 @@ impl<F: Float> DenseConv<F> {
             grad.into_shape_with_order((k, cols))
                 .expect("gradients are in standard layout")
         });
-        self.lowering.backward(
+        let dx = self.lowering.backward(
             &self.context("backward"),
             x.view(),
             &frame,
@@ -185,7 +186,9 @@ impl<F: Float> DenseConv<F> {
             grad_output,
             dk,
             db,
-        )
+        );
+        buffer_pool::recycle(x);
+        dx
     }
 
     #[track_caller]

@@ -25,6 +25,7 @@ use ndarray::{
 };
 
 use crate::error::Result;
+use crate::kernels::buffer_pool;
 use crate::kernels::gemm::gemm;
 use crate::kernels::im2col::{col2im, im2col, ConvGeometry};
 use crate::kernels::parallel::{for_each_chunk, for_each_chunk2};
@@ -168,21 +169,32 @@ impl Lowering {
         g.kernel() == (1, 1) && g.stride() == (1, 1) && g.padding() == (0, 0)
     }
 
-    /// An array of zeros shaped `dim`, or a panic naming the size when this machine cannot
-    /// allocate it (rather than an abort). The zeros come from the allocator (`calloc`):
-    /// pages are zeroed as they are first touched, not written twice.
+    /// An array shaped `dim` from the [buffer pool](crate::kernels::buffer_pool), zeroed or
+    /// (without `zeroed`) with unspecified contents the caller overwrites; or a panic naming
+    /// the size when this machine cannot allocate it (rather than an abort).
     #[track_caller]
-    fn zeros<F: Float, D: Dimension>(context: &str, what: &str, dim: D) -> Array<F, D> {
+    fn buffer<F: Float, D: Dimension>(
+        context: &str,
+        what: &str,
+        dim: D,
+        zeroed: bool,
+    ) -> Array<F, D> {
         let len = dim.size();
-        let mut probe: Vec<F> = Vec::new();
-        if probe.try_reserve_exact(len).is_err() {
-            panic!(
-                "{context}: the {what} ({len} values, {} bytes) is too large to allocate",
-                len.saturating_mul(std::mem::size_of::<F>())
-            );
+        if len.saturating_mul(std::mem::size_of::<F>()) > buffer_pool::limit() {
+            // Not one the pool holds: check it can be allocated at all.
+            let mut probe: Vec<F> = Vec::new();
+            if probe.try_reserve_exact(len).is_err() {
+                panic!(
+                    "{context}: the {what} ({len} values, {} bytes) is too large to allocate",
+                    len.saturating_mul(std::mem::size_of::<F>())
+                );
+            }
         }
-        drop(probe);
-        Array::zeros(dim)
+        if zeroed {
+            buffer_pool::zeros(dim)
+        } else {
+            buffer_pool::for_overwrite(dim)
+        }
     }
 
     /// `Y[b] = K̂ · cols(X[b]) + bias` for every image (split across the pool by images, each
@@ -200,11 +212,14 @@ impl Lowering {
     ) -> (ArrayD<F>, Option<Array4<F>>) {
         let c_out = k.nrows();
         let positions = f.ho * f.wo;
-        let mut y: Array3<F> = Self::zeros(context, "output", Ix3(f.batch, c_out, positions));
+        // Every image's output is written whole by its product (`beta = 0`).
+        let mut y: Array3<F> =
+            Self::buffer(context, "output", Ix3(f.batch, c_out, positions), false);
         let work = self.work(f, c_out);
         let pointwise = self.is_pointwise();
+        // `im2col` writes every entry of its buffer.
         let scratch = || {
-            Array2::zeros(if pointwise {
+            buffer_pool::for_overwrite(if pointwise {
                 (0, 0)
             } else {
                 (self.geometry.cols(), positions)
@@ -228,7 +243,7 @@ impl Lowering {
                     }
                 }
             };
-        let mut kept = keep.then(|| Self::zeros(context, "saved input", x.raw_dim()));
+        let mut kept = keep.then(|| Self::buffer(context, "saved input", x.raw_dim(), false));
         match kept.as_mut() {
             Some(kept) => {
                 for_each_chunk2(
@@ -244,6 +259,7 @@ impl Lowering {
                             k_img.assign(&x.index_axis(Axis(0), start + i));
                             image(k_img.view(), y_img, &mut cols);
                         }
+                        buffer_pool::recycle(cols);
                     },
                 );
             }
@@ -252,6 +268,7 @@ impl Lowering {
                 for (i, y_img) in ys.outer_iter_mut().enumerate() {
                     image(x.index_axis(Axis(0), start + i), y_img, &mut cols);
                 }
+                buffer_pool::recycle(cols);
             }),
         }
         let y = y
@@ -295,19 +312,24 @@ impl Lowering {
             .into_shape_with_order((f.batch, c_out, positions))
             .expect("standard layout reshapes");
         let c = self.geometry.channels();
-        let mut dx: Array4<F> = Self::zeros(context, "input gradient", Ix4(f.batch, c, f.h, f.w));
+        // Zeroed: `col2im` adds into it.
+        let mut dx: Array4<F> =
+            Self::buffer(context, "input gradient", Ix4(f.batch, c, f.h, f.w), true);
         let (want_dk, want_db) = (dk.is_some(), db.is_some());
         let work = self.work(f, c_out);
         let pointwise = self.is_pointwise();
         let partials = Mutex::new(Vec::new());
         for_each_chunk(dx.view_mut(), Axis(0), work, |start, mut chunk| {
-            let scratch = |rows| Array2::zeros(if pointwise { (0, 0) } else { (rows, positions) });
+            // Both written whole: by `im2col` and by a product with `beta = 0`.
+            let scratch = |rows| {
+                buffer_pool::for_overwrite(if pointwise { (0, 0) } else { (rows, positions) })
+            };
             let (mut cols, mut dcols) =
                 (scratch(self.geometry.cols()), scratch(self.geometry.cols()));
             // dK̂'s partial, column-major: with cols row-major the backend runs this product
             // about twice as fast into a column-major output as into a row-major one.
             let (dk_rows, dk_cols) = if want_dk { k.dim() } else { (0, 0) };
-            let mut dk_part = Array2::zeros((dk_rows, dk_cols).f());
+            let mut dk_part = buffer_pool::zeros((dk_rows, dk_cols).f());
             let mut db_part = Array1::zeros(if want_db { c_out } else { 0 });
             for (i, mut dx_img) in chunk.outer_iter_mut().enumerate() {
                 let b = start + i;
@@ -349,6 +371,8 @@ impl Lowering {
                     );
                 }
             }
+            buffer_pool::recycle(cols);
+            buffer_pool::recycle(dcols);
             partials
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -362,6 +386,9 @@ impl Lowering {
         if let Some(mut db) = db {
             partials.iter().for_each(|(_, _, p)| db += p);
         }
+        partials
+            .into_iter()
+            .for_each(|(_, dk_part, _)| buffer_pool::recycle(dk_part));
         if self.rank == 1 {
             dx.index_axis_move(Axis(2), 0).into_dyn()
         } else {

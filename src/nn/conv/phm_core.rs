@@ -12,6 +12,7 @@ use super::lowering::{lowering, Frame, Lowering, Options};
 use super::{check_channels, describe_options};
 use crate::error::{PhmError, Result};
 use crate::init::Init;
+use crate::kernels::buffer_pool;
 use crate::kernels::gemm::reuse;
 use crate::kernels::im2col::ConvGeometry;
 use crate::kernels::phm::build_weight;
@@ -252,6 +253,7 @@ impl<F: Float> PhmConv<F> {
             // backward.
             add_weight_grad_to_parts(&rules, &blocks, shape, self.dk.view(), &mut self.rearranged);
         }
+        buffer_pool::recycle(x);
         dx
     }
 

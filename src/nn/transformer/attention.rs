@@ -59,9 +59,10 @@ use ndarray::{
 use rand::Rng;
 
 use crate::error::{PhmError, Result};
+use crate::kernels::buffer_pool::{self, consume};
 use crate::kernels::gemm::{assert_same_shape, gemm};
 use crate::kernels::parallel::{for_each_chunk, for_each_chunk2};
-use crate::kernels::shapes::{as_matrix, into_matrix, unflatten, with_last};
+use crate::kernels::shapes::{into_matrix, unflatten, with_last};
 use crate::module::{Module, SavedStates, StateStack};
 use crate::nn::projection::Projection;
 use crate::nn::PhmRules;
@@ -410,8 +411,9 @@ impl<F: Float> MultiHeadAttention<F> {
         let pad = pad.map(|m| flat_mask(m, (batch, t)));
         let (heads, dh, scale, causal) = (self.heads, self.head_width(), self.scale(), self.causal);
         let d = self.width;
-        let mut out = Array3::zeros((batch, t, d));
-        let mut all_p = keep_p.then(|| Array4::zeros((batch, heads, t, t)));
+        // Every entry is written below (each head's columns of O, each P row whole).
+        let mut out = buffer_pool::for_overwrite((batch, t, d));
+        let mut all_p = keep_p.then(|| buffer_pool::for_overwrite((batch, heads, t, t)));
         // Each (batch, head) pair's two products on one thread, batches split across the pool;
         // the heads are read as column blocks of Q, K, V and O written in place.
         let one = |b: usize,
@@ -485,7 +487,7 @@ impl<F: Float> MultiHeadAttention<F> {
         let k = into_matrix(self.k.forward(x.view()), self.width);
         let v = into_matrix(self.v.forward(x.view()), self.width);
         let (merged, p) = self.core(dims, &lead, &q, &k, &v, pad, true);
-        let y = self.o.forward(merged.view());
+        let y = consume(merged, |m| self.o.forward(m));
         self.saved.push(Saved {
             lead,
             q,
@@ -512,7 +514,8 @@ impl<F: Float> MultiHeadAttention<F> {
         let k = into_matrix(self.k.infer(x.view()), self.width);
         let v = into_matrix(self.v.infer(x.view()), self.width);
         let (merged, _) = self.core(dims, &lead, &q, &k, &v, pad, false);
-        self.o.infer(merged.view())
+        [q, k, v].into_iter().for_each(buffer_pool::recycle);
+        consume(merged, |m| self.o.infer(m))
     }
 
     /// Inference on the **new** tokens `x` `(batch, t, d)` of sequences whose earlier keys and
@@ -607,22 +610,18 @@ impl<F: Float> Module<F> for MultiHeadAttention<F> {
             grad_output.shape(),
             &with_last(&saved.lead, self.width),
         );
-        let d_merged = self.o.backward(grad_output);
-        let (d_merged, _) = as_matrix(
-            "MultiHeadAttention::backward",
-            "dO",
-            d_merged.view(),
-            self.width,
-        );
+        // The output projection's input gradient has the input's shape `(…, T, d)`.
+        let d_merged = into_matrix(self.o.backward(grad_output), self.width);
         let t = saved.lead[saved.lead.len() - 1];
         let batch = saved.q.nrows() / t.max(1);
         let (heads, dh, scale, d) = (self.heads, self.head_width(), self.scale(), self.width);
         // dQ, dK, dV as one array `(3, batch, T, d)`; batches split across the pool, each
         // (batch, head) pair's products on one thread, written in place.
-        let mut grads = Array4::<F>::zeros((3, batch, t, d));
+        // Every entry is written below (each head's columns of dQ, dK and dV).
+        let mut grads = buffer_pool::for_overwrite((3, batch, t, d));
         let work = batch * heads * t * t * (8 * dh + 16);
         let (sq, sk, sv, sp) = (&saved.q, &saved.k, &saved.v, &saved.p);
-        let d_merged = &d_merged;
+        let dm = &d_merged;
         for_each_chunk(grads.view_mut(), Axis(1), work, |start, mut g3| {
             let mut ds = Array2::zeros((t, t));
             for i in 0..g3.len_of(Axis(1)) {
@@ -631,7 +630,7 @@ impl<F: Float> Module<F> for MultiHeadAttention<F> {
                 for h in 0..heads {
                     let cols = h * dh..(h + 1) * dh;
                     let p = sp.slice(s![b, h, .., ..]);
-                    let g = d_merged.slice(s![rows.clone(), cols.clone()]);
+                    let g = dm.slice(s![rows.clone(), cols.clone()]);
                     let q = sq.slice(s![rows.clone(), cols.clone()]);
                     let k = sk.slice(s![rows.clone(), cols.clone()]);
                     let v = sv.slice(s![rows.clone(), cols.clone()]);
@@ -671,8 +670,19 @@ impl<F: Float> Module<F> for MultiHeadAttention<F> {
                 .expect("standard layout")
         };
         let mut dx = self.v.backward(part(2));
-        dx += &self.k.backward(part(1));
-        dx += &self.q.backward(part(0));
+        for i in [1, 0] {
+            let proj = if i == 1 { &mut self.k } else { &mut self.q };
+            let dxi = proj.backward(part(i));
+            dx += &dxi;
+            buffer_pool::recycle(dxi);
+        }
+        buffer_pool::recycle(grads);
+        buffer_pool::recycle(d_merged);
+        let Saved { q, k, v, p, .. } = saved;
+        buffer_pool::recycle(q);
+        buffer_pool::recycle(k);
+        buffer_pool::recycle(v);
+        buffer_pool::recycle(p);
         dx
     }
 

@@ -31,6 +31,7 @@ use rand::Rng;
 use super::attention::{AttentionCache, AttentionConfig, MultiHeadAttention};
 use super::feed_forward::{FeedForward, FeedForwardConfig};
 use crate::error::Result;
+use crate::kernels::buffer_pool::consume;
 use crate::module::Module;
 use crate::nn::dropout::Dropout;
 use crate::nn::layer_norm::{LayerNorm, LayerNormConfig};
@@ -183,14 +184,15 @@ impl<F: Float> Block<F> {
         x: ArrayViewD<'_, F>,
         pad: Option<ArrayViewD<'_, bool>>,
     ) -> ArrayD<F> {
+        // Each intermediate goes back to the buffer pool once the next layer has read it.
         let a = self.ln1.forward(x.view());
-        let a = self.attn.forward_masked(a.view(), pad);
-        let mut h = self.drop1.forward(a.view());
+        let c = consume(a, |a| self.attn.forward_masked(a, pad));
+        let mut h = consume(c, |c| self.drop1.forward(c));
         h += &x;
         let b = self.ln2.forward(h.view());
-        let b = self.ffn.forward(b.view());
-        let mut y = self.drop2.forward(b.view());
-        y += &h;
+        let f = consume(b, |b| self.ffn.forward(b));
+        let mut y = consume(f, |f| self.drop2.forward(f));
+        consume(h, |h| y += &h);
         y
     }
 
@@ -204,7 +206,7 @@ impl<F: Float> Block<F> {
         pad: Option<ArrayViewD<'_, bool>>,
     ) -> ArrayD<F> {
         let a = self.ln1.infer(x.view());
-        let mut h = self.attn.infer_masked(a.view(), pad);
+        let mut h = consume(a, |a| self.attn.infer_masked(a, pad));
         h += &x;
         self.finish(h)
     }
@@ -216,7 +218,7 @@ impl<F: Float> Block<F> {
     /// As [`MultiHeadAttention::infer_cached`].
     pub fn infer_cached(&self, x: ArrayViewD<'_, F>, cache: &mut AttentionCache<F>) -> ArrayD<F> {
         let a = self.ln1.infer(x.view());
-        let mut h = self.attn.infer_cached(a.view(), cache);
+        let mut h = consume(a, |a| self.attn.infer_cached(a, cache));
         h += &x;
         self.finish(h)
     }
@@ -224,8 +226,8 @@ impl<F: Float> Block<F> {
     /// `H + FFN(LN₂(H))`.
     fn finish(&self, h: ArrayD<F>) -> ArrayD<F> {
         let b = self.ln2.infer(h.view());
-        let mut y = self.ffn.infer(b.view());
-        y += &h;
+        let mut y = consume(b, |b| self.ffn.infer(b));
+        consume(h, |h| y += &h);
         y
     }
 }
@@ -237,13 +239,13 @@ impl<F: Float> Module<F> for Block<F> {
 
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
         let g = self.drop2.backward(grad_output.view());
-        let g = self.ffn.backward(g.view());
-        let mut dh = self.ln2.backward(g.view());
+        let df = consume(g, |g| self.ffn.backward(g));
+        let mut dh = consume(df, |df| self.ln2.backward(df));
         dh += &grad_output;
         let g = self.drop1.backward(dh.view());
-        let g = self.attn.backward(g.view());
-        let mut dx = self.ln1.backward(g.view());
-        dx += &dh;
+        let da = consume(g, |g| self.attn.backward(g));
+        let mut dx = consume(da, |da| self.ln1.backward(da));
+        consume(dh, |dh| dx += &dh);
         dx
     }
 

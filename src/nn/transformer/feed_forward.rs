@@ -25,6 +25,7 @@ use ndarray::{ArrayD, ArrayViewD};
 use rand::Rng;
 
 use crate::error::{PhmError, Result};
+use crate::kernels::buffer_pool::consume;
 use crate::module::Module;
 use crate::nn::projection::Projection;
 use crate::nn::{Gelu, PhmRules};
@@ -119,22 +120,23 @@ impl<F: Float> FeedForward<F> {
 }
 
 impl<F: Float> Module<F> for FeedForward<F> {
+    // Each intermediate goes back to the buffer pool once the next layer has read it.
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         let h = self.fc1.forward(x);
-        let h = self.act.forward(h.view());
-        self.fc2.forward(h.view())
+        let a = consume(h, |h| self.act.forward(h));
+        consume(a, |a| self.fc2.forward(a))
     }
 
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
         let g = self.fc2.backward(grad_output);
-        let g = self.act.backward(g.view());
-        self.fc1.backward(g.view())
+        let da = consume(g, |g| self.act.backward(g));
+        consume(da, |da| self.fc1.backward(da))
     }
 
     fn infer(&self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         let h = self.fc1.infer(x);
-        let h = self.act.infer(h.view());
-        self.fc2.infer(h.view())
+        let a = consume(h, |h| self.act.infer(h));
+        consume(a, |a| self.fc2.infer(a))
     }
 
     fn visit_children<'a>(&'a self, f: &mut dyn FnMut(&str, &'a dyn Module<F>)) {

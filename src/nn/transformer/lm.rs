@@ -54,6 +54,7 @@ use rand::{Rng, RngExt};
 use super::attention::AttentionCache;
 use super::block::{Block, BlockConfig};
 use crate::error::{PhmError, Result};
+use crate::kernels::buffer_pool::consume;
 use crate::module::Module;
 use crate::nn::dropout::Dropout;
 use crate::nn::embedding::{Embedding, EmbeddingConfig};
@@ -437,14 +438,15 @@ impl<F: Float> TransformerLm<F> {
         self.forward_rest(x, pad)
     }
 
+    /// Each intermediate goes back to the buffer pool once the next layer has read it.
     fn forward_rest(&mut self, x: ArrayD<F>, pad: Option<ArrayView2<'_, bool>>) -> Array3<F> {
-        let x = self.pos.forward(x.view());
-        let mut x = self.drop.forward(x.view());
+        let x = consume(x, |x| self.pos.forward(x));
+        let mut x = consume(x, |x| self.drop.forward(x));
         for block in &mut self.blocks {
-            x = block.forward_masked(x.view(), pad.map(|m| m.into_dyn()));
+            x = consume(x, |x| block.forward_masked(x, pad.map(|m| m.into_dyn())));
         }
-        let x = self.ln_f.forward(x.view());
-        into3(self.head.forward(x.view()))
+        let x = consume(x, |x| self.ln_f.forward(x));
+        into3(consume(x, |x| self.head.forward(x)))
     }
 
     /// Backward pass for the most recent [`forward_ids`](Self::forward_ids): `grad` is
@@ -455,17 +457,17 @@ impl<F: Float> TransformerLm<F> {
     /// If no forward is pending or `grad` has not the logits' shape.
     pub fn backward_logits(&mut self, grad: ArrayView3<'_, F>) {
         let g = self.backward_rest(grad.into_dyn());
-        self.embed.backward_ids(g.view());
+        consume(g, |g| self.embed.backward_ids(g));
     }
 
     fn backward_rest(&mut self, grad: ArrayViewD<'_, F>) -> ArrayD<F> {
         let g = self.head.backward(grad);
-        let mut g = self.ln_f.backward(g.view());
+        let mut g = consume(g, |g| self.ln_f.backward(g));
         for block in self.blocks.iter_mut().rev() {
-            g = block.backward(g.view());
+            g = consume(g, |g| block.backward(g));
         }
-        let g = self.drop.backward(g.view());
-        self.pos.backward(g.view())
+        let g = consume(g, |g| self.drop.backward(g));
+        consume(g, |g| self.pos.backward(g))
     }
 
     /// Inference: logits `(B, T, vocab)` for token ids `(B, T)`, with an optional
@@ -484,12 +486,12 @@ impl<F: Float> TransformerLm<F> {
     }
 
     fn infer_rest(&self, x: ArrayD<F>, pad: Option<ArrayView2<'_, bool>>) -> Array3<F> {
-        let mut x = self.pos.infer(x.view());
+        let mut x = consume(x, |x| self.pos.infer(x));
         for block in &self.blocks {
-            x = block.infer_masked(x.view(), pad.map(|m| m.into_dyn()));
+            x = consume(x, |x| block.infer_masked(x, pad.map(|m| m.into_dyn())));
         }
-        let x = self.ln_f.infer(x.view());
-        into3(self.head.infer(x.view()))
+        let x = consume(x, |x| self.ln_f.infer(x));
+        into3(consume(x, |x| self.head.infer(x)))
     }
 
     /// An empty key/value cache for `batch` sequences of up to `max_len` tokens, tied to this

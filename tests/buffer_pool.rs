@@ -1,0 +1,129 @@
+//! The buffer pool (`kernels::buffer_pool`) changes no result. Training steps give
+//! bit-identical losses and parameters with the pool off and on, where from the second step
+//! on the layers write into buffers that still hold an earlier step's values (saved inputs,
+//! outputs, im2col columns, gradients, optimizer states): a buffer taken "for overwrite" that
+//! some pass failed to overwrite entirely would show here.
+//!
+//! One test function: the pool and its limit are global to the process.
+
+mod common;
+
+use common::rng;
+use ndarray::{Array2, Array4, ArrayD};
+use phm_nn::kernels::buffer_pool;
+use phm_nn::module::params;
+use phm_nn::nn::transformer::TransformerLmConfig;
+use phm_nn::nn::Projection;
+use phm_nn::prelude::*;
+
+/// Losses and every parameter after `steps` training steps of a fresh model.
+type Trace<F> = (Vec<F>, Vec<ArrayD<F>>);
+
+fn lm_steps<F: Float>(projection: Projection, steps: usize) -> Trace<F> {
+    let mut lm = TransformerLmConfig::new(19, 32, 4, 2, 24)
+        .with_ffn_width(128)
+        .with_projection(projection)
+        .with_dropout(0.1, 5)
+        .init::<F, _>(&mut rng(11))
+        .unwrap();
+    let mut opt = AdamW::new(AdamWConfig {
+        lr: 1e-2,
+        ..AdamWConfig::default()
+    })
+    .unwrap();
+    let mut losses = Vec::new();
+    for step in 0..steps {
+        let ids = Array2::from_shape_fn((6, 24), |(b, t)| (5 * b + 3 * t + step) % 19);
+        let targets: Vec<usize> = ids.iter().map(|&i| (i * 7 + 2) % 19).collect();
+        lm.zero_grad();
+        let logits = lm.forward_ids(ids.view(), None);
+        let loss = cross_entropy(logits.view(), &targets).unwrap();
+        lm.backward_logits(loss.grad.view());
+        clip_grad_norm(&lm, 0.5).unwrap();
+        opt.step(&mut lm).unwrap();
+        losses.push(loss.value);
+        // Inference between steps takes and gives buffers too.
+        lm.infer_ids(ids.view(), None);
+    }
+    (
+        losses,
+        params(&lm).into_iter().map(|(_, p)| p.value()).collect(),
+    )
+}
+
+fn conv_steps(phm: bool, steps: usize) -> Trace<f64> {
+    let mut r = rng(3);
+    let mut layer: Box<dyn Module<f64>> = if phm {
+        Box::new(
+            PhmConv2dConfig::new(4, 8, 3, 2)
+                .with_padding(1)
+                .init(&mut r)
+                .unwrap(),
+        )
+    } else {
+        Box::new(
+            Conv2dConfig::new(4, 8, 3)
+                .with_padding(1)
+                .init(&mut r)
+                .unwrap(),
+        )
+    };
+    let mut opt = Sgd::new(SgdConfig {
+        lr: 0.05,
+        momentum: 0.9,
+        ..SgdConfig::default()
+    })
+    .unwrap();
+    let mut losses = Vec::new();
+    for step in 0..steps {
+        let x = Array4::from_shape_fn((5, 4, 7, 6), |(b, c, h, w)| {
+            (((b * 31 + c * 17 + h * 7 + w * 3 + step) % 23) as f64 - 11.0) / 7.0
+        })
+        .into_dyn();
+        layer.zero_grad();
+        let y = layer.forward(x.view());
+        // L = ½‖Y‖²: dL/dY = Y.
+        losses.push(0.5 * y.iter().map(|v| v * v).sum::<f64>());
+        layer.backward(y.view());
+        opt.step(&mut *layer).unwrap();
+    }
+    let values = params(&*layer)
+        .into_iter()
+        .map(|(_, p)| p.value())
+        .collect();
+    (losses, values)
+}
+
+/// `run` with the pool off, then on (from empty): the same losses and parameters, bit for bit,
+/// and the pool really held buffers in the second run.
+fn same_with_and_without_the_pool<T: PartialEq + std::fmt::Debug>(what: &str, run: impl Fn() -> T) {
+    buffer_pool::set_limit(0);
+    let off = run();
+    assert_eq!(buffer_pool::held_bytes(), 0, "{what}: the pool is off");
+    buffer_pool::set_limit(buffer_pool::DEFAULT_LIMIT);
+    buffer_pool::clear();
+    let on = run();
+    assert!(
+        buffer_pool::held_bytes() > 0,
+        "{what}: no buffer went back to the pool"
+    );
+    assert!(off == on, "{what}: the pool changed the result");
+}
+
+#[test]
+fn training_steps_are_bit_identical_with_and_without_the_buffer_pool() {
+    for projection in [Projection::Dense, Projection::phm(4)] {
+        same_with_and_without_the_pool(&format!("f64 LM {projection:?}"), || {
+            lm_steps::<f64>(projection, 3)
+        });
+        same_with_and_without_the_pool(&format!("f32 LM {projection:?}"), || {
+            lm_steps::<f32>(projection, 3)
+        });
+    }
+    same_with_and_without_the_pool("Conv2d", || conv_steps(false, 3));
+    same_with_and_without_the_pool("PhmConv2d", || conv_steps(true, 3));
+    // The limit bounds what the pool holds.
+    buffer_pool::set_limit(1000);
+    assert!(buffer_pool::held_bytes() <= 1000);
+    buffer_pool::set_limit(buffer_pool::DEFAULT_LIMIT);
+}
