@@ -41,7 +41,7 @@
 //! # Ok::<(), phm_nn::PhmError>(())
 //! ```
 
-use ndarray::{Array2, ArrayD, ArrayView1, ArrayView2, ArrayViewD, ArrayViewMut2, Axis, Ix1};
+use ndarray::{s, Array2, ArrayD, ArrayView1, ArrayView2, ArrayViewD, ArrayViewMut2, Axis, Ix1};
 
 use crate::error::{check_shape, PhmError, Result};
 use crate::kernels::buffer_pool;
@@ -138,19 +138,89 @@ const ROW_COST: usize = 8;
 
 /// `(μ, 1/√(σ² + ε))` of one row, both sums in `f64` (two passes over the row: the variance
 /// of the deviations, not `E[x²] − E[x]²`).
-#[inline]
+#[inline(always)]
 fn row_stats<F: Float>(x: &[F], eps: f64) -> (f64, f64) {
     let inv_d = 1.0 / x.len() as f64;
-    let mean = x.iter().map(|v| v.as_f64()).sum::<f64>() * inv_d;
-    let var = x
-        .iter()
-        .map(|v| {
-            let c = v.as_f64() - mean;
-            c * c
-        })
-        .sum::<f64>()
-        * inv_d;
+    let mean = row_sum(x.len(), |j| x[j].as_f64()) * inv_d;
+    let var = row_sum(x.len(), |j| {
+        let c = x[j].as_f64() - mean;
+        c * c
+    }) * inv_d;
     (mean, 1.0 / (var + eps).sqrt())
+}
+
+/// Partial sums [`row_sum`] keeps: one `f64` vector register with AVX-512.
+const LANES: usize = 8;
+
+/// `Σ_{j < n} f(j)` in `f64`, as [`LANES`] interleaved partial sums added in a fixed order: the
+/// compiler vectorises it (a single running sum is one long dependency chain), and the
+/// result depends only on the row, not on the thread that computes it.
+#[inline(always)]
+fn row_sum(n: usize, f: impl Fn(usize) -> f64) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let whole = n - n % LANES;
+    for j in (0..whole).step_by(LANES) {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += f(j + l);
+        }
+    }
+    let tail: f64 = (whole..n).map(&f).sum();
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            acc[l] += acc[l + width];
+        }
+    }
+    acc[0] + tail
+}
+
+/// Affine weights `(w, b)` as `f64`.
+type Affine = (Vec<f64>, Vec<f64>);
+
+/// The forward row pass over a chunk of rows: `y = (x − μ)·(1/σ) ⊙ w + b` and, when `st` is
+/// given, each row's `(μ, 1/σ)`. Run through `pulp`'s dispatch, so its loops are compiled for
+/// the CPU's best vector instructions (the arithmetic, and so every bit, is the same on all).
+struct NormalizeRows<'a, F> {
+    x: ArrayView2<'a, F>,
+    y: ArrayViewMut2<'a, F>,
+    st: Option<ArrayViewMut2<'a, f64>>,
+    wb: Option<&'a Affine>,
+    eps: f64,
+}
+
+impl<F: Float> pulp::WithSimd for NormalizeRows<'_, F> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let NormalizeRows {
+            x,
+            mut y,
+            mut st,
+            wb,
+            eps,
+        } = self;
+        for (i, (xr, mut yr)) in x.rows().into_iter().zip(y.rows_mut()).enumerate() {
+            let xr = xr.as_slice().expect("standard layout");
+            let yr = yr.as_slice_mut().expect("standard layout");
+            let (mean, s) = row_stats(xr, eps);
+            match wb {
+                Some((w, b)) => {
+                    for (((y, &x), &w), &b) in yr.iter_mut().zip(xr).zip(w).zip(b) {
+                        *y = F::of((x.as_f64() - mean) * s * w + b);
+                    }
+                }
+                None => {
+                    for (y, &x) in yr.iter_mut().zip(xr) {
+                        *y = F::of((x.as_f64() - mean) * s);
+                    }
+                }
+            }
+            if let Some(st) = st.as_mut() {
+                (st[[i, 0]], st[[i, 1]]) = (mean, s);
+            }
+        }
+    }
 }
 
 /// Layer normalization over the last axis; see the [module docs](self).
@@ -232,31 +302,9 @@ impl<F: Float> LayerNorm<F> {
         let wb = self.affine_f64();
         let eps = self.eps;
         let x = x.as_standard_layout();
-        let row_pass =
-            |start: usize, mut y: ArrayViewMut2<'_, F>, mut st: Option<ArrayViewMut2<'_, f64>>| {
-                for (i, mut yr) in y.rows_mut().into_iter().enumerate() {
-                    let xr = x.row(start + i);
-                    let xr = xr.as_slice().expect("standard layout");
-                    let yr = yr.as_slice_mut().expect("standard layout");
-                    let (mean, s) = row_stats(xr, eps);
-                    match &wb {
-                        Some((w, b)) => {
-                            for (((y, &x), &w), &b) in yr.iter_mut().zip(xr).zip(w).zip(b) {
-                                *y = F::of((x.as_f64() - mean) * s * w + b);
-                            }
-                        }
-                        None => {
-                            for (y, &x) in yr.iter_mut().zip(xr) {
-                                *y = F::of((x.as_f64() - mean) * s);
-                            }
-                        }
-                    }
-                    if let Some(st) = st.as_mut() {
-                        (st[[i, 0]], st[[i, 1]]) = (mean, s);
-                    }
-                }
-            };
         let work = m * d * ROW_COST;
+        let x = x.view();
+        let wb = wb.as_ref();
         if keep {
             for_each_chunk2(
                 y.view_mut(),
@@ -264,15 +312,122 @@ impl<F: Float> LayerNorm<F> {
                 Axis(0),
                 work,
                 |start, y, st| {
-                    row_pass(start, y, Some(st));
+                    let rows = x.slice(s![start..start + y.nrows(), ..]);
+                    pulp::Arch::new().dispatch(NormalizeRows {
+                        x: rows,
+                        y,
+                        st: Some(st),
+                        wb,
+                        eps,
+                    })
                 },
             );
         } else {
             for_each_chunk(y.view_mut(), Axis(0), work, |start, y| {
-                row_pass(start, y, None)
+                let rows = x.slice(s![start..start + y.nrows(), ..]);
+                pulp::Arch::new().dispatch(NormalizeRows {
+                    x: rows,
+                    y,
+                    st: None,
+                    wb,
+                    eps,
+                })
             });
         }
         (y, stats)
+    }
+}
+
+/// The backward row pass over a chunk of rows: `dX = (1/σ)·(G⊙w − mean(G⊙w) − x̂·mean(G⊙w⊙x̂))`
+/// with `x̂` recomputed from the saved `(μ, 1/σ)`; dispatched as [`NormalizeRows`].
+struct InputGradRows<'a, F> {
+    x: ArrayView2<'a, F>,
+    g: ArrayView2<'a, F>,
+    stats: ArrayView2<'a, f64>,
+    dx: ArrayViewMut2<'a, F>,
+    w: Option<&'a [f64]>,
+}
+
+impl<F: Float> pulp::WithSimd for InputGradRows<'_, F> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let InputGradRows {
+            x,
+            g,
+            stats,
+            mut dx,
+            w,
+        } = self;
+        let d = x.ncols();
+        let inv_d = 1.0 / d as f64;
+        let mut gw = vec![0.0f64; d];
+        for (r, mut dr) in dx.rows_mut().into_iter().enumerate() {
+            let (mean, s) = (stats[[r, 0]], stats[[r, 1]]);
+            let gr = g.row(r);
+            let gr = gr.as_slice().expect("standard layout");
+            let xr = x.row(r);
+            let xr = xr.as_slice().expect("standard layout");
+            match w {
+                Some(w) => {
+                    for ((gw, &g), &w) in gw.iter_mut().zip(gr).zip(w) {
+                        *gw = g.as_f64() * w;
+                    }
+                }
+                None => {
+                    for (gw, &g) in gw.iter_mut().zip(gr) {
+                        *gw = g.as_f64();
+                    }
+                }
+            }
+            let (gw, xr) = (&gw[..d], &xr[..d]);
+            let m1 = row_sum(d, |j| gw[j]) * inv_d;
+            let m2 = row_sum(d, |j| gw[j] * (xr[j].as_f64() - mean) * s) * inv_d;
+            let dr = dr.as_slice_mut().expect("standard layout");
+            for ((dr, &gw), &x) in dr.iter_mut().zip(gw).zip(xr) {
+                let h = (x.as_f64() - mean) * s;
+                *dr = F::of(s * (gw - m1 - h * m2));
+            }
+        }
+    }
+}
+
+/// The affine gradients over a block of columns: `acc[0] += Σ_rows G ⊙ x̂`,
+/// `acc[1] += Σ_rows G`, each column summed over the rows in order; dispatched as
+/// [`NormalizeRows`].
+struct AffineGradColumns<'a, F> {
+    x: ArrayView2<'a, F>,
+    g: ArrayView2<'a, F>,
+    stats: ArrayView2<'a, f64>,
+    acc: ArrayViewMut2<'a, f64>,
+}
+
+impl<F: Float> pulp::WithSimd for AffineGradColumns<'_, F> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let AffineGradColumns { x, g, stats, acc } = self;
+        let (mut dw, mut db) = acc.split_at(Axis(0), 1);
+        let dw = dw
+            .as_slice_mut()
+            .expect("a row of a column block is contiguous");
+        let db = db
+            .as_slice_mut()
+            .expect("a row of a column block is contiguous");
+        for ((xr, gr), st) in x.rows().into_iter().zip(g.rows()).zip(stats.rows()) {
+            let (mean, s) = (st[0], st[1]);
+            let (xr, gr) = (
+                xr.to_slice()
+                    .expect("a row of a column block is contiguous"),
+                gr.to_slice()
+                    .expect("a row of a column block is contiguous"),
+            );
+            for (((dw, db), &g), &x) in dw.iter_mut().zip(db.iter_mut()).zip(gr).zip(xr) {
+                let g = g.as_f64();
+                *dw += g * (x.as_f64() - mean) * s;
+                *db += g;
+            }
+        }
     }
 }
 
@@ -314,52 +469,33 @@ impl<F: Float> Module<F> for LayerNorm<F> {
         let w: Option<Vec<f64>> = self.affine_f64().map(|(w, _)| w);
         let (x, stats) = (&saved.x, &saved.stats);
         let m = g.nrows();
-        let inv_d = 1.0 / d as f64;
         // dX, one pass per row (x̂ recomputed from the saved μ and 1/σ), rows split across
         // the pool.
         let mut dx = buffer_pool::for_overwrite((m, d));
-        for_each_chunk(dx.view_mut(), Axis(0), m * d * ROW_COST, |start, mut dx| {
-            let mut gw = vec![0.0f64; d];
-            for (i, mut dr) in dx.rows_mut().into_iter().enumerate() {
-                let r = start + i;
-                let (mean, s) = (stats[[r, 0]], stats[[r, 1]]);
-                let gr = g.row(r);
-                let gr = gr.as_slice().expect("standard layout");
-                let xr = x.row(r);
-                let xr = xr.as_slice().expect("standard layout");
-                let (mut m1, mut m2) = (0.0, 0.0);
-                for j in 0..d {
-                    let gj = gr[j].as_f64() * w.as_ref().map_or(1.0, |w| w[j]);
-                    gw[j] = gj;
-                    m1 += gj;
-                    m2 += gj * (xr[j].as_f64() - mean) * s;
-                }
-                let (m1, m2) = (m1 * inv_d, m2 * inv_d);
-                let dr = dr.as_slice_mut().expect("standard layout");
-                for j in 0..d {
-                    let h = (xr[j].as_f64() - mean) * s;
-                    dr[j] = F::of(s * (gw[j] - m1 - h * m2));
-                }
-            }
+        let (x, g, stats) = (x.view(), g.view(), stats.view());
+        let w = w.as_deref();
+        for_each_chunk(dx.view_mut(), Axis(0), m * d * ROW_COST, |start, dx| {
+            let rows = s![start..start + dx.nrows(), ..];
+            pulp::Arch::new().dispatch(InputGradRows {
+                x: x.slice(rows),
+                g: g.slice(rows),
+                stats: stats.slice(rows),
+                dx,
+                w,
+            })
         });
         if let Some((wp, bp)) = &self.affine {
             // dw = Σ_rows G ⊙ x̂, db = Σ_rows G: columns split across the pool, each column
             // summed over the rows in order (the same sums whatever the thread count).
             let mut acc = Array2::<f64>::zeros((2, d));
-            for_each_chunk(acc.view_mut(), Axis(1), m * d * 4, |c0, mut acc| {
-                let cols = acc.ncols();
-                for r in 0..m {
-                    let (mean, s) = (stats[[r, 0]], stats[[r, 1]]);
-                    let gr = g.row(r);
-                    let xr = x.row(r);
-                    let gr = &gr.as_slice().expect("standard layout")[c0..c0 + cols];
-                    let xr = &xr.as_slice().expect("standard layout")[c0..c0 + cols];
-                    for j in 0..cols {
-                        let gj = gr[j].as_f64();
-                        acc[[0, j]] += gj * (xr[j].as_f64() - mean) * s;
-                        acc[[1, j]] += gj;
-                    }
-                }
+            for_each_chunk(acc.view_mut(), Axis(1), m * d * 4, |c0, acc| {
+                let cols = s![.., c0..c0 + acc.ncols()];
+                pulp::Arch::new().dispatch(AffineGradColumns {
+                    x: x.slice(cols),
+                    g: g.slice(cols),
+                    stats,
+                    acc,
+                })
             });
             for (p, row) in [(wp, 0), (bp, 1)] {
                 let mut p = p.write();
@@ -426,6 +562,21 @@ impl<F: Float> std::fmt::Debug for LayerNorm<F> {
 mod tests {
     use super::*;
     use crate::kernels::set_num_threads;
+
+    /// `row_sum` is the sum, at every length around its lane count (whole blocks, a tail, no
+    /// block): small integers, so every order gives the exact value.
+    #[test]
+    fn row_sum_adds_every_entry_once() {
+        for n in 0..=3 * LANES + 3 {
+            let v: Vec<f64> = (0..n).map(|j| ((j * 7) % 11) as f64 - 5.0).collect();
+            let want: f64 = v.iter().sum();
+            assert_eq!(row_sum(n, |j| v[j]), want, "n = {n}");
+            assert_eq!(
+                row_sum(n, |j| v[j] * v[j]),
+                v.iter().map(|x| x * x).sum::<f64>()
+            );
+        }
+    }
 
     /// The plain definition, row by row in `f64`: `(y, dX, dw, db)` for input `x`, weight
     /// `w`, bias `b`, upstream gradient `g`.
