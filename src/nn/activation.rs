@@ -390,9 +390,11 @@ pub(crate) fn gelu_with_derivative<F: Float>(x: F) -> (F, F) {
 // rounded to f32 once; the slice kernels run the same `#[inline(always)]` lane function in
 // a loop that LLVM vectorises (8 f64 lanes with AVX-512, 4 with AVX2) inside
 // `pulp::Arch::dispatch`, and the scalar entry points run it on one element. The lane
-// function uses only IEEE-rounded `+ − × ÷`, conversions and bit operations (no `mul_add`,
-// which would round differently where FMA is missing), so every instruction set gives the
-// same bits: forward, infer and the scalar functions agree exactly.
+// function uses only IEEE-rounded `+ − × ÷`, conversions, bit operations and, for the
+// polynomials, `mul_add`: a fused multiply-add rounded once on every machine (one
+// instruction with AVX2/FMA or AVX-512, the C library's much slower `fma` on an x86-64 CPU
+// without FMA). So every instruction set gives the same bits: forward, infer and the scalar
+// functions agree exactly.
 
 /// `gelu(x)` in `f32` (the slice kernels' lane function on one element).
 #[inline]
@@ -526,11 +528,11 @@ const ERFC_P: [f64; 10] = [
     0.170_872_77,
 ];
 
-/// `c₀ + x·(c₁ + x·(c₂ + …))`, unrolled for a constant `c`.
+/// `c₀ + x·(c₁ + x·(c₂ + …))`, unrolled for a constant `c`, one fused multiply-add a step.
 #[inline(always)]
 fn horner<const N: usize>(x: f64, c: &[f64; N]) -> f64 {
     let (last, rest) = c.split_last().expect("at least one coefficient");
-    rest.iter().rev().fold(*last, |acc, &c| acc * x + c)
+    rest.iter().rev().fold(*last, |acc, &c| acc.mul_add(x, c))
 }
 
 /// Below this, [`exp_lane`] returns 0 (`e^{−708} ≈ 3.3e-308` is still a normal `f64`).
