@@ -36,7 +36,11 @@ use std::any::Any;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use ndarray::{Array, ArrayBase, ArrayView, CowArray, Data, Dimension, ShapeBuilder};
+use ndarray::{
+    Array, ArrayBase, ArrayView, ArrayViewMut1, Axis, CowArray, Data, Dimension, ShapeBuilder,
+};
+
+use crate::kernels::parallel::for_each_chunk;
 
 use crate::Float;
 
@@ -200,12 +204,29 @@ pub(crate) fn zeros<F: Float, Sh: ShapeBuilder>(shape: Sh) -> Array<F, Sh::Dim> 
     }
 }
 
-/// A standard-layout copy of `a`.
+/// A standard-layout copy of `a` (split across the crate's pool when large and contiguous).
 pub(crate) fn copy_of<F: Float, S: Data<Elem = F>, D: Dimension>(
     a: &ArrayBase<S, D>,
 ) -> Array<F, D> {
     let mut out = for_overwrite(a.raw_dim());
-    out.assign(a);
+    match (a.as_slice(), out.as_slice_mut()) {
+        (Some(src), Some(dst)) => {
+            let len = dst.len();
+            for_each_chunk(
+                ArrayViewMut1::from(dst),
+                Axis(0),
+                len,
+                |start, mut chunk| {
+                    let n = chunk.len();
+                    chunk
+                        .as_slice_mut()
+                        .expect("a chunk of a slice is contiguous")
+                        .copy_from_slice(&src[start..start + n]);
+                },
+            );
+        }
+        _ => out.assign(a),
+    }
     out
 }
 
@@ -254,6 +275,19 @@ mod tests {
         let e = copy_of(&src.t());
         assert_eq!(e.as_ptr(), ptr);
         assert_eq!(e, src);
+    }
+
+    /// A copy large enough to be split across threads is the source, at 1–3 threads.
+    #[test]
+    fn a_split_copy_is_the_source() {
+        let src = ArrayD::<f64>::from_shape_fn(vec![3, 211, 163], |i| {
+            (i[0] * 7 + i[1] * 5 + i[2]) as f64
+        });
+        for threads in 1..=3 {
+            crate::kernels::set_num_threads(threads);
+            assert_eq!(copy_of(&src), src, "{threads} threads");
+        }
+        crate::kernels::set_num_threads(1);
     }
 
     #[test]

@@ -23,6 +23,7 @@ use ndarray::{
 
 use crate::kernels::buffer_pool;
 use crate::kernels::gemm_backend::packed_gemm;
+use crate::kernels::parallel::for_each_chunk;
 use crate::Float;
 
 /// Inner dimension from which [`gemm`] steers a product with a transposed weight to a
@@ -424,20 +425,42 @@ pub(crate) fn assert_same_shape(context: &str, what: &str, got: &[usize], expect
 /// Fills every row of `y` with `bias` and returns the `beta` a following GEMM must use to keep
 /// it (`1`), or returns `0` when there is no bias.
 pub(crate) fn init_output<F: Float>(y: &mut ArrayViewMut2<F>, bias: Option<&ArrayView1<F>>) -> F {
-    match bias {
-        Some(b) => {
-            y.assign(b);
-            F::one()
+    let Some(b) = bias else {
+        return F::zero();
+    };
+    let b = b.as_standard_layout();
+    // Rows split across the pool; a contiguous row is one copy of the bias.
+    let len = y.len();
+    for_each_chunk(y.view_mut(), Axis(0), len, |_, mut rows| {
+        for mut row in rows.rows_mut() {
+            match (row.as_slice_mut(), b.as_slice()) {
+                (Some(row), Some(b)) => row.copy_from_slice(b),
+                _ => row.assign(&b),
+            }
         }
-        None => F::zero(),
-    }
+    });
+    F::one()
 }
 
-/// Adds the column sums of `g` (the bias gradient) into `db`, when given.
+/// Adds the column sums of `g` (the bias gradient) into `db`, when given: columns split
+/// across the pool, each summed over the rows in order (the same sums whatever the thread
+/// count).
 pub(crate) fn add_bias_grad<F: Float>(db: Option<ArrayViewMut1<F>>, g: &ArrayView2<F>) {
-    if let Some(mut db) = db {
-        db += &g.sum_axis(Axis(0));
-    }
+    let Some(db) = db else {
+        return;
+    };
+    for_each_chunk(db, Axis(0), g.len(), |c0, mut db| {
+        let cols = g.slice(s![.., c0..c0 + db.len()]);
+        let mut sum = vec![F::zero(); db.len()];
+        for row in cols.rows() {
+            if let Some(row) = row.as_slice() {
+                sum.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
+            } else {
+                sum.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
+            }
+        }
+        db.zip_mut_with(&ArrayView1::from(&sum[..]), |d, &s| *d += s);
+    });
 }
 
 /// `Y = X Wᵀ + 1 bᵀ` for a dense weight `w` `(k, d)`, written into `y` `(B, k)`.
@@ -482,7 +505,7 @@ pub(crate) fn affine_backward<F: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::ShapeBuilder;
+    use ndarray::{Array1, ShapeBuilder};
 
     /// Deterministic small integers (every sum below is exact in f32 and f64, in any order).
     fn filled<F: Float>(rows: usize, cols: usize, col_major: bool, seed: usize) -> Array2<F> {
@@ -557,6 +580,32 @@ mod tests {
             }
         }
         set_parallel_min_work(PARALLEL_MIN_WORK);
+        set_num_threads(1);
+    }
+
+    /// The bias fill and the bias gradient, split across 1–3 threads (large enough to split),
+    /// on row-major and column-major arrays, equal the definition (small integers: exact).
+    #[test]
+    fn bias_fill_and_bias_gradient_match_the_definition() {
+        let (rows, cols) = (300, 130);
+        let b = Array1::from_shape_fn(cols, |j| (j % 7) as f64 - 3.0);
+        let g = filled::<f64>(rows, cols, false, 2);
+        let g_cm = filled::<f64>(rows, cols, true, 2);
+        for threads in 1..=3 {
+            set_num_threads(threads);
+            for col_major in [false, true] {
+                let mut y = filled::<f64>(rows, cols, col_major, 1);
+                assert_eq!(init_output(&mut y.view_mut(), Some(&b.view())), 1.0);
+                assert!(y.rows().into_iter().all(|r| r == b), "{threads} threads");
+                assert_eq!(init_output(&mut y.view_mut(), None), 0.0);
+            }
+            for g in [&g, &g_cm] {
+                let mut db = Array1::from_elem(cols, 0.5);
+                add_bias_grad(Some(db.view_mut()), &g.view());
+                let want = Array1::from_shape_fn(cols, |j| 0.5 + g.column(j).sum());
+                assert_eq!(db, want, "{threads} threads");
+            }
+        }
         set_num_threads(1);
     }
 
