@@ -41,6 +41,12 @@ const STEER_MIN_K: usize = 64;
 /// threads").
 pub const PARALLEL_MIN_WORK: usize = 1 << 22;
 
+/// Multiply-adds a product is counted per entry of its right operand (`k·n`) when deciding to
+/// thread it: a product of few rows (a matrix–vector product at batch 1) does few
+/// multiply-adds per weight it reads and is bound by reading the weight, which two threads
+/// also share. A 1024 × 1024 weight at one row counts as 8 M and is threaded.
+const WORK_PER_WEIGHT_ENTRY: usize = 8;
+
 /// The threshold in force (see [`PARALLEL_MIN_WORK`]).
 static MIN_WORK: AtomicUsize = AtomicUsize::new(PARALLEL_MIN_WORK);
 
@@ -287,7 +293,8 @@ pub(crate) fn gemm<F: Float>(
     let n = b.ncols();
     assert_eq!(k, b.nrows(), "gemm: inner dimensions differ");
     assert_eq!(c.dim(), (m, n), "gemm: output shape differs");
-    let threads = threads_for(m.saturating_mul(n).saturating_mul(k));
+    let weight_reads = k.saturating_mul(n).saturating_mul(WORK_PER_WEIGHT_ENTRY);
+    let threads = threads_for(m.saturating_mul(n).saturating_mul(k).max(weight_reads));
     if threads > 1 {
         // Each thread computes a block of the output on its own: it packs only its share of
         // the operand that is split, and no thread waits for another inside the product.
