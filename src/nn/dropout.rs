@@ -111,6 +111,67 @@ impl<F: Float> Dropout<F> {
     pub fn reseed(&mut self, seed: u64) {
         self.rng = ChaCha8Rng::seed_from_u64(seed);
     }
+
+    /// [`Module::forward`] on an input the caller gives up: the output is written in its
+    /// buffer (no copy; at `p = 0` it is `x` itself).
+    pub(crate) fn forward_owned(&mut self, x: ArrayD<F>) -> ArrayD<F> {
+        if self.p == 0.0 {
+            self.saved.push(Saved::Identity(x.shape().to_vec()));
+            return x;
+        }
+        let mut y = buffer_pool::owned(x.into());
+        self.apply_mask(&mut y);
+        y
+    }
+
+    /// [`Module::backward`] on a gradient the caller gives up (no copy at `p = 0`).
+    ///
+    /// # Panics
+    /// As [`Module::backward`].
+    #[track_caller]
+    pub(crate) fn backward_owned(&mut self, grad_output: ArrayD<F>) -> ArrayD<F> {
+        match self.pop_checked(grad_output.shape()) {
+            None => grad_output,
+            Some(mut mask) => {
+                Zip::from(&mut mask)
+                    .and(&grad_output)
+                    .for_each(|m, &g| *m *= g);
+                buffer_pool::recycle(grad_output);
+                mask
+            }
+        }
+    }
+
+    /// Draws a mask for `y` (standard layout: one uniform per entry, in logical order),
+    /// applies it in place and saves it.
+    fn apply_mask(&mut self, y: &mut ArrayD<F>) {
+        let scale = F::of(1.0 / (1.0 - self.p));
+        let p = self.p;
+        let rng = &mut self.rng;
+        // Every entry of the mask is written below.
+        let mut mask = buffer_pool::for_overwrite(y.raw_dim());
+        Zip::from(y).and(&mut mask).for_each(|y, m| {
+            *m = if rng.random::<f64>() < p {
+                F::zero()
+            } else {
+                scale
+            };
+            *y *= *m;
+        });
+        self.saved.push(Saved::Mask(mask));
+    }
+
+    /// The saved state of the matching forward pass, checked against `grad_shape`: `None`
+    /// for the identity (`p = 0`), else the mask.
+    #[track_caller]
+    fn pop_checked(&mut self, grad_shape: &[usize]) -> Option<ArrayD<F>> {
+        let (shape, mask) = match self.saved.pop("Dropout") {
+            Saved::Identity(shape) => (shape, None),
+            Saved::Mask(mask) => (mask.shape().to_vec(), Some(mask)),
+        };
+        assert_same_shape("Dropout::backward", "grad_output", grad_shape, &shape);
+        mask
+    }
 }
 
 impl<F: Float> Module<F> for Dropout<F> {
@@ -121,23 +182,8 @@ impl<F: Float> Module<F> for Dropout<F> {
             self.saved.push(Saved::Identity(x.shape().to_vec()));
             return buffer_pool::copy_of(&x);
         }
-        let scale = F::of(1.0 / (1.0 - self.p));
-        let p = self.p;
-        let rng = &mut self.rng;
-        // One pass: draw, write the mask entry and the output entry. Both arrays are in
-        // standard layout, so the pass (and the draws) follow the input's logical order.
         let mut y = buffer_pool::copy_of(&x);
-        // Every entry of the mask is written below.
-        let mut mask = buffer_pool::for_overwrite(x.raw_dim());
-        Zip::from(&mut y).and(&mut mask).for_each(|y, m| {
-            *m = if rng.random::<f64>() < p {
-                F::zero()
-            } else {
-                scale
-            };
-            *y *= *m;
-        });
-        self.saved.push(Saved::Mask(mask));
+        self.apply_mask(&mut y);
         y
     }
 
@@ -148,24 +194,9 @@ impl<F: Float> Module<F> for Dropout<F> {
     /// shape of that forward's input.
     #[track_caller]
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let saved = self.saved.pop("Dropout");
-        match saved {
-            Saved::Identity(shape) => {
-                assert_same_shape(
-                    "Dropout::backward",
-                    "grad_output",
-                    grad_output.shape(),
-                    &shape,
-                );
-                buffer_pool::copy_of(&grad_output)
-            }
-            Saved::Mask(mut mask) => {
-                assert_same_shape(
-                    "Dropout::backward",
-                    "grad_output",
-                    grad_output.shape(),
-                    mask.shape(),
-                );
+        match self.pop_checked(grad_output.shape()) {
+            None => buffer_pool::copy_of(&grad_output),
+            Some(mut mask) => {
                 Zip::from(&mut mask)
                     .and(&grad_output)
                     .for_each(|m, &g| *m *= g);
@@ -207,6 +238,37 @@ impl<F> std::fmt::Debug for Dropout<F> {
 mod tests {
     use super::*;
     use ndarray::Array2;
+
+    /// The owned entry points (used inside the Transformer) give what `forward` and
+    /// `backward` give, mask for mask, at `p = 0` and above, for a standard and a transposed
+    /// input; a gradient of the wrong shape still panics.
+    #[test]
+    fn owned_passes_equal_the_view_passes() {
+        for p in [0.0, 0.3] {
+            let x = Array2::from_shape_fn((9, 7), |(i, j)| (i * 7 + j) as f64 - 20.0).into_dyn();
+            let g = x.mapv(|v| v * 0.5 + 1.0);
+            for input in [
+                x.clone(),
+                x.t().to_owned(),
+                x.t().as_standard_layout().into_owned(),
+            ] {
+                let mut a = Dropout::<f64>::new(p, 3).unwrap();
+                let mut b = Dropout::<f64>::new(p, 3).unwrap();
+                let ya = a.forward(input.view());
+                let yb = b.forward_owned(input.clone());
+                assert_eq!(ya, yb, "p = {p}");
+                let ga = a.backward(g.view().into_shape_with_order(ya.raw_dim()).unwrap());
+                let gb = b.backward_owned(g.clone().into_shape_with_order(yb.raw_dim()).unwrap());
+                assert_eq!(ga, gb, "p = {p}");
+            }
+            let mut c = Dropout::<f64>::new(p, 3).unwrap();
+            c.forward_owned(x.clone());
+            let wrong = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                c.backward_owned(ArrayD::zeros(vec![9, 8]))
+            }));
+            assert!(wrong.is_err(), "p = {p}: a wrong-shape gradient must panic");
+        }
+    }
 
     /// The one-pass forward against the definition: `m_i = 0` if the `i`-th uniform (in the
     /// input's logical order, from the layer's seeded generator) is below `p`, else

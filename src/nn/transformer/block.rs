@@ -187,11 +187,11 @@ impl<F: Float> Block<F> {
         // Each intermediate goes back to the buffer pool once the next layer has read it.
         let a = self.ln1.forward(x.view());
         let c = consume(a, |a| self.attn.forward_masked(a, pad));
-        let mut h = consume(c, |c| self.drop1.forward(c));
+        let mut h = self.drop1.forward_owned(c);
         h += &x;
         let b = self.ln2.forward(h.view());
         let f = consume(b, |b| self.ffn.forward(b));
-        let mut y = consume(f, |f| self.drop2.forward(f));
+        let mut y = self.drop2.forward_owned(f);
         consume(h, |h| y += &h);
         y
     }

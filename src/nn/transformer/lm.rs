@@ -441,7 +441,7 @@ impl<F: Float> TransformerLm<F> {
     /// Each intermediate goes back to the buffer pool once the next layer has read it.
     fn forward_rest(&mut self, x: ArrayD<F>, pad: Option<ArrayView2<'_, bool>>) -> Array3<F> {
         let x = consume(x, |x| self.pos.forward(x));
-        let mut x = consume(x, |x| self.drop.forward(x));
+        let mut x = self.drop.forward_owned(x);
         for block in &mut self.blocks {
             x = consume(x, |x| block.forward_masked(x, pad.map(|m| m.into_dyn())));
         }
@@ -466,7 +466,7 @@ impl<F: Float> TransformerLm<F> {
         for block in self.blocks.iter_mut().rev() {
             g = consume(g, |g| block.backward(g));
         }
-        let g = consume(g, |g| self.drop.backward(g));
+        let g = self.drop.backward_owned(g);
         consume(g, |g| self.pos.backward(g))
     }
 
