@@ -75,22 +75,29 @@ fn conv_steps(phm: bool, steps: usize) -> Trace<f64> {
     })
     .unwrap();
     let mut losses = Vec::new();
+    let mut input_grads = Vec::new();
     for step in 0..steps {
-        let x = Array4::from_shape_fn((5, 4, 7, 6), |(b, c, h, w)| {
-            (((b * 31 + c * 17 + h * 7 + w * 3 + step) % 23) as f64 - 11.0) / 7.0
-        })
-        .into_dyn();
+        let x = |k: usize| {
+            Array4::from_shape_fn((5, 4, 7, 6), |(b, c, h, w)| {
+                (((b * 31 + c * 17 + h * 7 + w * 3 + step + k) % 23) as f64 - 11.0) / 7.0
+            })
+            .into_dyn()
+        };
         layer.zero_grad();
-        let y = layer.forward(x.view());
-        // L = ½‖Y‖²: dL/dY = Y.
-        losses.push(0.5 * y.iter().map(|v| v * v).sum::<f64>());
-        layer.backward(y.view());
+        // Two forward passes, then their backward passes in reverse: the second backward's
+        // input gradient is written into the buffer the first one's saved input gave back.
+        let (y1, y2) = (layer.forward(x(0).view()), layer.forward(x(1).view()));
+        // L = ½‖Y₁‖² + ½‖Y₂‖²: dL/dY = Y.
+        losses.push(0.5 * y1.iter().chain(&y2).map(|v| v * v).sum::<f64>());
+        input_grads.push(layer.backward(y2.view()).sum());
+        input_grads.push(layer.backward(y1.view()).sum());
         opt.step(&mut *layer).unwrap();
     }
-    let values = params(&*layer)
+    let mut values: Vec<ArrayD<f64>> = params(&*layer)
         .into_iter()
         .map(|(_, p)| p.value())
         .collect();
+    values.push(ndarray::Array1::from(input_grads).into_dyn());
     (losses, values)
 }
 

@@ -169,16 +169,11 @@ impl Lowering {
         g.kernel() == (1, 1) && g.stride() == (1, 1) && g.padding() == (0, 0)
     }
 
-    /// An array shaped `dim` from the [buffer pool](crate::kernels::buffer_pool), zeroed or
-    /// (without `zeroed`) with unspecified contents the caller overwrites; or a panic naming
-    /// the size when this machine cannot allocate it (rather than an abort).
+    /// An array shaped `dim` from the [buffer pool](crate::kernels::buffer_pool), with
+    /// unspecified contents the caller overwrites; or a panic naming the size when this
+    /// machine cannot allocate it (rather than an abort).
     #[track_caller]
-    fn buffer<F: Float, D: Dimension>(
-        context: &str,
-        what: &str,
-        dim: D,
-        zeroed: bool,
-    ) -> Array<F, D> {
+    fn buffer<F: Float, D: Dimension>(context: &str, what: &str, dim: D) -> Array<F, D> {
         let len = dim.size();
         if len.saturating_mul(std::mem::size_of::<F>()) > buffer_pool::limit() {
             // Not one the pool holds: check it can be allocated at all.
@@ -190,11 +185,7 @@ impl Lowering {
                 );
             }
         }
-        if zeroed {
-            buffer_pool::zeros(dim)
-        } else {
-            buffer_pool::for_overwrite(dim)
-        }
+        buffer_pool::for_overwrite(dim)
     }
 
     /// `Y[b] = K̂ · cols(X[b]) + bias` for every image (split across the pool by images, each
@@ -213,8 +204,7 @@ impl Lowering {
         let c_out = k.nrows();
         let positions = f.ho * f.wo;
         // Every image's output is written whole by its product (`beta = 0`).
-        let mut y: Array3<F> =
-            Self::buffer(context, "output", Ix3(f.batch, c_out, positions), false);
+        let mut y: Array3<F> = Self::buffer(context, "output", Ix3(f.batch, c_out, positions));
         let work = self.work(f, c_out);
         let pointwise = self.is_pointwise();
         // `im2col` writes every entry of its buffer.
@@ -243,7 +233,7 @@ impl Lowering {
                     }
                 }
             };
-        let mut kept = keep.then(|| Self::buffer(context, "saved input", x.raw_dim(), false));
+        let mut kept = keep.then(|| Self::buffer(context, "saved input", x.raw_dim()));
         match kept.as_mut() {
             Some(kept) => {
                 for_each_chunk2(
@@ -312,9 +302,9 @@ impl Lowering {
             .into_shape_with_order((f.batch, c_out, positions))
             .expect("standard layout reshapes");
         let c = self.geometry.channels();
-        // Zeroed: `col2im` adds into it.
-        let mut dx: Array4<F> =
-            Self::buffer(context, "input gradient", Ix4(f.batch, c, f.h, f.w), true);
+        // Every image is written below: by a product with `beta = 0`, or zeroed just before
+        // `col2im` adds into it (while it is in cache).
+        let mut dx: Array4<F> = Self::buffer(context, "input gradient", Ix4(f.batch, c, f.h, f.w));
         let (want_dk, want_db) = (dk.is_some(), db.is_some());
         let work = self.work(f, c_out);
         let pointwise = self.is_pointwise();
@@ -363,6 +353,7 @@ impl Lowering {
                     gemm(F::one(), &k.t(), &g_img, F::zero(), &mut dx_img);
                 } else {
                     gemm(F::one(), &k.t(), &g_img, F::zero(), &mut dcols.view_mut());
+                    dx_img.fill(F::zero());
                     col2im(
                         dcols.view(),
                         &self.geometry,
