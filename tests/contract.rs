@@ -481,3 +481,60 @@ fn every_layer_counts_and_clears_its_saved_states() {
         assert_eq!(layer.pending(), 0, "{}", layer.describe());
     }
 }
+
+/// `forward_owned` is `forward`: the same output, the same saved state (the same gradients
+/// and input gradient after `backward`), for the layers that keep or overwrite the array it
+/// gives them and for composites that hand their intermediates on, on a standard-layout and
+/// a transposed input.
+#[test]
+fn forward_owned_equals_forward_for_every_family() {
+    use phm_nn::nn::transformer::FeedForwardConfig;
+    let mut r = rng(41);
+    let mut seq = Sequential::new();
+    seq.push(LinearConfig::new(4, 6).init(&mut r).unwrap());
+    seq.push(Gelu::new());
+    seq.push(LayerNormConfig::new(6).init().unwrap());
+    seq.push(LinearConfig::new(6, 2).init(&mut r).unwrap());
+    // (layer, input width)
+    let layers: Vec<(Box<dyn Module<f64>>, usize)> = vec![
+        (Box::new(LinearConfig::new(5, 3).init(&mut r).unwrap()), 5),
+        (
+            Box::new(PhmLinearConfig::new(4, 6, 2).init(&mut r).unwrap()),
+            4,
+        ),
+        (Box::new(Gelu::new()), 5),
+        (Box::new(LayerNormConfig::new(5).init().unwrap()), 5),
+        (Box::new(Dropout::new(0.4, 2).unwrap()), 5),
+        (Box::new(Dropout::new(0.0, 2).unwrap()), 5),
+        (
+            Box::new(FeedForwardConfig::new(4, 8).init(None, &mut r).unwrap()),
+            4,
+        ),
+        (Box::new(seq), 4),
+    ];
+    for (layer, width) in layers {
+        let x = uniform_d(&mut r, &[3, 2, width]);
+        // A (T, B, d) view of a (B, T, d) array: not in standard layout.
+        let x_t = x.view().permuted_axes(vec![1, 0, 2]).to_owned();
+        for input in [x.clone(), x_t] {
+            let (mut a, mut b) = (layer.clone(), layer.clone());
+            let ya = a.forward(input.view());
+            let yb = b.forward_owned(input.clone());
+            assert_eq!(ya, yb, "{}", a.describe());
+            let g = ya.mapv(|v| 0.3 * v - 0.1);
+            assert_eq!(
+                a.backward(g.view()),
+                b.backward(g.view()),
+                "{}",
+                a.describe()
+            );
+            let grads = |m: &dyn Module<f64>| {
+                params(m)
+                    .into_iter()
+                    .map(|(_, p)| p.grad())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(grads(&*a), grads(&*b), "{}", a.describe());
+        }
+    }
+}

@@ -35,6 +35,22 @@ pub(crate) fn as_matrix<'a, F: Float>(
     (m, lead)
 }
 
+/// An owned `(…, width)` input as the matrix `(M, width)` and its leading axes: the owned
+/// counterpart of [`as_matrix`], with the same check (no copy when in standard layout).
+///
+/// # Panics
+/// As [`as_matrix`].
+#[track_caller]
+pub(crate) fn owned_matrix<F: Float>(
+    context: &str,
+    what: &str,
+    x: ArrayD<F>,
+    width: usize,
+) -> (ndarray::Array2<F>, Vec<usize>) {
+    let (_, lead) = as_matrix(context, what, x.view(), width);
+    (into_matrix(x, width), lead)
+}
+
 /// `lead` with `last` appended.
 pub(crate) fn with_last(lead: &[usize], last: usize) -> Vec<usize> {
     let mut s = lead.to_vec();

@@ -209,6 +209,28 @@ pub trait Module<F: Float>: CloneModule<F> + Any + Send + Sync + Debug {
     /// message names both shapes.
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F>;
 
+    /// [`forward`](Module::forward) on an input the caller gives up: the same output and the
+    /// same saved state, but a layer that saves its input (or computes in place) may keep
+    /// this array instead of copying it. The default runs `forward` on a view and gives the
+    /// array to the crate's [buffer pool](crate::kernels::buffer_pool). The crate's
+    /// composite layers pass their intermediates this way.
+    ///
+    /// ```
+    /// use phm_nn::{LinearConfig, Module};
+    /// let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+    /// let mut a = LinearConfig::new(4, 3).init::<f64, _>(&mut rng)?;
+    /// let mut b = a.clone();
+    /// let x = ndarray::ArrayD::from_elem(vec![2, 4], 0.5);
+    /// assert_eq!(a.forward(x.view()), b.forward_owned(x));
+    /// # Ok::<(), phm_nn::PhmError>(())
+    /// ```
+    ///
+    /// # Panics
+    /// As [`forward`](Module::forward).
+    fn forward_owned(&mut self, x: ArrayD<F>) -> ArrayD<F> {
+        crate::kernels::buffer_pool::consume(x, |x| self.forward(x))
+    }
+
     /// Backward pass for the most recent [`forward`](Module::forward) not yet gone back
     /// through: adds the parameter gradients into each trainable [`Param`] and returns
     /// `dL/dX`.

@@ -146,9 +146,10 @@ impl<F: Float> Module<F> for Sequential<F> {
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         match self.layers.split_first_mut() {
             None => x.to_owned(),
+            // Each intermediate handed on: a layer may keep it instead of copying it.
             Some((first, rest)) => rest
                 .iter_mut()
-                .fold(first.forward(x), |y, layer| layer.forward(y.view())),
+                .fold(first.forward(x), |y, layer| layer.forward_owned(y)),
         }
     }
 

@@ -256,9 +256,14 @@ activation!(
 
 impl<F: Float> Module<F> for Gelu<F> {
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
+        self.forward_owned(buffer_pool::copy_of(&x))
+    }
+
+    /// In place: the output is written over `x`.
+    fn forward_owned(&mut self, x: ArrayD<F>) -> ArrayD<F> {
         // Element-wise: split the flat buffer, whatever the shape (a (1, T, F) input splits
         // too; a 0-D one is one element).
-        let mut y = buffer_pool::copy_of(&x);
+        let mut y = buffer_pool::owned(x.into());
         // Every entry of `d` is written below.
         let mut d = buffer_pool::for_overwrite(y.raw_dim());
         let work = y.len() * gelu_cost::<F>();

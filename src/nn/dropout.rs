@@ -112,18 +112,6 @@ impl<F: Float> Dropout<F> {
         self.rng = ChaCha8Rng::seed_from_u64(seed);
     }
 
-    /// [`Module::forward`] on an input the caller gives up: the output is written in its
-    /// buffer (no copy; at `p = 0` it is `x` itself).
-    pub(crate) fn forward_owned(&mut self, x: ArrayD<F>) -> ArrayD<F> {
-        if self.p == 0.0 {
-            self.saved.push(Saved::Identity(x.shape().to_vec()));
-            return x;
-        }
-        let mut y = buffer_pool::owned(x.into());
-        self.apply_mask(&mut y);
-        y
-    }
-
     /// [`Module::backward`] on a gradient the caller gives up (no copy at `p = 0`).
     ///
     /// # Panics
@@ -183,6 +171,17 @@ impl<F: Float> Module<F> for Dropout<F> {
             return buffer_pool::copy_of(&x);
         }
         let mut y = buffer_pool::copy_of(&x);
+        self.apply_mask(&mut y);
+        y
+    }
+
+    /// In place: the output is written in `x`'s buffer (at `p = 0` it is `x` itself).
+    fn forward_owned(&mut self, x: ArrayD<F>) -> ArrayD<F> {
+        if self.p == 0.0 {
+            self.saved.push(Saved::Identity(x.shape().to_vec()));
+            return x;
+        }
+        let mut y = buffer_pool::owned(x.into());
         self.apply_mask(&mut y);
         y
     }

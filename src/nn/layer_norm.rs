@@ -47,7 +47,7 @@ use crate::error::{check_shape, PhmError, Result};
 use crate::kernels::buffer_pool;
 use crate::kernels::gemm::assert_same_shape;
 use crate::kernels::parallel::{for_each_chunk, for_each_chunk2};
-use crate::kernels::shapes::{as_matrix, unflatten, with_last};
+use crate::kernels::shapes::{as_matrix, owned_matrix, unflatten, with_last};
 use crate::module::{Module, Param, SavedStates, StateStack};
 use crate::Float;
 
@@ -445,6 +445,22 @@ impl<F: Float> Module<F> for LayerNorm<F> {
         let (y, stats) = self.normalize(&x.view(), true);
         self.saved.push(Saved {
             x: buffer_pool::owned(x),
+            stats,
+            lead: lead.clone(),
+        });
+        unflatten(y, &lead)
+    }
+
+    /// Keeps `x` as the saved input (no copy).
+    ///
+    /// # Panics
+    /// If the last axis of `x` is not `width`.
+    #[track_caller]
+    fn forward_owned(&mut self, x: ArrayD<F>) -> ArrayD<F> {
+        let (x, lead) = owned_matrix("LayerNorm::forward", "input", x, self.width);
+        let (y, stats) = self.normalize(&x.view(), true);
+        self.saved.push(Saved {
+            x,
             stats,
             lead: lead.clone(),
         });

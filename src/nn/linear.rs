@@ -29,7 +29,7 @@ use crate::error::{check_shape, PhmError, Result};
 use crate::init::{Fans, Init};
 use crate::kernels::buffer_pool;
 use crate::kernels::gemm::{add_bias_grad, affine_backward, affine_forward, assert_same_shape};
-use crate::kernels::shapes::{as_matrix, linear_output_shape, unflatten};
+use crate::kernels::shapes::{as_matrix, linear_output_shape, owned_matrix, unflatten};
 use crate::module::{Module, Param, SavedStates, StateStack};
 use crate::Float;
 
@@ -238,6 +238,15 @@ impl<F: Float> Module<F> for Linear<F> {
     /// # Panics
     /// If no forward pass is left to go back through, or `grad_output` is not
     /// `(…, out_features)` with the leading axes of that forward's input.
+    /// Keeps `x` as the saved input (no copy).
+    #[track_caller]
+    fn forward_owned(&mut self, x: ArrayD<F>) -> ArrayD<F> {
+        let (x, lead) = owned_matrix("Linear::forward", "input", x, self.in_features());
+        let y = self.affine(&x.view());
+        self.saved.push((x, lead.clone()));
+        unflatten(y, &lead)
+    }
+
     #[track_caller]
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
         let (x, lead) = self.saved.pop("Linear");

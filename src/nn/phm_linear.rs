@@ -61,7 +61,7 @@ use crate::kernels::gemm::{
     init_output, reuse,
 };
 use crate::kernels::phm::{accumulate_parts_grad, build_weight, build_weight_into, PhmShape};
-use crate::kernels::shapes::{as_matrix, linear_output_shape, unflatten, with_last};
+use crate::kernels::shapes::{as_matrix, linear_output_shape, owned_matrix, unflatten, with_last};
 use crate::kernels::strategy::{cost_model, Kernel, Mode, Strategy};
 use crate::module::{Module, Param, SavedStates, StateStack};
 use crate::nn::linear::bias_view;
@@ -741,6 +741,16 @@ impl<F: Float> Module<F> for PhmLinear<F> {
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         let (xm, lead) = as_matrix("PhmLinear::forward", "input", x, self.shape.in_features());
         let (y, saved) = self.forward_matrix(buffer_pool::copy_of(&xm), lead.clone());
+        self.saved.push(saved);
+        unflatten(y, &lead)
+    }
+
+    /// Keeps `x` as the saved input (no copy).
+    #[track_caller]
+    fn forward_owned(&mut self, x: ArrayD<F>) -> ArrayD<F> {
+        let width = self.shape.in_features();
+        let (xm, lead) = owned_matrix("PhmLinear::forward", "input", x, width);
+        let (y, saved) = self.forward_matrix(xm, lead.clone());
         self.saved.push(saved);
         unflatten(y, &lead)
     }

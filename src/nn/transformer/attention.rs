@@ -487,7 +487,7 @@ impl<F: Float> MultiHeadAttention<F> {
         let k = into_matrix(self.k.forward(x.view()), self.width);
         let v = into_matrix(self.v.forward(x.view()), self.width);
         let (merged, p) = self.core(dims, &lead, &q, &k, &v, pad, true);
-        let y = consume(merged, |m| self.o.forward(m));
+        let y = self.o.forward_owned(merged);
         self.saved.push(Saved {
             lead,
             q,

@@ -190,7 +190,7 @@ impl<F: Float> Block<F> {
         let mut h = self.drop1.forward_owned(c);
         h += &x;
         let b = self.ln2.forward(h.view());
-        let f = consume(b, |b| self.ffn.forward(b));
+        let f = self.ffn.forward_owned(b);
         let mut y = self.drop2.forward_owned(f);
         consume(h, |h| y += &h);
         y

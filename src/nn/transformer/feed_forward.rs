@@ -120,11 +120,17 @@ impl<F: Float> FeedForward<F> {
 }
 
 impl<F: Float> Module<F> for FeedForward<F> {
-    // Each intermediate goes back to the buffer pool once the next layer has read it.
+    // Each intermediate is handed on to the next layer, which keeps or recycles it.
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         let h = self.fc1.forward(x);
-        let a = consume(h, |h| self.act.forward(h));
-        consume(a, |a| self.fc2.forward(a))
+        let a = self.act.forward_owned(h);
+        self.fc2.forward_owned(a)
+    }
+
+    fn forward_owned(&mut self, x: ArrayD<F>) -> ArrayD<F> {
+        let h = self.fc1.forward_owned(x);
+        let a = self.act.forward_owned(h);
+        self.fc2.forward_owned(a)
     }
 
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {

@@ -445,8 +445,8 @@ impl<F: Float> TransformerLm<F> {
         for block in &mut self.blocks {
             x = consume(x, |x| block.forward_masked(x, pad.map(|m| m.into_dyn())));
         }
-        let x = consume(x, |x| self.ln_f.forward(x));
-        into3(consume(x, |x| self.head.forward(x)))
+        let x = self.ln_f.forward_owned(x);
+        into3(self.head.forward_owned(x))
     }
 
     /// Backward pass for the most recent [`forward_ids`](Self::forward_ids): `grad` is
