@@ -71,11 +71,14 @@
 //!   its stack: `zero_grad`, [`Module::clear_saved`] and [`Module::pending`] then clear and
 //!   count it with no more code;
 //! - optionally [`Module::describe`], [`Module::hyperparameters`] (saved in checkpoints) and
-//!   [`Module::output_shape`].
+//!   [`Module::output_shape`]; and [`Module::forward_owned`] where the layer can keep or
+//!   overwrite its input instead of copying it (a composite hands its intermediates on with
+//!   it). Arrays the layer is done with go back to the
+//!   [buffer pool](crate::kernels::buffer_pool).
 //!
 //! Its tests: a finite-difference check of `backward` in `f64` (the helpers in
 //! `tests/common`), a PyTorch fixture where PyTorch has the layer, `infer == forward`, and
-//! the errors of its config.
+//! the errors of its config (and `forward_owned == forward` where it overrides it).
 //!
 //! A layer `y = a·x` with one learned scalar `a`:
 //!
