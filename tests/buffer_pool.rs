@@ -1,7 +1,7 @@
 //! The buffer pool (`kernels::buffer_pool`) changes no result. Training steps give
 //! bit-identical losses and parameters with the pool off and on, where from the second step
 //! on the layers write into buffers that still hold an earlier step's values (saved inputs,
-//! outputs, im2col columns, gradients, optimizer states): a buffer taken "for overwrite" that
+//! outputs, im2col columns, gradients): a buffer taken "for overwrite" that
 //! some pass failed to overwrite entirely would show here.
 //!
 //! One test function: the pool and its limit are global to the process.

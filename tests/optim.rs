@@ -1,5 +1,5 @@
-//! SGD, Adam and AdamW against hand-computed PyTorch updates; non-finite gradients; frozen
-//! parameters.
+//! SGD, Adam and AdamW against hand-computed PyTorch updates and, bit for bit, against their
+//! rules written out element by element; non-finite gradients; frozen parameters.
 use ndarray::{array, Array2};
 use phm_nn::optim::{Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig};
 use phm_nn::{Linear, Module, PhmError, PhmLinear};
@@ -664,4 +664,213 @@ fn split_step_reports_the_gradient_first_and_changes_nothing() {
     );
     assert_eq!(values(&model), before);
     phm_nn::kernels::set_num_threads(1);
+}
+
+/// Three layers, 4 192 entries (enough for a step to be split across two threads), whose
+/// values include `0` and `-0` (the sign of a zero must come out as the formula gives it).
+fn three_layers<F: phm_nn::Float>() -> phm_nn::module::sequential::Sequential<F> {
+    let entry = |i: usize| -> F {
+        match i % 29 {
+            0 => F::of(0.0),
+            1 => F::of(-0.0),
+            _ => F::of(((i * 37 % 101) as f64 - 50.0) / 23.0),
+        }
+    };
+    let layer = |k: usize, d: usize, bias: bool, at: usize| {
+        let w = Array2::from_shape_fn((k, d), |(i, j)| entry(at + i * d + j));
+        let b = bias.then(|| ndarray::Array1::from_shape_fn(k, |i| entry(at + k * d + i)));
+        Linear::from_parts(w, b).unwrap()
+    };
+    phm_nn::module::sequential::Sequential::new()
+        .add(layer(64, 48, true, 0))
+        .add(layer(16, 64, true, 7))
+        .add(layer(1, 16, false, 13))
+}
+
+/// The gradient of entry `i` of parameter `p` at step `s`: mixed signs and magnitudes, some
+/// `0` and `-0`.
+fn grad_entry<F: phm_nn::Float>(p: usize, i: usize, s: usize) -> F {
+    match (i + 3 * p + s) % 31 {
+        0 => F::of(0.0),
+        1 => F::of(-0.0),
+        _ => {
+            let x = ((i * 13 + p * 7 + s * 5) % 97) as f64 - 48.0;
+            F::of(x * 10f64.powi((i % 5) as i32 - 2) / 17.0)
+        }
+    }
+}
+
+/// The bits of `x` (`f32` and `f64` alike), for comparisons that tell `0` from `-0`.
+fn bits<F: phm_nn::Float>(x: F) -> u64 {
+    x.as_f64().to_bits()
+}
+
+/// One optimizer's update of one entry written out plainly, in the arithmetic order of the
+/// crate's documented rule, with `F` rounding: the per-parameter state is `(m, v, v_max)`
+/// for Adam and `(buffer, _, _)` for SGD.
+#[derive(Clone, Copy, Debug)]
+enum Rule {
+    Adam(AdamConfig),
+    Sgd(SgdConfig),
+}
+
+/// The reference: every parameter of `values` after `steps` steps, element by element.
+// Every operation spelt out as a binary one, in the rule's order.
+#[allow(clippy::assign_op_pattern)]
+fn reference_steps<F: phm_nn::Float>(rule: Rule, values: &mut [Vec<F>], steps: usize) {
+    let mut states: Vec<Vec<[F; 3]>> = values
+        .iter()
+        .map(|v| vec![[F::of(0.0); 3]; v.len()])
+        .collect();
+    for s in 0..steps {
+        let t = (s + 1) as i32;
+        for (p, (theta, state)) in values.iter_mut().zip(&mut states).enumerate() {
+            for (i, (x, st)) in theta.iter_mut().zip(state.iter_mut()).enumerate() {
+                let mut g: F = grad_entry(p, i, s);
+                match rule {
+                    Rule::Adam(c) => {
+                        let (b1, b2) = c.betas;
+                        if c.weight_decay != 0.0 {
+                            if c.decoupled_weight_decay {
+                                *x = *x * F::of(1.0 - c.lr * c.weight_decay);
+                            } else {
+                                g = g + F::of(c.weight_decay) * *x;
+                            }
+                        }
+                        st[0] = F::of(b1) * st[0] + F::of(1.0 - b1) * g;
+                        st[1] = F::of(b2) * st[1] + F::of(1.0 - b2) * g * g;
+                        let second = if c.amsgrad {
+                            st[2] = st[2].max(st[1]);
+                            st[2]
+                        } else {
+                            st[1]
+                        };
+                        let step_size = F::of(c.lr / (1.0 - b1.powi(t)));
+                        let bias_correction2_sqrt = F::of((1.0 - b2.powi(t)).sqrt());
+                        *x = *x
+                            - step_size * st[0]
+                                / (second.sqrt() / bias_correction2_sqrt + F::of(c.eps));
+                    }
+                    Rule::Sgd(c) => {
+                        if c.weight_decay != 0.0 {
+                            g = g + F::of(c.weight_decay) * *x;
+                        }
+                        if c.momentum != 0.0 {
+                            let mu = F::of(c.momentum);
+                            st[0] = if s == 0 {
+                                g
+                            } else {
+                                st[0] * mu + g * F::of(1.0 - c.dampening)
+                            };
+                            g = if c.nesterov { g + mu * st[0] } else { st[0] };
+                        }
+                        *x = *x + -F::of(c.lr) * g;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every optimizer configuration, stepped several times in `f32` and `f64` on 1 and 2
+/// threads, equals the update rule written out element by element, bit for bit.
+fn steps_equal_the_reference_bit_for_bit<F: phm_nn::Float>() {
+    let adam = AdamConfig {
+        lr: 0.03,
+        weight_decay: 0.2,
+        ..AdamConfig::default()
+    };
+    let sgd = SgdConfig {
+        lr: 0.05,
+        momentum: 0.9,
+        ..SgdConfig::default()
+    };
+    let rules = [
+        Rule::Adam(AdamConfig {
+            weight_decay: 0.0,
+            ..adam
+        }),
+        Rule::Adam(adam),
+        Rule::Adam(AdamConfig {
+            amsgrad: true,
+            ..adam
+        }),
+        Rule::Adam(AdamWConfig::default().into()),
+        Rule::Adam(AdamConfig {
+            decoupled_weight_decay: true,
+            ..adam
+        }),
+        Rule::Adam(AdamConfig {
+            decoupled_weight_decay: true,
+            amsgrad: true,
+            betas: (0.5, 0.75),
+            eps: 1e-3,
+            ..adam
+        }),
+        Rule::Sgd(SgdConfig {
+            momentum: 0.0,
+            ..sgd
+        }),
+        Rule::Sgd(SgdConfig {
+            momentum: 0.0,
+            weight_decay: 0.1,
+            ..sgd
+        }),
+        Rule::Sgd(SgdConfig {
+            dampening: 0.3,
+            weight_decay: 0.1,
+            ..sgd
+        }),
+        Rule::Sgd(SgdConfig {
+            nesterov: true,
+            weight_decay: 0.1,
+            ..sgd
+        }),
+    ];
+    let steps = 5;
+    for rule in rules {
+        let model = three_layers::<F>();
+        let mut want: Vec<Vec<F>> = phm_nn::module::params(&model)
+            .iter()
+            .map(|(_, p)| p.value().iter().copied().collect())
+            .collect();
+        reference_steps(rule, &mut want, steps);
+        for threads in [1, 2] {
+            phm_nn::kernels::set_num_threads(threads);
+            let mut model = three_layers::<F>();
+            let mut opt: Box<dyn Optimizer<F>> = match rule {
+                Rule::Adam(c) => Box::new(Adam::new(c).unwrap()),
+                Rule::Sgd(c) => Box::new(Sgd::new(c).unwrap()),
+            };
+            for s in 0..steps {
+                for (p, (_, param)) in phm_nn::module::params(&model).iter().enumerate() {
+                    for (i, g) in param.write().grad_mut().iter_mut().enumerate() {
+                        *g = grad_entry(p, i, s);
+                    }
+                }
+                opt.step(&mut model).unwrap();
+            }
+            for ((name, param), want) in phm_nn::module::params(&model).iter().zip(&want) {
+                let got = param.value();
+                for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
+                    assert_eq!(
+                        bits(a),
+                        bits(b),
+                        "{rule:?}, {threads} thread(s), {name}[{i}]: {a:?} vs {b:?}"
+                    );
+                }
+            }
+        }
+    }
+    phm_nn::kernels::set_num_threads(1);
+}
+
+#[test]
+fn steps_equal_the_reference_bit_for_bit_f64() {
+    steps_equal_the_reference_bit_for_bit::<f64>();
+}
+
+#[test]
+fn steps_equal_the_reference_bit_for_bit_f32() {
+    steps_equal_the_reference_bit_for_bit::<f32>();
 }

@@ -1,15 +1,16 @@
 //! Buffers reused across training steps.
 //!
 //! A training step allocates the same arrays every time: layer outputs, the activations saved
-//! for the backward pass, gradients, the optimizer's new values. Given back to the system
-//! allocator at the end of a step, they cost the next step again: glibc returns the freed top
-//! of its heap to the kernel, so every step page-faults and zero-fills its activations anew
-//! (measured on the `tiny_lm` Transformer: about 6 ms of a 47 ms step at one thread).
+//! for the backward pass, gradients. Given back to the system allocator at the end of a step,
+//! they cost the next step again: glibc returns the freed top of its heap to the kernel, so
+//! every step page-faults and zero-fills its activations anew (measured on the `tiny_lm`
+//! Transformer: about 6 ms of a 47 ms step at one thread).
 //!
-//! The crate's layers therefore take the arrays they write from the pool and give back
-//! the ones they are done with (a saved activation after its backward pass, an intermediate
-//! inside a composite layer, an optimizer's old state). A request takes a returned buffer of
-//! exactly the requested length, the most recently returned first, or allocates a new one.
+//! The crate's layers therefore take the arrays they write from the pool and give back the
+//! ones they are done with (a saved activation after its backward pass, an intermediate
+//! inside a composite layer, im2col columns). The optimizers need none: they update the
+//! parameters and their state in place. A request takes a returned buffer of exactly the
+//! requested length, the most recently returned first, or allocates a new one.
 //! Arrays handed to the user are never taken back: dropping them frees them as usual.
 //!
 //! ```text

@@ -267,6 +267,14 @@ impl<F: Float> ParamMut<'_, F> {
         (d.value.view(), d.grad.view_mut())
     }
 
+    /// The value (mutable; marks the tensor as changed) and the gradient (read-only) at
+    /// once, for optimizers that update the value in place.
+    pub(crate) fn value_mut_and_grad(&mut self) -> (ArrayViewMutD<'_, F>, ArrayViewD<'_, F>) {
+        self.0.version = next_stamp();
+        let d = &mut *self.0;
+        (d.value.view_mut(), d.grad.view())
+    }
+
     /// Sets the gradient to zero.
     pub fn zero_grad(&mut self) {
         self.0.grad.fill(F::zero());

@@ -2,13 +2,13 @@
 //! applies the weight decay as an L2 penalty (Adam) or decoupled from the gradient (AdamW).
 //! The update rule is in the [`optim`](crate::optim) module docs.
 
-use ndarray::{ArrayD, Zip};
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn, Zip};
 
 use crate::error::{PhmError, Result};
-use crate::kernels::buffer_pool;
 use crate::module::{Module, ParamId};
 use crate::optim::{
-    check_hyper, check_hyper_names, flag, Optimizer, OptimizerState, ParamState, States,
+    check_hyper, check_hyper_names, flag, standard, Check, Optimizer, OptimizerState, ParamState,
+    States,
 };
 use crate::Float;
 
@@ -130,14 +130,6 @@ impl<F: Float> ParamState<F> for Moments<F> {
         }
     }
 
-    fn recycle(self) {
-        buffer_pool::recycle(self.exp_avg);
-        buffer_pool::recycle(self.exp_avg_sq);
-        if let Some(m) = self.max_exp_avg_sq {
-            buffer_pool::recycle(m);
-        }
-    }
-
     fn import(path: &str, shape: &[usize], state: &OptimizerState<F>) -> Result<Option<Self>> {
         let step_name = format!("{path}.step");
         let max_name = format!("{path}.max_exp_avg_sq");
@@ -165,7 +157,7 @@ impl<F: Float> ParamState<F> for Moments<F> {
         // there exactly when AMSGrad runs.
         let amsgrad = flag(state, "hyper.amsgrad")?;
         let max_exp_avg_sq = match (amsgrad, state.tensors.contains_key(&max_name)) {
-            (true, true) => Some(state.tensor(&max_name, shape)?),
+            (true, true) => Some(standard(state.tensor(&max_name, shape)?)),
             (false, false) => None,
             (true, false) => {
                 return Err(bad(format!(
@@ -180,10 +172,186 @@ impl<F: Float> ParamState<F> for Moments<F> {
         };
         Ok(Some(Moments {
             step: step as i32,
-            exp_avg: state.tensor(&format!("{path}.exp_avg"), shape)?,
-            exp_avg_sq: state.tensor(&format!("{path}.exp_avg_sq"), shape)?,
+            exp_avg: standard(state.tensor(&format!("{path}.exp_avg"), shape)?),
+            exp_avg_sq: standard(state.tensor(&format!("{path}.exp_avg_sq"), shape)?),
             max_exp_avg_sq,
         }))
+    }
+}
+
+impl<F: Float> Moments<F> {
+    /// The state before a parameter's first step: zeros.
+    fn zeros(shape: IxDyn, amsgrad: bool) -> Self {
+        Moments {
+            step: 0,
+            exp_avg: ArrayD::zeros(shape.clone()),
+            exp_avg_sq: ArrayD::zeros(shape.clone()),
+            max_exp_avg_sq: amsgrad.then(|| ArrayD::zeros(shape)),
+        }
+    }
+}
+
+/// How a step applies the weight decay `λ`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decay {
+    /// `λ = 0`.
+    None,
+    /// `g ← g + λ θ` (Adam).
+    L2,
+    /// `θ ← (1 − γ λ) θ` (AdamW).
+    Decoupled,
+}
+
+/// The constants of one step of one parameter (its step count `t`), rounded to `F`.
+#[derive(Debug, Clone, Copy)]
+struct Coefs<F> {
+    decay: Decay,
+    wd: F,
+    keep: F,
+    b1: F,
+    one_minus_b1: F,
+    b2: F,
+    one_minus_b2: F,
+    step_size: F,
+    bias_correction2_sqrt: F,
+    eps: F,
+}
+
+impl<F: Float> Coefs<F> {
+    fn new(h: &AdamConfig, t: i32) -> Self {
+        let (b1, b2) = h.betas;
+        let decay = match (h.weight_decay != 0.0, h.decoupled_weight_decay) {
+            (false, _) => Decay::None,
+            (true, false) => Decay::L2,
+            (true, true) => Decay::Decoupled,
+        };
+        Coefs {
+            decay,
+            wd: F::of(h.weight_decay),
+            keep: F::of(1.0 - h.lr * h.weight_decay),
+            b1: F::of(b1),
+            one_minus_b1: F::of(1.0 - b1),
+            b2: F::of(b2),
+            one_minus_b2: F::of(1.0 - b2),
+            step_size: F::of(h.lr / (1.0 - b1.powi(t))),
+            bias_correction2_sqrt: F::of((1.0 - b2.powi(t)).sqrt()),
+            eps: F::of(h.eps),
+        }
+    }
+
+    /// One entry's step: `(θ, m, v, v_max)` new from `θ`, the gradient `g` and the old `m`,
+    /// `v`, `v_max` (with `amsgrad`; otherwise `v_max` is ignored and the new `v` returned in
+    /// its place). The one expression of the update, for the check pass and the update pass
+    /// alike (so both compute the same bits); no branch on the data (the weight decay's is
+    /// the same for every entry), so a loop of it vectorises.
+    #[inline(always)]
+    fn entry(&self, amsgrad: bool, theta: F, g: F, m: F, v: F, v_max: F) -> (F, F, F, F) {
+        let (mut theta, mut g) = (theta, g);
+        match self.decay {
+            Decay::None => {}
+            Decay::L2 => g += self.wd * theta,
+            Decay::Decoupled => theta *= self.keep,
+        }
+        let m = self.b1 * m + self.one_minus_b1 * g;
+        let v = self.b2 * v + self.one_minus_b2 * g * g;
+        let second = if amsgrad { v_max.max(v) } else { v };
+        theta -= self.step_size * m / (second.sqrt() / self.bias_correction2_sqrt + self.eps);
+        (theta, m, v, second)
+    }
+
+    /// The check pass over one parameter: whether its gradient and its new values are finite
+    /// (computed, not stored). `v_max` is `v` without AMSGrad (read, ignored).
+    fn check(
+        &self,
+        amsgrad: bool,
+        theta: ArrayViewD<'_, F>,
+        grad: ArrayViewD<'_, F>,
+        m: ArrayViewD<'_, F>,
+        v: ArrayViewD<'_, F>,
+        v_max: ArrayViewD<'_, F>,
+    ) -> Check {
+        let finite = |(grad_ok, new_ok): (bool, bool), theta, g: F, m, v, x| {
+            let (theta, ..) = self.entry(amsgrad, theta, g, m, v, x);
+            (grad_ok & g.is_finite(), new_ok & theta.is_finite())
+        };
+        let (grad_ok, new_ok) = match (
+            theta.as_slice(),
+            grad.as_slice(),
+            m.as_slice(),
+            v.as_slice(),
+            v_max.as_slice(),
+        ) {
+            (Some(theta), Some(g), Some(m), Some(v), Some(x)) => {
+                let n = theta.len();
+                let (g, m, v, x) = (&g[..n], &m[..n], &v[..n], &x[..n]);
+                (0..n).fold((true, true), |acc, i| {
+                    finite(acc, theta[i], g[i], m[i], v[i], x[i])
+                })
+            }
+            _ => Zip::from(&theta)
+                .and(&grad)
+                .and(&m)
+                .and(&v)
+                .and(&v_max)
+                .fold((true, true), |acc, &theta, &g, &m, &v, &x| {
+                    finite(acc, theta, g, m, v, x)
+                }),
+        };
+        Check::of(grad_ok, new_ok)
+    }
+
+    /// The update pass over one parameter: `θ` and its state in place, entry by entry as
+    /// [`check`](Self::check) computed them.
+    fn apply(&self, theta: ArrayViewMutD<'_, F>, grad: ArrayViewD<'_, F>, s: &mut Moments<F>) {
+        let (mut theta, m, v) = (theta, &mut s.exp_avg, &mut s.exp_avg_sq);
+        match s.max_exp_avg_sq.as_mut() {
+            Some(x) => match (
+                theta.as_slice_mut(),
+                grad.as_slice(),
+                m.as_slice_mut(),
+                v.as_slice_mut(),
+                x.as_slice_mut(),
+            ) {
+                (Some(theta), Some(g), Some(m), Some(v), Some(x)) => {
+                    let n = theta.len();
+                    let (g, m, v, x) = (&g[..n], &mut m[..n], &mut v[..n], &mut x[..n]);
+                    for i in 0..n {
+                        (theta[i], m[i], v[i], x[i]) =
+                            self.entry(true, theta[i], g[i], m[i], v[i], x[i]);
+                    }
+                }
+                _ => Zip::from(&mut theta)
+                    .and(&grad)
+                    .and(m)
+                    .and(v)
+                    .and(x)
+                    .for_each(|theta, &g, m, v, x| {
+                        (*theta, *m, *v, *x) = self.entry(true, *theta, g, *m, *v, *x);
+                    }),
+            },
+            None => {
+                match (
+                    theta.as_slice_mut(),
+                    grad.as_slice(),
+                    m.as_slice_mut(),
+                    v.as_slice_mut(),
+                ) {
+                    (Some(theta), Some(g), Some(m), Some(v)) => {
+                        let n = theta.len();
+                        let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+                        for i in 0..n {
+                            (theta[i], m[i], v[i], _) =
+                                self.entry(false, theta[i], g[i], m[i], v[i], v[i]);
+                        }
+                    }
+                    _ => Zip::from(&mut theta).and(&grad).and(m).and(v).for_each(
+                        |theta, &g, m, v| {
+                            (*theta, *m, *v, _) = self.entry(false, *theta, g, *m, *v, *v);
+                        },
+                    ),
+                }
+            }
+        }
     }
 }
 
@@ -233,73 +401,34 @@ impl<F: Float> Adam<F> {
 impl<F: Float> Optimizer<F> for Adam<F> {
     fn step(&mut self, model: &mut dyn Module<F>) -> Result<()> {
         let h = self.config;
-        let (b1, b2) = h.betas;
-        let (f_b1, f_b2, eps, wd) = (F::of(b1), F::of(b2), F::of(h.eps), F::of(h.weight_decay));
-        let (one_minus_b1, one_minus_b2) = (F::of(1.0 - b1), F::of(1.0 - b2));
-        let (decoupled, l2) = (
-            h.weight_decay != 0.0 && h.decoupled_weight_decay,
-            h.weight_decay != 0.0 && !h.decoupled_weight_decay,
-        );
-        let keep = F::of(1.0 - h.lr * h.weight_decay);
-        self.states.step(model, |value, grad, state| {
-            // One pass over the parameter: decay, both moments, AMSGrad's maximum and the
-            // update, element by element, on copies (the step commits only if every
-            // parameter's update is finite).
-            let fresh;
-            let old = match state {
-                Some(s) => s,
-                None => {
-                    fresh = Moments {
-                        step: 0,
-                        exp_avg: ArrayD::zeros(grad.raw_dim()),
-                        exp_avg_sq: ArrayD::zeros(grad.raw_dim()),
-                        max_exp_avg_sq: h.amsgrad.then(|| ArrayD::zeros(grad.raw_dim())),
-                    };
-                    &fresh
-                }
-            };
-            let t = old.step + 1;
-            let step_size = F::of(h.lr / (1.0 - b1.powi(t)));
-            let bias_correction2_sqrt = F::of((1.0 - b2.powi(t)).sqrt());
-            let mut theta = buffer_pool::copy_of(&value);
-            let mut m = buffer_pool::copy_of(&old.exp_avg);
-            let mut v = buffer_pool::copy_of(&old.exp_avg_sq);
-            let mut max_v = old.max_exp_avg_sq.as_ref().map(buffer_pool::copy_of);
-            let update = |theta: &mut F, m: &mut F, v: &mut F, g: F, max_v: Option<&mut F>| {
-                let mut g = g;
-                if decoupled {
-                    *theta *= keep;
-                } else if l2 {
-                    g += wd * *theta;
-                }
-                *m = f_b1 * *m + one_minus_b1 * g;
-                *v = f_b2 * *v + one_minus_b2 * g * g;
-                let second = match max_v {
-                    Some(x) => {
-                        *x = x.max(*v);
-                        *x
+        // The constants of a parameter's next step.
+        let coefs = |s: &Moments<F>| Coefs::<F>::new(&h, s.step + 1);
+        self.states.step(
+            model,
+            |theta, grad, state| {
+                // A parameter never stepped is checked against the zeros it will start from.
+                let fresh;
+                let s = match state {
+                    Some(s) => s,
+                    None => {
+                        fresh = Moments::zeros(grad.raw_dim(), h.amsgrad);
+                        &fresh
                     }
-                    None => *v,
                 };
-                *theta -= step_size * *m / (second.sqrt() / bias_correction2_sqrt + eps);
-            };
-            let zip = Zip::from(&mut theta).and(&mut m).and(&mut v).and(&grad);
-            match max_v.as_mut() {
-                Some(x) => zip
-                    .and(x)
-                    .for_each(|t, m, v, &g, x| update(t, m, v, g, Some(x))),
-                None => zip.for_each(|t, m, v, &g| update(t, m, v, g, None)),
-            }
-            (
-                theta,
-                Moments {
-                    step: t,
-                    exp_avg: m,
-                    exp_avg_sq: v,
-                    max_exp_avg_sq: max_v,
-                },
-            )
-        })
+                let (m, v) = (s.exp_avg.view(), s.exp_avg_sq.view());
+                let (amsgrad, v_max) = match &s.max_exp_avg_sq {
+                    Some(x) => (true, x.view()),
+                    None => (false, s.exp_avg_sq.view()),
+                };
+                coefs(s).check(amsgrad, theta, grad, m, v, v_max)
+            },
+            |theta, grad, state| {
+                let mut s = state.unwrap_or_else(|| Moments::zeros(grad.raw_dim(), h.amsgrad));
+                coefs(&s).apply(theta, grad, &mut s);
+                s.step += 1;
+                s
+            },
+        )
     }
 
     fn learning_rate(&self) -> f64 {
@@ -400,10 +529,10 @@ mod tests {
         theta
     }
 
-    /// The one-pass update against the formula, for Adam, Adam with L2 decay, AdamW and
+    /// The update against the formula, for Adam, Adam with L2 decay, AdamW and
     /// AMSGrad, over several steps, on a weight and a bias of odd sizes.
     #[test]
-    fn one_pass_update_matches_the_formula() {
+    fn update_matches_the_formula() {
         let (k, d) = (5, 7);
         let w0 = Array2::from_shape_fn((k, d), |(i, j)| ((i * d + j) as f64 * 0.31).sin());
         let b0 = Array1::from_shape_fn(k, |i| (i as f64 * 0.7).cos());
@@ -464,6 +593,83 @@ mod tests {
                     "{config:?}: {got} vs {want}"
                 );
             }
+        }
+    }
+
+    /// `(5, 7)` arrays with the values of `f(i)` in row-major order: in standard layout, and
+    /// the same values in column-major layout.
+    fn both_layouts(f: impl Fn(usize) -> f32) -> (ArrayD<f32>, ArrayD<f32>) {
+        use ndarray::ShapeBuilder;
+        let a = Array2::from_shape_fn((5, 7), |(i, j)| f(i * 7 + j));
+        let t = Array2::from_shape_fn((5, 7).f(), |(i, j)| f(i * 7 + j));
+        assert!(!t.is_standard_layout() && t == a);
+        (a.into_dyn(), t.into_dyn())
+    }
+
+    /// Non-standard layouts take the `Zip` path of both passes, and give the same finding
+    /// and the same bits as the slice path; with AMSGrad, L2 and decoupled weight decay.
+    #[test]
+    fn the_zip_path_equals_the_slice_path() {
+        let value = |i: usize| ((i * 7 % 11) as f32 - 5.0) * 0.3;
+        let grad = |i: usize| ((i * 5 % 13) as f32 - 6.0) * 0.2;
+        let (m, v) = (|i: usize| grad(i) * 0.1, |i: usize| (grad(i) * 0.3).powi(2));
+        let x = |i: usize| v(i) * if i.is_multiple_of(3) { 2.0 } else { 0.5 };
+        for (decoupled, amsgrad) in [(false, false), (false, true), (true, false), (true, true)] {
+            let h = AdamConfig {
+                lr: 0.1,
+                weight_decay: 0.2,
+                decoupled_weight_decay: decoupled,
+                amsgrad,
+                ..AdamConfig::default()
+            };
+            let c = Coefs::<f32>::new(&h, 3);
+            let mut results = Vec::new();
+            for standard in [true, false] {
+                let pick = |f: &dyn Fn(usize) -> f32| {
+                    let (a, t) = both_layouts(f);
+                    if standard {
+                        a
+                    } else {
+                        t
+                    }
+                };
+                let (mut theta, g) = (pick(&value), pick(&grad));
+                let mut s = Moments {
+                    step: 2,
+                    exp_avg: pick(&m),
+                    exp_avg_sq: pick(&v),
+                    max_exp_avg_sq: amsgrad.then(|| pick(&x)),
+                };
+                let second = s.max_exp_avg_sq.as_ref().unwrap_or(&s.exp_avg_sq).view();
+                let check = c.check(
+                    amsgrad,
+                    theta.view(),
+                    g.view(),
+                    s.exp_avg.view(),
+                    s.exp_avg_sq.view(),
+                    second,
+                );
+                assert_eq!(check, Check::Finite);
+                let mut bad = g.clone();
+                bad[[4, 6]] = f32::INFINITY;
+                let v2 = s.max_exp_avg_sq.as_ref().unwrap_or(&s.exp_avg_sq).view();
+                let (m2, s2) = (s.exp_avg.view(), s.exp_avg_sq.view());
+                let found = c.check(amsgrad, theta.view(), bad.view(), m2, s2, v2);
+                assert_eq!(found, Check::NonFiniteGradient);
+                c.apply(theta.view_mut(), g.view(), &mut s);
+                // Bits in logical (row-major) order.
+                let std = |a: &ArrayD<f32>| a.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                results.push((
+                    std(&theta),
+                    std(&s.exp_avg),
+                    std(&s.exp_avg_sq),
+                    s.max_exp_avg_sq.as_ref().map(std),
+                ));
+            }
+            assert_eq!(
+                results[0], results[1],
+                "decoupled {decoupled}, amsgrad {amsgrad}"
+            );
         }
     }
 }

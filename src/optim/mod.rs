@@ -13,16 +13,19 @@
 //! checkpoints).
 //!
 //! # Non-finite gradients and updates
-//! Before changing anything, [`Optimizer::step`] checks every trainable gradient, then
-//! computes every new value. If a gradient holds NaN or ±inf the step returns
-//! [`PhmError::NonFiniteGradient`]; if a new value would be NaN or ±inf (e.g. a huge learning
-//! rate, or Adam with `eps = 0` and a zero gradient entry) it returns
-//! [`PhmError::NonFiniteUpdate`]. Either way it names the parameter and **no parameter and no
-//! optimizer state is changed**, so NaN/inf never enter the weights through a step
-//! unnoticed. Skip the batch, lower the learning rate, or stop.
+//! Before changing anything, [`Optimizer::step`] checks every trainable gradient and
+//! computes every new value (without storing it). If a gradient holds NaN or ±inf the step
+//! returns [`PhmError::NonFiniteGradient`]; if a new value would be NaN or ±inf (e.g. a huge
+//! learning rate, or Adam with `eps = 0` and a zero gradient entry) it returns
+//! [`PhmError::NonFiniteUpdate`]. Either way it names the parameter (the first in parameter
+//! order, gradients before updates) and **no parameter and no optimizer state is changed**,
+//! so NaN/inf never enter the weights through a step unnoticed. Skip the batch, lower the
+//! learning rate, or stop. Only when every value is finite does a second pass update the
+//! parameters and their state in place, computing the same values again (no copy of a
+//! parameter or its state is made).
 //!
-//! The parameters of a step are split across the crate's thread pool
-//! ([`num_threads`](crate::kernels::num_threads)), each updated whole on one thread: the
+//! Both passes split the parameters of a step across the crate's thread pool
+//! ([`num_threads`](crate::kernels::num_threads)), each handled whole on one thread: the
 //! result does not depend on the thread count.
 //!
 //! # SGD
@@ -87,10 +90,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ndarray::{Array1, ArrayD, ArrayViewD, Axis};
+use ndarray::{Array1, ArrayD, ArrayViewD, ArrayViewMutD, Axis};
 
 use crate::error::{PhmError, Result};
-use crate::kernels::buffer_pool;
 use crate::kernels::parallel::for_each_chunk;
 use crate::module::{check_paths, params, Module, Param, ParamId};
 use crate::Float;
@@ -127,7 +129,7 @@ pub trait Optimizer<F: Float> {
     ///
     /// # Panics
     /// The optimizers of this crate panic if two modules or tensors of `model` share a path
-    /// ([`check_paths`](crate::module::check_paths)): their entries would collide.
+    /// ([`check_paths`]): their entries would collide.
     /// [`save_training`](crate::io::save_training) checks first and returns an error.
     fn state(&self, model: &dyn Module<F>) -> OptimizerState<F>;
 
@@ -203,12 +205,32 @@ pub(crate) trait ParamState<F: Float>: Sized + Clone {
     /// Reads the state for a parameter of `shape` at `path`; `None` if the state has no entry
     /// for it (the parameter was never stepped).
     fn import(path: &str, shape: &[usize], state: &OptimizerState<F>) -> Result<Option<Self>>;
-    /// Gives the state's arrays to the buffer pool once a step has replaced it.
-    fn recycle(self);
+}
+
+/// What the check pass of a step found for one parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// The gradient and every new value are finite.
+    Finite,
+    /// The gradient holds NaN or ±inf.
+    NonFiniteGradient,
+    /// The gradient is finite, a new value is not.
+    NonFiniteUpdate,
+}
+
+impl Check {
+    /// From the check pass's two findings over a parameter: the gradient's comes first.
+    pub(crate) fn of(grad_finite: bool, update_finite: bool) -> Self {
+        match (grad_finite, update_finite) {
+            (false, _) => Check::NonFiniteGradient,
+            (true, false) => Check::NonFiniteUpdate,
+            (true, true) => Check::Finite,
+        }
+    }
 }
 
 /// Elementary operations counted per parameter entry when deciding to split an optimizer
-/// step across threads (an Adam update is about ten).
+/// pass across threads (an Adam update is about ten).
 const STEP_COST: usize = 8;
 
 /// The state of every parameter an optimizer has stepped, by identity.
@@ -222,75 +244,68 @@ impl<S> Default for States<S> {
 }
 
 impl<S> States<S> {
-    /// One step over every distinct trainable tensor of `model`: checks the gradients, lets
-    /// `update(value, grad, state)` compute each new value and state, checks the new values,
-    /// and only then writes them all. Nothing changes on error.
+    /// One step over every distinct trainable tensor of `model`, in two passes, each split
+    /// across the pool by parameter (every parameter handled whole on one thread, so the
+    /// result does not depend on the thread count):
+    ///
+    /// 1. `check(value, grad, state)`, read-only: whether the gradient and every new value
+    ///    would be finite (the new values computed, not stored; `state` is `None` for a
+    ///    parameter never stepped);
+    /// 2. only if every parameter passed, `apply(value, grad, state)`: the same update in
+    ///    place, returning the parameter's state (updated in place, or new on its first step).
+    ///
+    /// `apply` must compute exactly the values `check` checked. Nothing changes on error:
+    /// [`PhmError::NonFiniteGradient`] names the first parameter whose gradient is not
+    /// finite, else [`PhmError::NonFiniteUpdate`] the first whose new value would not be.
     pub(crate) fn step<F: Float>(
         &mut self,
         model: &dyn Module<F>,
-        update: impl Fn(ArrayViewD<'_, F>, ArrayViewD<'_, F>, Option<&S>) -> (ArrayD<F>, S) + Sync,
+        check: impl Fn(ArrayViewD<'_, F>, ArrayViewD<'_, F>, Option<&S>) -> Check + Sync,
+        apply: impl Fn(ArrayViewMutD<'_, F>, ArrayViewD<'_, F>, Option<S>) -> S + Sync,
     ) -> Result<()>
     where
-        S: ParamState<F> + Send + Sync,
+        S: Send + Sync,
     {
         let trainable: Vec<(String, Param<F>)> = params(model)
             .into_iter()
             .filter(|(_, p)| p.is_trainable())
             .collect();
-        // Parameters split across the pool (each computed whole on one thread, so the result
-        // does not depend on the thread count): the gradient's check, the update from the
-        // tensor in place under its read lock (no copy of value or grad), the new value's
-        // check. `None` where the gradient is not finite.
-        let total: usize = trainable.iter().map(|(_, p)| p.len()).sum();
-        let mut pending: Array1<Option<(ArrayD<F>, S, bool)>> =
-            Array1::from_shape_simple_fn(trainable.len(), || None);
+        let work = trainable.iter().map(|(_, p)| p.len()).sum::<usize>() * STEP_COST;
+        // The check pass, on the tensors under their read locks.
+        let mut checks = Array1::from_elem(trainable.len(), Check::Finite);
         let states = &self.0;
-        for_each_chunk(
-            pending.view_mut(),
-            Axis(0),
-            total * STEP_COST,
-            |start, mut out| {
-                for (i, slot) in out.iter_mut().enumerate() {
-                    let p = &trainable[start + i].1;
-                    let r = p.read();
-                    if !r.grad().iter().all(|g| g.is_finite()) {
-                        continue;
-                    }
-                    let (value, state) = update(r.value(), r.grad(), states.get(&p.id()));
-                    let finite = value.iter().all(|v| v.is_finite());
-                    *slot = Some((value, state, finite));
-                }
-            },
-        );
-        // Errors in parameter order: every gradient is checked before any update.
-        if let Some(i) = pending.iter().position(Option::is_none) {
-            return Err(PhmError::NonFiniteGradient {
-                param: trainable[i].0.clone(),
-            });
-        }
-        if let Some(i) = pending
-            .iter()
-            .position(|u| u.as_ref().is_some_and(|(_, _, finite)| !finite))
-        {
-            return Err(PhmError::NonFiniteUpdate {
-                param: trainable[i].0.clone(),
-            });
-        }
-        // The new values written, across the pool as well; then the states.
-        for_each_chunk(pending.view_mut(), Axis(0), total, |start, out| {
-            for (i, slot) in out.iter().enumerate() {
-                if let Some((value, _, _)) = slot {
-                    trainable[start + i].1.write().value_mut().assign(value);
-                }
+        for_each_chunk(checks.view_mut(), Axis(0), work, |start, mut out| {
+            for (i, slot) in out.iter_mut().enumerate() {
+                let p = &trainable[start + i].1;
+                let r = p.read();
+                *slot = check(r.value(), r.grad(), states.get(&p.id()));
             }
         });
-        // The new values (copied in) and the replaced states go back to the buffer pool.
-        for ((_, p), slot) in trainable.iter().zip(pending) {
-            let (value, state, _) = slot.expect("checked above");
-            buffer_pool::recycle(value);
-            if let Some(old) = self.0.insert(p.id(), state) {
-                old.recycle();
+        // Errors in parameter order, every gradient before any update.
+        for error in [Check::NonFiniteGradient, Check::NonFiniteUpdate] {
+            if let Some(i) = checks.iter().position(|&c| c == error) {
+                let param = trainable[i].0.clone();
+                return Err(match error {
+                    Check::NonFiniteGradient => PhmError::NonFiniteGradient { param },
+                    _ => PhmError::NonFiniteUpdate { param },
+                });
             }
+        }
+        // The update pass, in place under the write locks: each state taken out of the map,
+        // updated (or made) by `apply`, and put back.
+        let mut slots: Array1<Option<S>> = trainable
+            .iter()
+            .map(|(_, p)| self.0.remove(&p.id()))
+            .collect();
+        for_each_chunk(slots.view_mut(), Axis(0), work, |start, mut out| {
+            for (i, slot) in out.iter_mut().enumerate() {
+                let mut w = trainable[start + i].1.write();
+                let (value, grad) = w.value_mut_and_grad();
+                *slot = Some(apply(value, grad, slot.take()));
+            }
+        });
+        for ((_, p), slot) in trainable.iter().zip(slots) {
+            self.0.insert(p.id(), slot.expect("set by the update pass"));
         }
         Ok(())
     }
@@ -352,6 +367,16 @@ impl<S> States<S> {
         }
         self.0 = loaded;
         Ok(())
+    }
+}
+
+/// `a` in standard layout (moved if it is; a loaded state could be in any layout), so an
+/// update runs over contiguous slices.
+pub(crate) fn standard<F: Float>(a: ArrayD<F>) -> ArrayD<F> {
+    if a.is_standard_layout() {
+        a
+    } else {
+        a.as_standard_layout().into_owned()
     }
 }
 
