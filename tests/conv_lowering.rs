@@ -145,6 +145,8 @@ fn assert_close(got: &ArrayD<f64>, want: &ArrayD<f64>, tol: f64, what: &str) {
 }
 
 fn check_cases<F: Float>(tol: f64, threads: usize) {
+    // Split even small passes, so that the split paths are the ones checked.
+    phm_nn::kernels::set_elementwise_min_work(0);
     phm_nn::kernels::set_num_threads(threads);
     for (idx, case) in CASES.iter().enumerate() {
         let (batch, c_in, c_out, (kh, kw), opts, (h, w)) = *case;
@@ -231,6 +233,8 @@ fn two_threads_equal_one_thread() {
         phm_nn::kernels::set_num_threads(1);
         let one64 = run_dense::<f64>(&x, &k, &bias, &g, opts);
         let one32 = run_dense::<f32>(&x, &k, &bias, &g, opts);
+        // Split even small passes, so that the split paths are the ones checked.
+        phm_nn::kernels::set_elementwise_min_work(0);
         phm_nn::kernels::set_num_threads(2);
         let two64 = run_dense::<f64>(&x, &k, &bias, &g, opts);
         let two32 = run_dense::<f32>(&x, &k, &bias, &g, opts);
@@ -276,6 +280,8 @@ fn phc_uses_the_current_kronecker_kernel() {
     let g = uniform_d(&mut rng(11), &[batch, c_out, 7, 9])
         .into_dimensionality::<Ix4>()
         .unwrap();
+    // Split even small passes, so that the split paths are the ones checked.
+    phm_nn::kernels::set_elementwise_min_work(0);
     for threads in [1, 2] {
         phm_nn::kernels::set_num_threads(threads);
         let mut layer =

@@ -598,6 +598,8 @@ mod tests {
         let b = Array1::from_shape_fn(cols, |j| (j % 7) as f64 - 3.0);
         let g = filled::<f64>(rows, cols, false, 2);
         let g_cm = filled::<f64>(rows, cols, true, 2);
+        // Split even small passes, so that the split paths are the ones checked.
+        crate::kernels::set_elementwise_min_work(0);
         for threads in 1..=3 {
             set_num_threads(threads);
             for col_major in [false, true] {

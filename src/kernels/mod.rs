@@ -34,3 +34,4 @@ pub use gemm::{
     matmul, num_threads, set_num_threads, set_parallel_min_work, simd_level, NUM_THREADS_ENV,
     PARALLEL_MIN_WORK,
 };
+pub use parallel::{set_elementwise_min_work, ELEMENTWISE_MIN_WORK};

@@ -4,8 +4,8 @@
 //!
 //! A pass of `work` elementary operations is split into at most [`num_threads`] contiguous
 //! chunks along one axis and run on the pool the GEMMs use; below
-//! [`ELEMENTWISE_MIN_WORK`] operations (or with one thread) it runs whole on the calling
-//! thread, where waking a thread would cost more than it saves. Chunks are contiguous and
+//! [`ELEMENTWISE_MIN_WORK`] operations ([`set_elementwise_min_work`]; or with one thread) it
+//! runs whole on the calling thread, where waking a thread would cost more than it saves. Chunks are contiguous and
 //! each element is computed by exactly one chunk. A pass that only writes its own chunk gives
 //! the same result on any thread count; one that sums partial results per chunk (a
 //! convolution's kernel gradient) adds them in chunk order, so it is deterministic for a
@@ -17,20 +17,43 @@
 //! ```
 //!
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use ndarray::{ArrayViewMut, Axis, Dimension};
 
 use super::gemm::{num_threads, pool};
 
-/// Elementary operations from which a pass is split across threads (when
-/// [`num_threads`] > 1): about 30 µs of element-wise work, several times what waking a pool
-/// thread costs.
-pub(crate) const ELEMENTWISE_MIN_WORK: usize = 1 << 15;
+/// Default elementary operations from which an element-wise, normalisation, image, head or
+/// parameter pass is split across threads (when [`num_threads`] > 1): 2²⁰, a few hundred
+/// microseconds of element-wise work. Waking a pool thread and sending it back to sleep costs
+/// tens of microseconds on a virtual machine; with 2¹⁵ a `tiny_lm` training step made so many
+/// small hand-offs that about a tenth of its time at 2 threads went to the kernel's scheduler
+/// (`perf`), and 2²⁰ made the step 5–10 % faster (`examples/profile_lm`, 2-core AVX-512 VM;
+/// 2¹⁹–2²¹ were alike). [`set_elementwise_min_work`] changes it.
+pub const ELEMENTWISE_MIN_WORK: usize = 1 << 20;
+
+/// The threshold in force (see [`ELEMENTWISE_MIN_WORK`]).
+static MIN_WORK: AtomicUsize = AtomicUsize::new(ELEMENTWISE_MIN_WORK);
+
+/// Sets the elementary operations from which a pass that is not a product is split across
+/// threads (default [`ELEMENTWISE_MIN_WORK`]), for the whole process; `0` splits every pass
+/// of two or more items, `usize::MAX` none. Results do not depend on it, only speed does: a
+/// split pass computes each entry on one thread exactly as the whole pass would (a
+/// convolution's kernel gradient, summed per chunk of images, may differ by rounding).
+///
+/// ```
+/// phm_nn::kernels::set_elementwise_min_work(1 << 16); // split smaller passes
+/// phm_nn::kernels::set_elementwise_min_work(phm_nn::kernels::ELEMENTWISE_MIN_WORK);
+/// ```
+pub fn set_elementwise_min_work(work: usize) {
+    MIN_WORK.store(work, Ordering::Relaxed);
+}
 
 /// How many chunks a pass of `work` operations over `len` independent items is split into:
 /// 1 when the work is small, there is one thread, or the calling thread is already one of
 /// the pool's (a pass inside a parallel pass runs whole on its thread).
 pub(crate) fn parts_for(work: usize, len: usize) -> usize {
-    if work < ELEMENTWISE_MIN_WORK || len < 2 {
+    if work < MIN_WORK.load(Ordering::Relaxed) || len < 2 {
         return 1;
     }
     let threads = num_threads();

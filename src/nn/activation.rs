@@ -824,7 +824,9 @@ mod tests {
                 }
             }
         }
-        // The layer: a (1, T, F) input large enough to be split across threads.
+        // The layer: a (1, T, F) input large enough to be split across threads (even small
+        // passes are split, so that the split path is the one checked).
+        crate::kernels::set_elementwise_min_work(0);
         let x = ArrayD::from_shape_fn(vec![1, 16, 4096], |i| points[(i[1] * 4096 + i[2]) % n]);
         let g = x.mapv(|v| if v.is_finite() { 0.5 - 0.25 * v } else { 1.0 });
         let mut layer = Gelu::<f32>::new();
@@ -923,6 +925,8 @@ mod tests {
     #[test]
     fn gelu_layer_is_element_wise_for_any_shape_and_layout() {
         use ndarray::{Array3, IxDyn, ShapeBuilder};
+        // Split even small passes, so that the split paths are the ones checked.
+        crate::kernels::set_elementwise_min_work(0);
         let col_major = Array3::<f64>::from_shape_fn((5, 7, 3).f(), |(i, j, k)| {
             (i as f64 - 2.0) * 0.7 + j as f64 * 0.3 - k as f64 * 1.1
         })

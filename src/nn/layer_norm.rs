@@ -685,6 +685,8 @@ mod tests {
                 }
             };
             let mut outs = Vec::new();
+            // Split even small passes, so that the split paths are the ones checked.
+            crate::kernels::set_elementwise_min_work(0);
             for threads in [1, 2] {
                 set_num_threads(threads);
                 let o64 = run::<f64>(&x, &w, &b, &g);

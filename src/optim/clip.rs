@@ -192,6 +192,8 @@ mod tests {
         let b = Array1::<f32>::zeros(k);
         let g = |i: usize| ((i as f64 * 0.013).sin() * 3.0) as f32;
         let mut results = Vec::new();
+        // Split even small passes, so that the split paths are the ones checked.
+        crate::kernels::set_elementwise_min_work(0);
         for threads in [1, 2] {
             set_num_threads(threads);
             let layer = Linear::from_parts(w.clone(), Some(b.clone())).unwrap();

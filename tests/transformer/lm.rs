@@ -311,6 +311,8 @@ fn the_stack_learns_to_reverse_a_sequence() {
 #[test]
 fn a_training_step_is_bit_identical_at_one_and_two_threads() {
     fn step<F: Float>(projection: Projection, threads: usize) -> (F, f64, Vec<ArrayD<F>>) {
+        // Split even small passes, so that the split paths are the ones checked.
+        phm_nn::kernels::set_elementwise_min_work(0);
         phm_nn::kernels::set_num_threads(threads);
         let mut lm = TransformerLmConfig::new(19, 32, 4, 2, 24)
             .with_ffn_width(128)
