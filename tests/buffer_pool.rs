@@ -9,8 +9,9 @@
 mod common;
 
 use common::rng;
-use ndarray::{Array2, Array4, ArrayD};
+use ndarray::{Array2, ArrayD, Dimension};
 use phm_nn::kernels::buffer_pool;
+use phm_nn::kernels::strategy::Strategy;
 use phm_nn::module::params;
 use phm_nn::nn::transformer::TransformerLmConfig;
 use phm_nn::nn::Projection;
@@ -51,6 +52,19 @@ fn lm_steps<F: Float>(projection: Projection, steps: usize) -> Trace<F> {
     )
 }
 
+/// The PHM layer on both kernels, without a bias (its output then comes from the product
+/// alone), as the conv steps below: two forwards, then two backwards.
+fn phm_linear_steps(strategy: Strategy, steps: usize) -> Trace<f64> {
+    let mut layer: Box<dyn Module<f64>> = Box::new(
+        PhmLinearConfig::new(12, 8, 4)
+            .with_bias(false)
+            .init(&mut rng(4))
+            .unwrap()
+            .with_strategy(strategy),
+    );
+    layer_steps(&mut *layer, &[9, 12], steps)
+}
+
 fn conv_steps(phm: bool, steps: usize) -> Trace<f64> {
     let mut r = rng(3);
     let mut layer: Box<dyn Module<f64>> = if phm {
@@ -68,6 +82,13 @@ fn conv_steps(phm: bool, steps: usize) -> Trace<f64> {
                 .unwrap(),
         )
     };
+    layer_steps(&mut *layer, &[5, 4, 7, 6], steps)
+}
+
+/// SGD steps of `layer` on inputs of `shape`: in each, two forward passes, then their
+/// backward passes in reverse, so the second backward's input gradient is written into a
+/// buffer the first one's saved input gave back.
+fn layer_steps(layer: &mut dyn Module<f64>, shape: &[usize], steps: usize) -> Trace<f64> {
     let mut opt = Sgd::new(SgdConfig {
         lr: 0.05,
         momentum: 0.9,
@@ -78,10 +99,10 @@ fn conv_steps(phm: bool, steps: usize) -> Trace<f64> {
     let mut input_grads = Vec::new();
     for step in 0..steps {
         let x = |k: usize| {
-            Array4::from_shape_fn((5, 4, 7, 6), |(b, c, h, w)| {
-                (((b * 31 + c * 17 + h * 7 + w * 3 + step + k) % 23) as f64 - 11.0) / 7.0
+            ArrayD::from_shape_fn(shape, |i| {
+                let j = i.slice().iter().fold(step + k, |acc, &v| acc * 7 + v);
+                ((j % 23) as f64 - 11.0) / 7.0
             })
-            .into_dyn()
         };
         layer.zero_grad();
         // Two forward passes, then their backward passes in reverse: the second backward's
@@ -93,10 +114,7 @@ fn conv_steps(phm: bool, steps: usize) -> Trace<f64> {
         input_grads.push(layer.backward(y1.view()).sum());
         opt.step(&mut *layer).unwrap();
     }
-    let mut values: Vec<ArrayD<f64>> = params(&*layer)
-        .into_iter()
-        .map(|(_, p)| p.value())
-        .collect();
+    let mut values: Vec<ArrayD<f64>> = params(layer).into_iter().map(|(_, p)| p.value()).collect();
     values.push(ndarray::Array1::from(input_grads).into_dyn());
     (losses, values)
 }
@@ -129,6 +147,11 @@ fn training_steps_are_bit_identical_with_and_without_the_buffer_pool() {
     }
     same_with_and_without_the_pool("Conv2d", || conv_steps(false, 3));
     same_with_and_without_the_pool("PhmConv2d", || conv_steps(true, 3));
+    for strategy in [Strategy::Materialized, Strategy::Factored] {
+        same_with_and_without_the_pool(&format!("PhmLinear {strategy:?}"), || {
+            phm_linear_steps(strategy, 3)
+        });
+    }
     // The limit bounds what the pool holds.
     buffer_pool::set_limit(1000);
     assert!(buffer_pool::held_bytes() <= 1000);

@@ -664,7 +664,8 @@ impl<F: Float> PhmLinear<F> {
             SavedKernel::Factored { order, mixing, t } => {
                 let buffers = &mut self.buffers;
                 let dt = reuse(&mut buffers.dt, t.dim());
-                let mut dx = buffer_pool::zeros(x.raw_dim());
+                // `factored::backward` writes every entry of `dX`.
+                let mut dx = buffer_pool::for_overwrite(x.raw_dim());
                 let mut a = self.rules.write();
                 let mut s = self.blocks.write();
                 let (_, da) = a.value_and_grad_mut();
