@@ -34,8 +34,9 @@
 //! ```
 
 use std::any::Any;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
 use ndarray::{
     Array, ArrayBase, ArrayView, ArrayViewMut1, Axis, CowArray, Data, Dimension, ShapeBuilder,
@@ -68,41 +69,88 @@ impl Buffer {
     }
 }
 
-/// The held buffers, oldest first, and their total size in bytes.
-struct Held {
-    buffers: Vec<Buffer>,
-    bytes: usize,
+/// Buffers are found by float type and length.
+type Key = (bool, usize);
+
+impl Buffer {
+    fn key(&self) -> Key {
+        match self {
+            Buffer::F32(v) => (false, v.len()),
+            Buffer::F64(v) => (true, v.len()),
+        }
+    }
 }
 
-static HELD: Mutex<Held> = Mutex::new(Held {
-    buffers: Vec::new(),
-    bytes: 0,
-});
+/// The held buffers by key, each list oldest first with the stamp it was given back at, and
+/// their total count and size in bytes. A request is one hash lookup, whatever is held.
+struct Held {
+    buckets: HashMap<Key, VecDeque<(u64, Buffer)>>,
+    count: usize,
+    bytes: usize,
+    stamp: u64,
+}
+
+static HELD: LazyLock<Mutex<Held>> = LazyLock::new(|| Mutex::new(Held::new()));
 
 fn held() -> MutexGuard<'static, Held> {
     HELD.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Held {
+    fn new() -> Self {
+        Held {
+            buckets: HashMap::new(),
+            count: 0,
+            bytes: 0,
+            stamp: 0,
+        }
+    }
+
     /// Holds `buffer`, then frees the oldest ones beyond `limit` bytes.
     fn push(&mut self, buffer: Buffer, limit: usize) {
+        self.stamp += 1;
+        self.count += 1;
         self.bytes += buffer.bytes();
-        self.buffers.push(buffer);
+        self.buckets
+            .entry(buffer.key())
+            .or_default()
+            .push_back((self.stamp, buffer));
         self.shrink_to(limit);
     }
 
-    /// Frees the oldest buffers until at most `limit` bytes and [`MAX_BUFFERS`] are held.
-    fn shrink_to(&mut self, limit: usize) {
-        let mut drop = 0;
-        let mut bytes = self.bytes;
-        while drop < self.buffers.len()
-            && (bytes > limit || self.buffers.len() - drop > MAX_BUFFERS)
-        {
-            bytes -= self.buffers[drop].bytes();
-            drop += 1;
+    /// The most recently given back buffer of `key`, if any.
+    fn take(&mut self, key: Key) -> Option<Buffer> {
+        let bucket = self.buckets.get_mut(&key)?;
+        let (_, buffer) = bucket.pop_back()?;
+        if bucket.is_empty() {
+            self.buckets.remove(&key);
         }
-        self.buffers.drain(..drop);
-        self.bytes = bytes;
+        self.count -= 1;
+        self.bytes -= buffer.bytes();
+        Some(buffer)
+    }
+
+    /// Frees the oldest buffers until at most `limit` bytes and [`MAX_BUFFERS`] are held
+    /// (a scan of the keys per buffer freed: only when over a bound).
+    fn shrink_to(&mut self, limit: usize) {
+        while self.bytes > limit || self.count > MAX_BUFFERS {
+            let Some(key) = self
+                .buckets
+                .iter()
+                .filter_map(|(k, b)| b.front().map(|(stamp, _)| (*stamp, *k)))
+                .min()
+                .map(|(_, k)| k)
+            else {
+                break;
+            };
+            let bucket = self.buckets.get_mut(&key).expect("a key just found");
+            let (_, buffer) = bucket.pop_front().expect("a non-empty bucket");
+            if bucket.is_empty() {
+                self.buckets.remove(&key);
+            }
+            self.count -= 1;
+            self.bytes -= buffer.bytes();
+        }
     }
 }
 
@@ -133,21 +181,10 @@ fn take<F: Float>(len: usize) -> Option<Vec<F>> {
     if len == 0 {
         return None;
     }
-    let mut held = held();
     let mut out: Option<Vec<F>> = None;
     let slot = &mut out as &mut dyn Any;
-    let i = if slot.is::<Option<Vec<f32>>>() {
-        held.buffers
-            .iter()
-            .rposition(|b| matches!(b, Buffer::F32(v) if v.len() == len))?
-    } else {
-        held.buffers
-            .iter()
-            .rposition(|b| matches!(b, Buffer::F64(v) if v.len() == len))?
-    };
-    let buffer = held.buffers.remove(i);
-    held.bytes -= buffer.bytes();
-    match buffer {
+    let f64 = !slot.is::<Option<Vec<f32>>>();
+    match held().take((f64, len))? {
         Buffer::F32(v) => *slot.downcast_mut::<Option<Vec<f32>>>()? = Some(v),
         Buffer::F64(v) => *slot.downcast_mut::<Option<Vec<f64>>>()? = Some(v),
     }
@@ -296,27 +333,31 @@ mod tests {
     #[test]
     fn the_limit_frees_the_oldest_buffers_first() {
         // A pool of the test's own: the global one is shared with the other tests.
-        let mut h = Held {
-            buffers: Vec::new(),
-            bytes: 0,
-        };
+        let mut h = Held::new();
         let (small, large) = (6151, 6143);
         h.push(Buffer::F64(vec![0.0; small]), usize::MAX);
         h.push(Buffer::F32(vec![0.0; large]), usize::MAX);
-        assert_eq!(h.bytes, small * 8 + large * 4);
+        assert_eq!((h.count, h.bytes), (2, small * 8 + large * 4));
         // Room for the newer one only: the older one is freed.
         h.shrink_to(large * 4);
-        assert_eq!(h.bytes, large * 4);
-        assert!(matches!(h.buffers[..], [Buffer::F32(ref v)] if v.len() == large));
-        // Over the count bound: the oldest go first.
+        assert_eq!((h.count, h.bytes), (1, large * 4));
+        assert!(h.take((true, small)).is_none());
+        assert!(matches!(h.take((false, large)), Some(Buffer::F32(v)) if v.len() == large));
+        // Over the count bound: the oldest go first, across keys; the newest of a key is
+        // taken first.
         for len in 1..=MAX_BUFFERS + 5 {
-            h.push(Buffer::F32(vec![0.0; len]), usize::MAX);
+            h.push(Buffer::F32(vec![0.0; len % 7 + 1]), usize::MAX);
         }
-        assert_eq!(h.buffers.len(), MAX_BUFFERS);
-        assert!(matches!(h.buffers[0], Buffer::F32(ref v) if v.len() == 6));
-        assert_eq!(h.bytes, h.buffers.iter().map(Buffer::bytes).sum::<usize>());
+        assert_eq!(h.count, MAX_BUFFERS);
+        let stamps: Vec<u64> = h.buckets.values().flatten().map(|(s, _)| *s).collect();
+        assert_eq!(*stamps.iter().min().unwrap(), 2 + 6); // stamps 3..=7 (the first five) freed
+        let bytes: usize = h.buckets.values().flatten().map(|(_, b)| b.bytes()).sum();
+        assert_eq!(h.bytes, bytes);
+        let newest = h.buckets[&(false, 3)].back().unwrap().0;
+        assert!(matches!(h.take((false, 3)), Some(Buffer::F32(v)) if v.len() == 3));
+        assert!(h.buckets[&(false, 3)].iter().all(|(s, _)| *s < newest));
         // A limit of 0 frees everything.
         h.shrink_to(0);
-        assert_eq!((h.buffers.len(), h.bytes), (0, 0));
+        assert_eq!((h.count, h.bytes, h.buckets.len()), (0, 0, 0));
     }
 }
