@@ -44,7 +44,8 @@ pub const PARALLEL_MIN_WORK: usize = 1 << 22;
 /// Multiply-adds a product is counted per entry of its right operand (`k·n`) when deciding to
 /// thread it: a product of few rows (a matrix–vector product at batch 1) does few
 /// multiply-adds per weight it reads and is bound by reading the weight, which two threads
-/// also share. A 1024 × 1024 weight at one row counts as 8 M and is threaded.
+/// also share. A 1024 × 1024 weight read transposed (`X·Wᵀ`, a `Linear`'s forward) at one
+/// row counts as 8 M and is threaded.
 const WORK_PER_WEIGHT_ENTRY: usize = 8;
 
 /// The threshold in force (see [`PARALLEL_MIN_WORK`]).
@@ -293,7 +294,15 @@ pub(crate) fn gemm<F: Float>(
     let n = b.ncols();
     assert_eq!(k, b.nrows(), "gemm: inner dimensions differ");
     assert_eq!(c.dim(), (m, n), "gemm: output shape differs");
-    let weight_reads = k.saturating_mul(n).saturating_mul(WORK_PER_WEIGHT_ENTRY);
+    // Only a right operand read along its columns (a weight stored `(out, in)` and read as
+    // `Wᵀ`): each thread then reads whole contiguous rows of `W`. Split by columns, a
+    // row-major right operand (`dX = G·W` at batch 1) ran slower on 2 threads than on one
+    // (`bench_report -- --layouts`: 14.0 → 8.8 GFLOP/s at 1024²).
+    let weight_reads = if b.strides()[0] == 1 && b.ncols() > 1 {
+        k.saturating_mul(n).saturating_mul(WORK_PER_WEIGHT_ENTRY)
+    } else {
+        0
+    };
     let threads = threads_for(m.saturating_mul(n).saturating_mul(k).max(weight_reads));
     if threads > 1 {
         // Each thread computes a block of the output on its own: it packs only its share of
