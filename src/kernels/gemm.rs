@@ -298,7 +298,7 @@ pub(crate) fn gemm<F: Float>(
     // `Wᵀ`): each thread then reads whole contiguous rows of `W`. Split by columns, a
     // row-major right operand (`dX = G·W` at batch 1) ran slower on 2 threads than on one
     // (`bench_report -- --layouts`: 14.0 → 8.8 GFLOP/s at 1024²).
-    let weight_reads = if b.strides()[0] == 1 && b.ncols() > 1 {
+    let weight_reads = if b.strides()[0] == 1 {
         k.saturating_mul(n).saturating_mul(WORK_PER_WEIGHT_ENTRY)
     } else {
         0
@@ -467,15 +467,11 @@ pub(crate) fn add_bias_grad<F: Float>(db: Option<ArrayViewMut1<F>>, g: &ArrayVie
     };
     for_each_chunk(db, Axis(0), g.len(), |c0, mut db| {
         let cols = g.slice(s![.., c0..c0 + db.len()]);
-        let mut sum = vec![F::zero(); db.len()];
+        let mut sum = ndarray::Array1::<F>::zeros(db.len());
         for row in cols.rows() {
-            if let Some(row) = row.as_slice() {
-                sum.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
-            } else {
-                sum.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
-            }
+            sum += &row;
         }
-        db.zip_mut_with(&ArrayView1::from(&sum[..]), |d, &s| *d += s);
+        db += &sum;
     });
 }
 

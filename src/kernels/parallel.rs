@@ -28,7 +28,7 @@ use super::gemm::{num_threads, pool};
 /// microseconds of element-wise work. Waking a pool thread and sending it back to sleep costs
 /// tens of microseconds on a virtual machine; with 2¹⁵ a `tiny_lm` training step made so many
 /// small hand-offs that about a tenth of its time at 2 threads went to the kernel's scheduler
-/// (`perf`), and 2²⁰ made the step 5–10 % faster (`examples/profile_lm`, 2-core AVX-512 VM;
+/// (`perf`), and 2²⁰ made the step 3–10 % faster (`examples/profile_lm`, 2-core AVX-512 VM;
 /// 2¹⁹–2²¹ were alike). [`set_elementwise_min_work`] changes it.
 pub const ELEMENTWISE_MIN_WORK: usize = 1 << 20;
 

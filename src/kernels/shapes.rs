@@ -62,12 +62,8 @@ pub(crate) fn with_last(lead: &[usize], last: usize) -> Vec<usize> {
 /// copy when it is in standard layout: the owned counterpart of [`as_matrix`].
 pub(crate) fn into_matrix<F: Float>(y: ArrayD<F>, width: usize) -> ndarray::Array2<F> {
     let rows = y.len() / width.max(1);
-    let y = if y.is_standard_layout() {
-        y
-    } else {
-        y.as_standard_layout().into_owned()
-    };
-    y.into_shape_with_order((rows, width))
+    crate::kernels::buffer_pool::owned(y.into())
+        .into_shape_with_order((rows, width))
         .expect("a standard-layout array reshapes")
 }
 

@@ -441,14 +441,8 @@ impl<F: Float> Module<F> for LayerNorm<F> {
     /// If the last axis of `x` is not `width`.
     #[track_caller]
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let (x, lead) = as_matrix("LayerNorm::forward", "input", x, self.width);
-        let (y, stats) = self.normalize(&x.view(), true);
-        self.saved.push(Saved {
-            x: buffer_pool::owned(x),
-            stats,
-            lead: lead.clone(),
-        });
-        unflatten(y, &lead)
+        // The saved input is a copy: the owned pass on it.
+        self.forward_owned(buffer_pool::copy_of(&x))
     }
 
     /// Keeps `x` as the saved input (no copy).

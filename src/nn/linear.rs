@@ -229,10 +229,8 @@ impl<F: Float> Module<F> for Linear<F> {
     /// If the last axis of `x` is not `in_features`.
     #[track_caller]
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let (x, lead) = as_matrix("Linear::forward", "input", x, self.in_features());
-        let y = self.affine(&x.view());
-        self.saved.push((buffer_pool::owned(x), lead.clone()));
-        unflatten(y, &lead)
+        // The saved input is a copy: the owned pass on it.
+        self.forward_owned(buffer_pool::copy_of(&x))
     }
 
     /// # Panics

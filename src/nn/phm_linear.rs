@@ -740,10 +740,8 @@ impl<F: Float> Module<F> for PhmLinear<F> {
     /// If the last axis of `x` is not `in_features`.
     #[track_caller]
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let (xm, lead) = as_matrix("PhmLinear::forward", "input", x, self.shape.in_features());
-        let (y, saved) = self.forward_matrix(buffer_pool::copy_of(&xm), lead.clone());
-        self.saved.push(saved);
-        unflatten(y, &lead)
+        // The saved input is a copy: the owned pass on it.
+        self.forward_owned(buffer_pool::copy_of(&x))
     }
 
     /// Keeps `x` as the saved input (no copy).

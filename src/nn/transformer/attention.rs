@@ -670,8 +670,7 @@ impl<F: Float> Module<F> for MultiHeadAttention<F> {
                 .expect("standard layout")
         };
         let mut dx = self.v.backward(part(2));
-        for i in [1, 0] {
-            let proj = if i == 1 { &mut self.k } else { &mut self.q };
+        for (proj, i) in [(&mut self.k, 1), (&mut self.q, 0)] {
             let dxi = proj.backward(part(i));
             dx += &dxi;
             buffer_pool::recycle(dxi);
