@@ -34,11 +34,12 @@
 //! # Ok::<(), phm_nn::PhmError>(())
 //! ```
 
-use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, Axis, Ix2};
+use ndarray::{ArrayD, ArrayView2, ArrayViewD, Axis, Ix2};
 use rand::Rng;
 
 use crate::error::{PhmError, Result};
 use crate::init::{Fans, Init};
+use crate::kernels::buffer_pool;
 use crate::kernels::gemm::assert_same_shape;
 use crate::kernels::shapes::{unflatten, with_last};
 use crate::module::{Module, Param, SavedStates, StateStack};
@@ -209,7 +210,8 @@ impl<F: Float> Embedding<F> {
         let width = self.width();
         let w = self.weight.read();
         let w = table(w.value());
-        let mut out = Array2::<F>::zeros((ids.len(), width));
+        // Every row is written below.
+        let mut out = buffer_pool::for_overwrite((ids.len(), width));
         for (mut row, &id) in out.rows_mut().into_iter().zip(ids.iter()) {
             row.assign(&w.row(id));
         }

@@ -34,6 +34,7 @@ use rand::Rng;
 
 use crate::error::{PhmError, Result};
 use crate::init::{Fans, Init};
+use crate::kernels::buffer_pool;
 use crate::kernels::gemm::assert_same_shape;
 use crate::module::{Module, Param, SavedStates, StateStack};
 use crate::Float;
@@ -207,7 +208,7 @@ impl<F: Float> PositionalEncoding<F> {
     fn add_rows(&self, context: &str, x: ArrayViewD<'_, F>, start: usize) -> ArrayD<F> {
         let t = self.positions(context, x.shape());
         let p = self.rows(context, start, t);
-        let mut y = x.to_owned();
+        let mut y = buffer_pool::copy_of(&x);
         y += &p;
         y
     }
@@ -255,7 +256,7 @@ impl<F: Float> Module<F> for PositionalEncoding<F> {
                 }
             }
         }
-        grad_output.to_owned()
+        buffer_pool::copy_of(&grad_output)
     }
 
     /// [`infer_at`](PositionalEncoding::infer_at) from position 0.
