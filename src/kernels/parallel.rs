@@ -17,7 +17,8 @@
 //! ```
 //!
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use ndarray::{ArrayViewMut, Axis, Dimension};
 
@@ -166,24 +167,75 @@ pub(crate) fn for_each_chunk2<A, B, DA, DB, Fun>(
     run(chunks, |(start, ca, cb)| f(start, ca, cb));
 }
 
+/// How long the calling thread of a split pass spins for the pool's chunks to finish after
+/// its own, before it blocks (the chunks are equal, so the others usually finish within
+/// microseconds; blocking and being woken costs tens of microseconds on a virtual machine).
+const SPIN_FOR_CHUNKS: Duration = Duration::from_micros(200);
+
+/// How long a pool worker stays awake looking for the next chunk after a split pass, before
+/// it goes back to sleep (see [`keep_workers_awake`]).
+const LINGER: Duration = Duration::from_micros(1000);
+
 /// Runs `f` on every task: the first on the calling thread, the others on the pool of
 /// [`num_threads`] threads (the one pool, whatever the number of tasks; all on the calling
 /// thread if the pool cannot be built).
+///
+/// Hand-offs are what a split pass pays beyond its work: a training step makes hundreds of
+/// them, and waking a sleeping worker (and being woken by it) costs tens of microseconds of
+/// the kernel's scheduler each. So the calling thread spins for up to [`SPIN_FOR_CHUNKS`]
+/// for the other chunks before blocking, and the workers stay awake for [`LINGER`] after the
+/// pass ([`keep_workers_awake`]), where the next pass finds them without a wake-up.
 fn run<T: Send, Fun: Fn(T) + Sync>(tasks: Vec<T>, f: Fun) {
     let Some(pool) = pool(num_threads()) else {
         tasks.into_iter().for_each(f);
         return;
     };
     let f = &f;
+    let others = tasks.len().saturating_sub(1);
+    let finished = AtomicUsize::new(0);
+    let finished = &finished;
     pool.in_place_scope(|scope| {
         let mut tasks = tasks.into_iter();
         let first = tasks.next();
         for task in tasks {
-            scope.spawn(move |_| as_chunk(|| f(task)));
+            scope.spawn(move |_| {
+                as_chunk(|| f(task));
+                finished.fetch_add(1, Ordering::Release);
+            });
         }
         if let Some(task) = first {
             as_chunk(|| f(task));
         }
+        let start = Instant::now();
+        while finished.load(Ordering::Acquire) < others && start.elapsed() < SPIN_FOR_CHUNKS {
+            std::hint::spin_loop();
+        }
+    });
+    keep_workers_awake(&pool);
+}
+
+/// Whether a [`keep_workers_awake`] job is queued or running.
+static LINGERING: AtomicBool = AtomicBool::new(false);
+
+/// Queues one job on `pool` (unless one is already there) that keeps its worker awake: it
+/// runs the pool's pending jobs as they come ([`rayon::yield_now`]) and returns once it has
+/// found none for [`LINGER`]. A pass that starts meanwhile finds the worker awake, so
+/// handing it a chunk costs no wake-up. The worker spins on its own core meanwhile, as
+/// OpenMP runtimes do between parallel regions (`OMP_WAIT_POLICY`); one thread per pass
+/// (the calling one) is never kept.
+fn keep_workers_awake(pool: &rayon::ThreadPool) {
+    if LINGERING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    pool.spawn(|| {
+        let mut last_work = Instant::now();
+        while last_work.elapsed() < LINGER {
+            match rayon::yield_now() {
+                Some(rayon::Yield::Executed) => last_work = Instant::now(),
+                _ => std::hint::spin_loop(),
+            }
+        }
+        LINGERING.store(false, Ordering::Release);
     });
 }
 
@@ -204,6 +256,34 @@ mod tests {
         });
         assert!(a.iter().all(|&p| p == 1), "{a:?}");
         assert_eq!(parts_for(usize::MAX, 8), 2);
+        crate::kernels::set_num_threads(1);
+    }
+
+    /// Passes back to back, with pauses shorter and longer than [`LINGER`] between them (so
+    /// that chunks reach a worker that is kept awake, one going back to sleep, and one
+    /// asleep), each write every index once; and the kept-awake worker does go back to sleep.
+    fn back_to_back_passes_and_the_worker_sleeps_again() {
+        crate::kernels::set_num_threads(2);
+        for (round, pause_us) in [0, 0, 300, 900, 1100, 3000, 0, 50].into_iter().enumerate() {
+            let mut a = Array2::<usize>::zeros((64, 5));
+            for_each_chunk(a.view_mut(), Axis(0), usize::MAX, |start, mut chunk| {
+                for ((i, j), v) in chunk.indexed_iter_mut() {
+                    *v += (start + i) * 10 + j + round;
+                }
+            });
+            for ((i, j), &v) in a.indexed_iter() {
+                assert_eq!(v, i * 10 + j + round, "round {round}");
+            }
+            std::thread::sleep(Duration::from_micros(pause_us));
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while LINGERING.load(Ordering::Acquire) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(
+            !LINGERING.load(Ordering::Acquire),
+            "the pool worker is still kept awake 5 s after the last pass"
+        );
         crate::kernels::set_num_threads(1);
     }
 
@@ -229,6 +309,7 @@ mod tests {
     #[test]
     fn split_passes_see_global_indices() {
         chunks_do_not_split_again();
+        back_to_back_passes_and_the_worker_sleeps_again();
         for threads in [1, 2, 3] {
             crate::kernels::set_num_threads(threads);
             for axis in [Axis(0), Axis(1)] {
