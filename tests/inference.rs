@@ -1,5 +1,6 @@
-//! The inference path never allocates a `k × d` array, and `infer_into` allocates nothing of
-//! its own once its workspace has grown. Measured with a counting global allocator.
+//! The inference path allocates no `k × d` array where it runs factored (Auto at small
+//! batches, `Strategy::Factored` always), and `infer_into` allocates nothing of its own once
+//! its workspace has grown. Measured with a counting global allocator.
 //!
 //! The GEMM library (the `gemm` crate) allocates packing buffers on some calls, of at most
 //! about 1.1 MB for these f32 shapes, and once per thread a scratch the size of the L2 cache
@@ -113,15 +114,27 @@ fn inference_memory() {
     assert!(largest <= PACKING_BOUND, "{largest} bytes");
     assert_eq!(ws.capacity(), capacity);
 
-    // Forcing the materialized strategy on a layer without a cached W still never builds it
-    // in `infer` (inference never creates the k × d cache).
-    let forced = layer.clone().with_strategy(Strategy::Materialized);
+    // Forcing the factored kernel never holds W, at a batch where building it for the call
+    // would pay (1024 rows: W is 4 MiB, the output 4 MiB too, T 16 MiB).
+    let forced = layer.clone().with_strategy(Strategy::Factored);
     let x64 = Array2::<f32>::ones((64, d));
     let (_, largest) = measure(|| {
         forced.infer(x64.view().into_dyn());
     });
     assert!(
         largest < weight_bytes,
-        "forced materialized infer allocated {largest} bytes"
+        "forced factored infer allocated {largest} bytes"
     );
+    // Forcing the materialized kernel builds W for the call only: nothing is cached, and the
+    // result is the factored kernel's to rounding.
+    let materialized = layer.clone().with_strategy(Strategy::Materialized);
+    let y_mat = materialized.infer(x64.view().into_dyn());
+    assert!(!materialized.weight_is_current());
+    let y_fact = forced.infer(x64.view().into_dyn());
+    let scale = y_fact.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let diff = y_mat
+        .iter()
+        .zip(&y_fact)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff <= 1e-5 * scale, "materialized vs factored: {diff}");
 }

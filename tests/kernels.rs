@@ -112,13 +112,11 @@ fn forced_strategies_are_obeyed_and_auto_picks_by_cost() {
                 Strategy::Factored.resolve(big, 256, current, mode),
                 Kernel::Factored
             );
-            // Inference (`&self`) never builds W: forced materialized needs a cached one.
-            let want = if mode == Mode::Inference && !current {
-                Kernel::Factored
-            } else {
+            // Inference (`&self`) without a cached W builds one for the call.
+            assert_eq!(
+                Strategy::Materialized.resolve(big, 1, current, mode),
                 Kernel::Materialized
-            };
-            assert_eq!(Strategy::Materialized.resolve(big, 1, current, mode), want);
+            );
         }
     }
     // Cases where the bench report (BENCHMARKS.md) shows a clear winner (≥ 1.3×):
@@ -172,6 +170,11 @@ fn layer_reports_the_kernel_and_cache_state() {
     assert!(max_diff(&yf, &y) < 1e-12);
     layer.clear_cache();
     assert!(!layer.weight_is_current());
+    // Forced materialized inference without a cache builds W for the call, and caches nothing.
+    layer.set_strategy(Strategy::Materialized);
+    let ym = layer.infer(x.view().into_dyn());
+    assert!(max_diff(&ym, &y) < 1e-12);
+    assert!(!layer.weight_is_current());
     // cache_weight builds W for the inference paths, and Auto then uses it at large batch.
     layer.set_strategy(Strategy::Auto);
     layer.cache_weight().unwrap();
@@ -179,9 +182,12 @@ fn layer_reports_the_kernel_and_cache_state() {
     let small =
         PhmLinear::from_parts(xorshift(1, (4, 4, 4)), xorshift(2, (4, 64, 64)), None).unwrap();
     let mut small = small;
-    assert_eq!(small.kernel_for(256, Mode::Inference), Kernel::Factored);
-    small.cache_weight().unwrap();
+    // 256 × 256 at 64 rows: building W (40 per entry) tips the balance to factored, a cached
+    // W to materialized; at 256 rows a W built for the call already pays.
+    assert_eq!(small.kernel_for(64, Mode::Inference), Kernel::Factored);
     assert_eq!(small.kernel_for(256, Mode::Inference), Kernel::Materialized);
+    small.cache_weight().unwrap();
+    assert_eq!(small.kernel_for(64, Mode::Inference), Kernel::Materialized);
 }
 
 #[test]

@@ -26,28 +26,36 @@
 //!                         factored (k·d/n) · ([factored_load] + [factored_load_per_n]·n)
 //!     factored extra:     B · ([call] + [mix] · n²·min(k, d))   (the per-sample mixing)
 //!     materialized extra: [build] · k·d per pass when W must be built (permutations, dW)
-//!     memory:             training never picks materialized when 3·k·d scalars (W, dW,
-//!                         scratch) exceed [max_materialized_bytes] (default 1 GiB)
+//!     memory:             Auto never picks materialized when its buffers exceed
+//!                         [max_materialized_bytes] (default 1 GiB): 3·k·d scalars in
+//!                         training (W, dW, scratch), 2·k·d in inference without a
+//!                         current W (W and scratch, for the call), none with one
 //! ```
 //!
 //! The materialized product runs with `m = B` rows, the factored one with `m = B·n` (it
 //! multiplies all `n` input segments at once, which is why it can beat even a dense layer at
 //! batch 32). Inference counts one pass, training three (forward, `dX`, `dW` or `dS`); in
 //! training `W` is always stale (every step changes the parameters). Inference (`&self`)
-//! never builds `W`, so there Auto weighs the two kernels only when a current `W` is cached
-//! (see `PhmLinear::cache_weight`) and is factored otherwise. Auto picks the cheaper kernel;
-//! [`Strategy::Materialized`] and [`Strategy::Factored`] force one.
+//! uses a current cached `W` (see `PhmLinear::cache_weight`) at no build cost; without one,
+//! the materialized kernel builds `W` in a temporary for the call (taken from and given back
+//! to the [buffer pool](super::buffer_pool), never cached), which pays at large batch: a
+//! `tiny_lm` block's 128 × 128 projections at 1024 rows ran 2.3× slower factored. Auto picks
+//! the cheaper kernel; [`Strategy::Materialized`] and [`Strategy::Factored`] force one, and
+//! only [`Strategy::Factored`] guarantees that no `k × d` array is ever held.
 //!
 //! ```
 //! use phm_nn::kernels::strategy::{Kernel, Mode, Strategy};
 //! use phm_nn::PhmShape;
 //! let shape = PhmShape::new(4096, 4096, 4)?;
-//! // Batch-1 inference never builds the 4096 × 4096 weight:
+//! // Batch-1 inference does not build the 4096 × 4096 weight:
 //! assert_eq!(Strategy::Auto.resolve(shape, 1, false, Mode::Inference), Kernel::Factored);
-//! // A forced strategy is obeyed (but inference never builds W):
+//! // a small layer at a large batch does, for the call:
+//! let small = PhmShape::new(128, 128, 4)?;
+//! assert_eq!(Strategy::Auto.resolve(small, 1024, false, Mode::Inference), Kernel::Materialized);
+//! // A forced strategy is obeyed:
 //! assert_eq!(Strategy::Materialized.resolve(shape, 1, false, Mode::Training), Kernel::Materialized);
-//! assert_eq!(Strategy::Materialized.resolve(shape, 1, true, Mode::Inference), Kernel::Materialized);
-//! assert_eq!(Strategy::Materialized.resolve(shape, 1, false, Mode::Inference), Kernel::Factored);
+//! assert_eq!(Strategy::Materialized.resolve(shape, 1, false, Mode::Inference), Kernel::Materialized);
+//! assert_eq!(Strategy::Factored.resolve(small, 1024, false, Mode::Inference), Kernel::Factored);
 //! # Ok::<(), phm_nn::PhmError>(())
 //! ```
 
@@ -61,11 +69,11 @@ pub enum Strategy {
     /// Pick the cheaper kernel per call with the cost model in the [module docs](self).
     #[default]
     Auto,
-    /// Always build (and cache) `W`, then multiply by it. The `&self` inference paths
-    /// (`infer`, `infer_into`) never build `W`: there this means "use the cached `W` when it
-    /// is current", and the factored kernel otherwise.
+    /// Always multiply by `W`: training builds and caches it; the `&self` inference paths
+    /// (`infer`, `infer_into`) use the cached `W` when it is current and otherwise build one
+    /// for the call (a temporary from the buffer pool, not cached).
     Materialized,
-    /// Never build `W`.
+    /// Never build `W`: no `k × d` array is ever held.
     Factored,
 }
 
@@ -131,9 +139,10 @@ pub struct CostModel {
     /// Cost per weight entry of building `W` (forward) or mapping `dW` back (backward), per
     /// pass.
     pub build: f64,
-    /// Memory budget of the materialized kernel in training, in bytes: Auto never picks it when
-    /// its `W`, `dW` and rearrangement scratch (`3·k·d` scalars) would exceed this (default
-    /// 1 GiB). A forced [`Strategy::Materialized`] ignores it. The same budget bounds the
+    /// Memory budget of the materialized kernel, in bytes: Auto never picks it when its
+    /// buffers would exceed this (default 1 GiB): in training `W`, `dW` and the rearrangement
+    /// scratch (`3·k·d` scalars), in inference without a current `W` the temporary `W` and
+    /// scratch (`2·k·d`). A forced [`Strategy::Materialized`] ignores it. The same budget bounds the
     /// other large allocations a user asks for: `PhmLinear::cache_weight` (`k·d` scalars) and
     /// the growth of a language model's key/value cache (`TransformerLm::infer_step`), which
     /// return an error beyond it instead of aborting.
@@ -200,10 +209,6 @@ impl Strategy {
         scalar_bytes: usize,
     ) -> Kernel {
         match self {
-            // Inference never builds W: without a current one, only factored remains.
-            Strategy::Materialized if mode == Mode::Inference && !weight_current => {
-                Kernel::Factored
-            }
             Strategy::Materialized => Kernel::Materialized,
             Strategy::Factored => Kernel::Factored,
             Strategy::Auto => {
@@ -213,21 +218,20 @@ impl Strategy {
                     shape.in_features() as f64,
                 );
                 let b = batch.max(1) as f64;
-                let (passes, stale) = match mode {
-                    Mode::Training => {
-                        // W, dW and the rearrangement scratch: 3·k·d scalars.
-                        let bytes = (shape.out_features() as u128)
-                            * (shape.in_features() as u128)
-                            * 3
-                            * scalar_bytes as u128;
-                        if bytes > u128::from(model.max_materialized_bytes) {
-                            return Kernel::Factored;
-                        }
-                        (3.0, true)
-                    }
-                    Mode::Inference if !weight_current => return Kernel::Factored,
-                    Mode::Inference => (1.0, false),
+                // Training holds W, dW and the rearrangement scratch (3·k·d scalars); inference
+                // without a current W builds W and the scratch for the call (2·k·d).
+                let (passes, stale, buffers) = match mode {
+                    Mode::Training => (3.0, true, 3),
+                    Mode::Inference if !weight_current => (1.0, true, 2),
+                    Mode::Inference => (1.0, false, 0),
                 };
+                let bytes = (shape.out_features() as u128)
+                    * (shape.in_features() as u128)
+                    * buffers
+                    * scalar_bytes as u128;
+                if bytes > u128::from(model.max_materialized_bytes) {
+                    return Kernel::Factored;
+                }
                 let gemm = |rows: f64| b * k * d * (1.0 + model.gemm_half_rows / rows);
                 let (mat_main, fact_main) = if batch <= 1 {
                     (

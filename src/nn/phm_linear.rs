@@ -20,9 +20,11 @@
 //! `Strategy::Auto` uses). Both give `dX`, `dA`, `dS`, `db` for `G = dL/dY`; gradients
 //! accumulate until `zero_grad`.
 //!
-//! Inference: [`Module::infer`] takes `&self` and never allocates a `k × d` array;
-//! [`PhmLinear::infer_into`] writes into a caller's buffer with a reusable [`Workspace`] and
-//! does not allocate once the workspace has grown to the batch size.
+//! Inference: [`Module::infer`] takes `&self` and never caches `W` (where the cost model
+//! prefers the materialized kernel it builds `W` for the call in pooled buffers;
+//! [`Strategy::Factored`] never holds a `k × d` array); [`PhmLinear::infer_into`] writes into
+//! a caller's buffer with a reusable [`Workspace`] and does not allocate once the workspace
+//! has grown to the batch size and the buffer pool is warm.
 //!
 //! ```
 //! use phm_nn::{algebra::Algebra, Module, PhmLinearConfig, Rule};
@@ -438,10 +440,11 @@ impl<F: Float> PhmLinear<F> {
     }
 
     /// Builds and caches `W` now (`k·d` values), so that the `&self` inference paths can use
-    /// it: `infer` never builds `W` itself, and after a training forward that Auto ran
-    /// factored there is no cached `W`. Worth it before large-batch inference, where one plain
-    /// GEMM with `W` is the fastest kernel (see `BENCHMARKS.md`); at small batch Auto keeps
-    /// using the factored kernel anyway. On a whole model:
+    /// it: `infer` never caches `W` itself (it builds a temporary one per call where the
+    /// materialized kernel is cheaper), and after a training forward that Auto ran factored
+    /// there is no cached `W`. Worth it before large-batch inference, where one plain GEMM
+    /// with `W` is the fastest kernel (see `BENCHMARKS.md`); at small batch Auto keeps using
+    /// the factored kernel anyway. On a whole model:
     /// `module::for_each_mut::<F, PhmLinear<F>>(&mut model, &mut |_, l| { l.cache_weight().unwrap(); })`.
     ///
     /// # Errors
@@ -518,9 +521,13 @@ impl<F: Float> PhmLinear<F> {
     }
 
     /// Inference into a caller's buffer: `y ← X Wᵀ + b` for a matrix `x` `(B, d)`, allocating
-    /// nothing once `workspace` has grown to this batch size (for `x` in standard layout;
-    /// other layouts are copied). Never allocates `k × d` values: it uses the cached `W` only
-    /// when it is current and the cost model prefers it, and the factored kernel otherwise.
+    /// nothing once `workspace` has grown to this batch size and the
+    /// [buffer pool](crate::kernels::buffer_pool) holds this layer's buffers (for `x` in
+    /// standard layout; other layouts are copied). The kernel is the layer's
+    /// [`Strategy`] for this batch ([`kernel_for`](Self::kernel_for) with
+    /// [`Mode::Inference`]): the cached `W` when it is current; else, materialized, a `W`
+    /// built for this call in pooled buffers (`2·k·d` values, never cached); else the factored
+    /// kernel, which holds no `k × d` values ([`Strategy::Factored`] forces it).
     ///
     /// # Panics
     /// If `x` is not `(batch, in_features)`, or `y` is not `(batch, out_features)` in standard
@@ -558,7 +565,24 @@ impl<F: Float> PhmLinear<F> {
             (Some(w), Kernel::Materialized) => {
                 affine_forward_into(&x, &w.view(), bias.as_ref(), y);
             }
-            _ => {
+            (None, Kernel::Materialized) => {
+                // W for this call only, in buffers from the pool (both written whole).
+                let (n, p, q) = self.shape.blocks_dim();
+                let mut w = buffer_pool::for_overwrite(self.shape.weight_dim());
+                let mut rearranged = buffer_pool::for_overwrite((n * n, p * q));
+                let (a, s) = (self.rules.read(), self.blocks.read());
+                build_weight_into(
+                    self.shape,
+                    dim3(a.value()),
+                    dim3(s.value()),
+                    w.view_mut(),
+                    &mut rearranged,
+                );
+                affine_forward_into(&x, &w.view(), bias.as_ref(), y);
+                buffer_pool::recycle(w);
+                buffer_pool::recycle(rearranged);
+            }
+            (_, Kernel::Factored) => {
                 let order = factored::Order::for_shape(self.shape);
                 let n = self.shape.n();
                 let mut mixing = ArrayViewMut2::from_shape(
@@ -783,7 +807,8 @@ impl<F: Float> Module<F> for PhmLinear<F> {
     #[track_caller]
     fn infer(&self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         let (xm, lead) = as_matrix("PhmLinear::infer", "input", x, self.shape.in_features());
-        let mut y = Array2::zeros((xm.nrows(), self.shape.out_features()));
+        // Written whole by `infer_into` (the bias or `beta = 0`, then the product).
+        let mut y = buffer_pool::for_overwrite((xm.nrows(), self.shape.out_features()));
         self.infer_into(xm.view(), y.view_mut(), &mut Workspace::new());
         unflatten(y, &lead)
     }
