@@ -30,7 +30,9 @@ use super::gemm::{num_threads, pool};
 /// tens of microseconds on a virtual machine; with 2¹⁵ a `tiny_lm` training step made so many
 /// small hand-offs that about a tenth of its time at 2 threads went to the kernel's scheduler
 /// (`perf`), and 2²⁰ made the step 3–10 % faster (`examples/profile_lm`, 2-core AVX-512 VM;
-/// 2¹⁹–2²¹ were alike). [`set_elementwise_min_work`] changes it.
+/// 2¹⁹–2²¹ were alike). Since a worker stays awake between passes (`run`), the threshold
+/// matters less: 2¹⁵, 2¹⁷ and 2²⁰ gave the same 2-thread step (17.4–18.9 ms, alternated
+/// `profile_lm dense` runs). [`set_elementwise_min_work`] changes it.
 pub const ELEMENTWISE_MIN_WORK: usize = 1 << 20;
 
 /// The threshold in force (see [`ELEMENTWISE_MIN_WORK`]).
