@@ -69,9 +69,11 @@ pub enum Strategy {
     /// Pick the cheaper kernel per call with the cost model in the [module docs](self).
     #[default]
     Auto,
-    /// Always multiply by `W`: training builds and caches it; the `&self` inference paths
-    /// (`infer`, `infer_into`) use the cached `W` when it is current and otherwise build one
-    /// for the call (a temporary from the buffer pool, not cached).
+    /// Always multiply by `W`: training builds and caches it (whatever its size); the `&self`
+    /// inference paths (`infer`, `infer_into`) use the cached `W` when it is current and
+    /// otherwise build one for the call (a temporary from the buffer pool, not cached), unless
+    /// that `W` and its scratch (`2·k·d` scalars) exceed
+    /// [`CostModel::max_materialized_bytes`], where they run factored.
     Materialized,
     /// Never build `W`: no `k × d` array is ever held.
     Factored,
@@ -142,7 +144,8 @@ pub struct CostModel {
     /// Memory budget of the materialized kernel, in bytes: Auto never picks it when its
     /// buffers would exceed this (default 1 GiB): in training `W`, `dW` and the rearrangement
     /// scratch (`3·k·d` scalars), in inference without a current `W` the temporary `W` and
-    /// scratch (`2·k·d`). A forced [`Strategy::Materialized`] ignores it. The same budget bounds the
+    /// scratch (`2·k·d`). A forced [`Strategy::Materialized`] ignores it in training, not in
+    /// inference. The same budget bounds the
     /// other large allocations a user asks for: `PhmLinear::cache_weight` (`k·d` scalars) and
     /// the growth of a language model's key/value cache (`TransformerLm::infer_step`), which
     /// return an error beyond it instead of aborting.
@@ -208,9 +211,25 @@ impl Strategy {
         mode: Mode,
         scalar_bytes: usize,
     ) -> Kernel {
+        // Training holds W, dW and the rearrangement scratch (3·k·d scalars); inference
+        // without a current W builds W and the scratch for the call (2·k·d).
+        let (passes, stale, buffers) = match mode {
+            Mode::Training => (3.0, true, 3),
+            Mode::Inference if !weight_current => (1.0, true, 2),
+            Mode::Inference => (1.0, false, 0),
+        };
+        let over_budget = (shape.out_features() as u128)
+            * (shape.in_features() as u128)
+            * buffers
+            * scalar_bytes as u128
+            > u128::from(model.max_materialized_bytes);
         match self {
+            // A W built for one inference call stays within the budget even when forced: the
+            // `&self` paths fall back to factored rather than fail to allocate.
+            Strategy::Materialized if mode == Mode::Inference && over_budget => Kernel::Factored,
             Strategy::Materialized => Kernel::Materialized,
             Strategy::Factored => Kernel::Factored,
+            Strategy::Auto if over_budget => Kernel::Factored,
             Strategy::Auto => {
                 let (n, k, d) = (
                     shape.n() as f64,
@@ -218,20 +237,6 @@ impl Strategy {
                     shape.in_features() as f64,
                 );
                 let b = batch.max(1) as f64;
-                // Training holds W, dW and the rearrangement scratch (3·k·d scalars); inference
-                // without a current W builds W and the scratch for the call (2·k·d).
-                let (passes, stale, buffers) = match mode {
-                    Mode::Training => (3.0, true, 3),
-                    Mode::Inference if !weight_current => (1.0, true, 2),
-                    Mode::Inference => (1.0, false, 0),
-                };
-                let bytes = (shape.out_features() as u128)
-                    * (shape.in_features() as u128)
-                    * buffers
-                    * scalar_bytes as u128;
-                if bytes > u128::from(model.max_materialized_bytes) {
-                    return Kernel::Factored;
-                }
                 let gemm = |rows: f64| b * k * d * (1.0 + model.gemm_half_rows / rows);
                 let (mat_main, fact_main) = if batch <= 1 {
                     (
@@ -301,10 +306,34 @@ mod tests {
             Strategy::Auto.resolve_with(&tight, small, 4096, false, Mode::Training, 4),
             Kernel::Factored
         );
-        // Forcing materialized ignores the budget.
+        // Forcing materialized ignores the budget in training, not for a W built for one
+        // inference call (2·k·d scalars: 8 MiB here, over the 1 MiB budget); a cached W
+        // costs inference nothing more.
         assert_eq!(
             Strategy::Materialized.resolve_with(&tight, small, 4096, false, Mode::Training, 4),
             Kernel::Materialized
+        );
+        for strategy in [Strategy::Auto, Strategy::Materialized] {
+            assert_eq!(
+                strategy.resolve_with(&tight, small, 4096, false, Mode::Inference, 4),
+                Kernel::Factored,
+                "{strategy:?}"
+            );
+            assert_eq!(
+                strategy.resolve_with(&roomy, small, 4096, false, Mode::Inference, 4),
+                Kernel::Materialized,
+                "{strategy:?}"
+            );
+            assert_eq!(
+                strategy.resolve_with(&tight, small, 4096, true, Mode::Inference, 4),
+                Kernel::Materialized,
+                "{strategy:?}"
+            );
+        }
+        // The 65536² layer's W is never built for inference either.
+        assert_eq!(
+            Strategy::Materialized.resolve(shape, 4096, false, Mode::Inference),
+            Kernel::Factored
         );
     }
 }
