@@ -60,6 +60,9 @@ enum Buffer {
     F64(Vec<f64>),
 }
 
+/// Buffers are found by float type (`true`: `f64`) and length.
+type Key = (bool, usize);
+
 impl Buffer {
     fn bytes(&self) -> usize {
         match self {
@@ -67,12 +70,7 @@ impl Buffer {
             Buffer::F64(v) => v.len() * 8,
         }
     }
-}
 
-/// Buffers are found by float type and length.
-type Key = (bool, usize);
-
-impl Buffer {
     fn key(&self) -> Key {
         match self {
             Buffer::F32(v) => (false, v.len()),

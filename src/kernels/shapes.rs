@@ -17,11 +17,7 @@ pub(crate) fn as_matrix<'a, F: Float>(
     x: ArrayViewD<'a, F>,
     width: usize,
 ) -> (CowArray<'a, F, Ix2>, Vec<usize>) {
-    let shape = x.shape().to_vec();
-    if shape.last() != Some(&width) {
-        panic!("{context}: {what} has shape {shape:?}, expected [.., {width}]");
-    }
-    let lead = shape[..shape.len() - 1].to_vec();
+    let lead = leading_axes(context, what, x.shape(), width);
     let rows = lead.iter().product();
     let x = CowArray::from(x);
     let x = if x.is_standard_layout() {
@@ -33,6 +29,19 @@ pub(crate) fn as_matrix<'a, F: Float>(
         .into_shape_with_order((rows, width))
         .expect("a standard-layout array reshapes");
     (m, lead)
+}
+
+/// The leading axes of a `(…, width)` shape: the one shape check of [`as_matrix`] and
+/// [`owned_matrix`].
+///
+/// # Panics
+/// As [`as_matrix`].
+#[track_caller]
+fn leading_axes(context: &str, what: &str, shape: &[usize], width: usize) -> Vec<usize> {
+    if shape.last() != Some(&width) {
+        panic!("{context}: {what} has shape {shape:?}, expected [.., {width}]");
+    }
+    shape[..shape.len() - 1].to_vec()
 }
 
 /// An owned `(…, width)` input as the matrix `(M, width)` and its leading axes: the owned
@@ -47,7 +56,7 @@ pub(crate) fn owned_matrix<F: Float>(
     x: ArrayD<F>,
     width: usize,
 ) -> (ndarray::Array2<F>, Vec<usize>) {
-    let (_, lead) = as_matrix(context, what, x.view(), width);
+    let lead = leading_axes(context, what, x.shape(), width);
     (into_matrix(x, width), lead)
 }
 

@@ -120,13 +120,7 @@ impl<F: Float> Dropout<F> {
     pub(crate) fn backward_owned(&mut self, grad_output: ArrayD<F>) -> ArrayD<F> {
         match self.pop_checked(grad_output.shape()) {
             None => grad_output,
-            Some(mut mask) => {
-                Zip::from(&mut mask)
-                    .and(&grad_output)
-                    .for_each(|m, &g| *m *= g);
-                buffer_pool::recycle(grad_output);
-                mask
-            }
+            Some(mask) => buffer_pool::consume(grad_output, |g| times_mask(mask, &g)),
         }
     }
 
@@ -162,17 +156,19 @@ impl<F: Float> Dropout<F> {
     }
 }
 
+/// `G ⊙ m`, written over the saved mask `m`.
+fn times_mask<F: Float>(mut mask: ArrayD<F>, grad_output: &ArrayViewD<'_, F>) -> ArrayD<F> {
+    Zip::from(&mut mask)
+        .and(grad_output)
+        .for_each(|m, &g| *m *= g);
+    mask
+}
+
 impl<F: Float> Module<F> for Dropout<F> {
     /// Draws a mask (one uniform per entry, in the input's logical order), applies it and
     /// saves it.
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
-        if self.p == 0.0 {
-            self.saved.push(Saved::Identity(x.shape().to_vec()));
-            return buffer_pool::copy_of(&x);
-        }
-        let mut y = buffer_pool::copy_of(&x);
-        self.apply_mask(&mut y);
-        y
+        self.forward_owned(buffer_pool::copy_of(&x))
     }
 
     /// In place: the output is written in `x`'s buffer (at `p = 0` it is `x` itself).
@@ -195,12 +191,7 @@ impl<F: Float> Module<F> for Dropout<F> {
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
         match self.pop_checked(grad_output.shape()) {
             None => buffer_pool::copy_of(&grad_output),
-            Some(mut mask) => {
-                Zip::from(&mut mask)
-                    .and(&grad_output)
-                    .for_each(|m, &g| *m *= g);
-                mask
-            }
+            Some(mask) => times_mask(mask, &grad_output),
         }
     }
 

@@ -178,13 +178,13 @@ fn row_sum(n: usize, f: impl Fn(usize) -> f64) -> f64 {
 /// Affine weights `(w, b)` as `f64`.
 type Affine = (Vec<f64>, Vec<f64>);
 
-/// The forward row pass over a chunk of rows: `y = (x − μ)·(1/σ) ⊙ w + b` and, when `st` is
-/// given, each row's `(μ, 1/σ)`. Run through `pulp`'s dispatch, so its loops are compiled for
+/// The forward row pass over a chunk of rows: `y = (x − μ)·(1/σ) ⊙ w + b` and each row's
+/// `(μ, 1/σ)` into `st`. Run through `pulp`'s dispatch, so its loops are compiled for
 /// the CPU's best vector instructions (the arithmetic, and so every bit, is the same on all).
 struct NormalizeRows<'a, F> {
     x: ArrayView2<'a, F>,
     y: ArrayViewMut2<'a, F>,
-    st: Option<ArrayViewMut2<'a, f64>>,
+    st: ArrayViewMut2<'a, f64>,
     wb: Option<&'a Affine>,
     eps: f64,
 }
@@ -216,9 +216,7 @@ impl<F: Float> pulp::WithSimd for NormalizeRows<'_, F> {
                     }
                 }
             }
-            if let Some(st) = st.as_mut() {
-                (st[[i, 0]], st[[i, 1]]) = (mean, s);
-            }
+            (st[[i, 0]], st[[i, 1]]) = (mean, s);
         }
     }
 }
@@ -292,48 +290,33 @@ impl<F: Float> LayerNorm<F> {
     }
 
     /// Normalizes the rows of `x` `(M, D)` in one pass per row (statistics, then
-    /// `y = x̂ ⊙ w + b`), rows split across the pool: returns `y` and, when `keep`, the
-    /// statistics `(μ, 1/√(σ² + ε))` of every row `(M, 2)`.
-    fn normalize(&self, x: &ArrayView2<'_, F>, keep: bool) -> (Array2<F>, Array2<f64>) {
+    /// `y = x̂ ⊙ w + b`), rows split across the pool: returns `y` and the statistics
+    /// `(μ, 1/√(σ² + ε))` of every row `(M, 2)` (16 bytes a row; inference drops them).
+    fn normalize(&self, x: &ArrayView2<'_, F>) -> (Array2<F>, Array2<f64>) {
         let (m, d) = x.dim();
-        // Every row of `y` is written below.
+        // Every row of `y` and of the statistics is written below.
         let mut y = buffer_pool::for_overwrite((m, d));
-        let mut stats = Array2::<f64>::zeros((if keep { m } else { 0 }, 2));
+        let mut stats = Array2::<f64>::zeros((m, 2));
         let wb = self.affine_f64();
-        let eps = self.eps;
+        let (eps, wb) = (self.eps, wb.as_ref());
         let x = x.as_standard_layout();
-        let work = m * d * ROW_COST;
         let x = x.view();
-        let wb = wb.as_ref();
-        if keep {
-            for_each_chunk2(
-                y.view_mut(),
-                stats.view_mut(),
-                Axis(0),
-                work,
-                |start, y, st| {
-                    let rows = x.slice(s![start..start + y.nrows(), ..]);
-                    pulp::Arch::new().dispatch(NormalizeRows {
-                        x: rows,
-                        y,
-                        st: Some(st),
-                        wb,
-                        eps,
-                    })
-                },
-            );
-        } else {
-            for_each_chunk(y.view_mut(), Axis(0), work, |start, y| {
+        for_each_chunk2(
+            y.view_mut(),
+            stats.view_mut(),
+            Axis(0),
+            m * d * ROW_COST,
+            |start, y, st| {
                 let rows = x.slice(s![start..start + y.nrows(), ..]);
                 pulp::Arch::new().dispatch(NormalizeRows {
                     x: rows,
                     y,
-                    st: None,
+                    st,
                     wb,
                     eps,
                 })
-            });
-        }
+            },
+        );
         (y, stats)
     }
 }
@@ -452,7 +435,7 @@ impl<F: Float> Module<F> for LayerNorm<F> {
     #[track_caller]
     fn forward_owned(&mut self, x: ArrayD<F>) -> ArrayD<F> {
         let (x, lead) = owned_matrix("LayerNorm::forward", "input", x, self.width);
-        let (y, stats) = self.normalize(&x.view(), true);
+        let (y, stats) = self.normalize(&x.view());
         self.saved.push(Saved {
             x,
             stats,
@@ -525,7 +508,7 @@ impl<F: Float> Module<F> for LayerNorm<F> {
     #[track_caller]
     fn infer(&self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         let (x, lead) = as_matrix("LayerNorm::infer", "input", x, self.width);
-        unflatten(self.normalize(&x.view(), false).0, &lead)
+        unflatten(self.normalize(&x.view()).0, &lead)
     }
 
     fn visit_params(&self, f: &mut dyn FnMut(&str, &Param<F>)) {

@@ -233,10 +233,10 @@ impl<F: Float> Module<F> for Linear<F> {
         self.forward_owned(buffer_pool::copy_of(&x))
     }
 
-    /// # Panics
-    /// If no forward pass is left to go back through, or `grad_output` is not
-    /// `(…, out_features)` with the leading axes of that forward's input.
     /// Keeps `x` as the saved input (no copy).
+    ///
+    /// # Panics
+    /// If the last axis of `x` is not `in_features`.
     #[track_caller]
     fn forward_owned(&mut self, x: ArrayD<F>) -> ArrayD<F> {
         let (x, lead) = owned_matrix("Linear::forward", "input", x, self.in_features());
@@ -245,6 +245,9 @@ impl<F: Float> Module<F> for Linear<F> {
         unflatten(y, &lead)
     }
 
+    /// # Panics
+    /// If no forward pass is left to go back through, or `grad_output` is not
+    /// `(…, out_features)` with the leading axes of that forward's input.
     #[track_caller]
     fn backward(&mut self, grad_output: ArrayViewD<'_, F>) -> ArrayD<F> {
         let (x, lead) = self.saved.pop("Linear");

@@ -769,6 +769,9 @@ impl<F: Float> Module<F> for PhmLinear<F> {
     }
 
     /// Keeps `x` as the saved input (no copy).
+    ///
+    /// # Panics
+    /// If the last axis of `x` is not `in_features`.
     #[track_caller]
     fn forward_owned(&mut self, x: ArrayD<F>) -> ArrayD<F> {
         let width = self.shape.in_features();
